@@ -1,0 +1,174 @@
+"""Closed-form duals of activations: T(s) = E[phi(u) phi(v)] and Tdot(s) = E[phi'(u) phi'(v)].
+
+Here (u, v) ~ N(0, [[s11, s12], [s12, s22]]). Every function in this module is pure sympy: it takes
+sympy expressions for s11, s12, s22 and the activation's hyperparameters and returns sympy
+expressions. Each closed form is proven in ``proofs/`` (Price's theorem dT/ds12 = Tdot plus the value
+at s12 = 0, or an equivalent derivation).
+
+References:
+    Cho & Saul (2009), Kernel methods for deep learning (arc-cosine kernels).
+    Williams (1997), Computing with infinite networks (erf).
+    Novak et al. (2020), Neural Tangents, ICLR (conventions of the activation parameters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import sympy as sp
+
+Expr = sp.Expr
+
+
+@dataclass(frozen=True)
+class Dual:
+    """The dual pair of an activation, as sympy expressions.
+
+    Attributes:
+        T: E[phi(u) phi(v)].
+        Tdot: E[phi'(u) phi'(v)] (or, for surrogate gradients, E[phi'(u) psi'(v)]).
+        Tdiag: T at s11 = s12 = s22 = s, in the symbol of ``s11`` (simplified variance map).
+    """
+
+    T: Expr
+    Tdot: Expr
+    Tdiag: Expr
+
+
+def _theta(s11: Expr, s12: Expr, s22: Expr) -> Expr:
+    return sp.acos(s12 / sp.sqrt(s11 * s22))
+
+
+def abrelu(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr) -> Dual:
+    """phi(x) = a min(x, 0) + b max(x, 0)."""
+    theta = _theta(s11, s12, s22)
+    tdot = (a**2 + b**2) / 2 - (a - b) ** 2 * theta / (2 * sp.pi)
+    t = (a - b) ** 2 / (2 * sp.pi) * sp.sqrt(s11 * s22 - s12**2) + tdot * s12
+    return Dual(t, tdot, (a**2 + b**2) / 2 * s11)
+
+
+def relu(s11: Expr, s12: Expr, s22: Expr) -> Dual:
+    """phi(x) = max(x, 0): the arc-cosine kernel of degree 1 (Cho & Saul 2009)."""
+    theta = _theta(s11, s12, s22)
+    t = (sp.sqrt(s11 * s22 - s12**2) + (sp.pi - theta) * s12) / (2 * sp.pi)
+    return Dual(t, (sp.pi - theta) / (2 * sp.pi), s11 / 2)
+
+
+def erf(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr, c: Expr) -> Dual:
+    """phi(x) = a erf(b x) + c (Williams 1997)."""
+    p1, p2 = 1 + 2 * b**2 * s11, 1 + 2 * b**2 * s22
+    t = a**2 * 2 / sp.pi * sp.asin(2 * b**2 * s12 / sp.sqrt(p1 * p2)) + c**2
+    tdot = a**2 * b**2 * 4 / sp.pi / sp.sqrt(p1 * p2 - 4 * b**4 * s12**2)
+    tdiag = a**2 * 2 / sp.pi * sp.asin(2 * b**2 * s11 / (1 + 2 * b**2 * s11)) + c**2
+    return Dual(t, tdot, tdiag)
+
+
+def sin(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr, c: Expr) -> Dual:
+    """phi(x) = a sin(b x + c)."""
+    minus = sp.exp(-(b**2) * (s11 + s22 - 2 * s12) / 2)
+    plus = sp.exp(-(b**2) * (s11 + s22 + 2 * s12) / 2) * sp.cos(2 * c)
+    tdiag = a**2 / 2 * (1 - sp.exp(-2 * b**2 * s11) * sp.cos(2 * c))
+    return Dual(a**2 / 2 * (minus - plus), a**2 * b**2 / 2 * (minus + plus), tdiag)
+
+
+def cos(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr, c: Expr) -> Dual:
+    """phi(x) = a cos(b x + c) = a sin(b x + c + pi/2)."""
+    return sin(s11, s12, s22, a, b, c + sp.pi / 2)
+
+
+def sign(s11: Expr, s12: Expr, s22: Expr) -> Dual:
+    """phi(x) = sign(x). Its derivative vanishes almost everywhere: Tdot = 0 (as neural-tangents).
+
+    The NTK of sign networks is ill-posed; see the surrogate-gradient NTK for the meaningful object.
+    """
+    return Dual(2 / sp.pi * sp.asin(s12 / sp.sqrt(s11 * s22)), sp.Integer(0), sp.Integer(1))
+
+
+def identity(s11: Expr, s12: Expr, s22: Expr) -> Dual:
+    """phi(x) = x."""
+    return Dual(s12, sp.Integer(1), s11)
+
+
+def exp(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr) -> Dual:
+    """phi(x) = a exp(b x): the Gaussian moment generating function."""
+    t = a**2 * sp.exp(b**2 * (s11 + s22 + 2 * s12) / 2)
+    return Dual(t, b**2 * t, a**2 * sp.exp(2 * b**2 * s11))
+
+
+def gaussian(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr) -> Dual:
+    """phi(x) = a exp(b x^2), b < 1 / (2 max(s11, s22)) for the expectation to exist."""
+    det = (1 - 2 * b * s11) * (1 - 2 * b * s22) - 4 * b**2 * s12**2
+    t = a**2 / sp.sqrt(det)
+    tdot = 4 * a**2 * b**2 * s12 / det ** sp.Rational(3, 2)
+    return Dual(t, tdot, a**2 / sp.sqrt(1 - 4 * b * s11))
+
+
+def rbf(s11: Expr, s12: Expr, s22: Expr, gamma: Expr) -> Dual:
+    """phi(x) = sqrt(2) sin(sqrt(2 gamma) x + pi/4), whose dual is the RBF kernel (neural-tangents' Rbf)."""
+    t = sp.exp(-gamma * (s11 + s22 - 2 * s12))
+    return Dual(t, 2 * gamma * t, sp.Integer(1))
+
+
+def gaussian_moment(n: int, m: int, s11: Expr, s12: Expr, s22: Expr) -> Expr:
+    """E[u^n v^m] for (u, v) ~ N(0, [[s11, s12], [s12, s22]]) by Isserlis' theorem."""
+    total = sp.Integer(0)
+    for k in range(min(n, m) + 1):
+        if (n - k) % 2 or (m - k) % 2:
+            continue
+        total += (
+            sp.binomial(n, k) * sp.binomial(m, k) * sp.factorial(k) * s12**k
+            * sp.factorial2(n - k - 1) * s11 ** sp.Rational(n - k, 2)
+            * sp.factorial2(m - k - 1) * s22 ** sp.Rational(m - k, 2)
+        )
+    return sp.expand(total)
+
+
+def polynomial(s11: Expr, s12: Expr, s22: Expr, coef: tuple[Expr, ...]) -> Dual:
+    """phi(x) = sum_i coef[i] x^i."""
+    t = sum(
+        (ci * cj * gaussian_moment(i, j, s11, s12, s22)
+         for i, ci in enumerate(coef) for j, cj in enumerate(coef)),
+        sp.Integer(0),
+    )
+    tdot = sum(
+        (i * j * ci * cj * gaussian_moment(i - 1, j - 1, s11, s12, s22)
+         for i, ci in enumerate(coef) for j, cj in enumerate(coef) if i and j),
+        sp.Integer(0),
+    )
+    return Dual(t, tdot, t.subs({s12: s11, s22: s11}, simultaneous=True))
+
+
+def monomial(s11: Expr, s12: Expr, s22: Expr, degree: int) -> Dual:
+    """phi(x) = x^degree."""
+    coef = tuple(sp.Integer(1 if i == degree else 0) for i in range(degree + 1))
+    return polynomial(s11, s12, s22, coef)
+
+
+def _arccos_j(n: int, theta: sp.Symbol) -> Expr:
+    """J_n(theta) of Cho & Saul (2009): (-1)^n sin^{2n+1} (1/sin d/dtheta)^n ((pi - theta)/sin)."""
+    f = (sp.pi - theta) / sp.sin(theta)
+    for _ in range(n):
+        f = sp.diff(f, theta) / sp.sin(theta)
+    return sp.simplify((-1) ** n * sp.sin(theta) ** (2 * n + 1) * f)
+
+
+def _arccos_kernel(n: int, s11: Expr, s12: Expr, s22: Expr) -> Expr:
+    """E[max(u,0)^n max(v,0)^n] = (s11 s22)^{n/2} J_n(theta) / (2 pi)."""
+    theta = sp.Symbol("theta", positive=True)
+    j = _arccos_j(n, theta)
+    rho = s12 / sp.sqrt(s11 * s22)
+    j = j.subs(sp.sin(theta), sp.sqrt(s11 * s22 - s12**2) / sp.sqrt(s11 * s22))
+    j = j.subs(sp.cos(theta), rho).subs(theta, sp.acos(rho))
+    return (s11 * s22) ** sp.Rational(n, 2) * j / (2 * sp.pi)
+
+
+def rectified_monomial(s11: Expr, s12: Expr, s22: Expr, degree: int) -> Dual:
+    """phi(x) = max(x, 0)^degree: arc-cosine kernels of degree n (Cho & Saul 2009)."""
+    t = _arccos_kernel(degree, s11, s12, s22)
+    tdot = degree**2 * _arccos_kernel(degree - 1, s11, s12, s22) if degree else sp.Integer(0)
+    tdiag = sp.factorial2(2 * degree - 1) * s11**degree / 2
+    return Dual(t, tdot, tdiag)
+
+
+DualFn = Callable[..., Dual]

@@ -1,0 +1,87 @@
+"""Error types and message templates.
+
+Every message names the problem and the fix. Messages are constants (``str.format`` templates) so that
+tests, docs and users can rely on their wording.
+"""
+
+from __future__ import annotations
+
+
+class KernelalgError(ValueError):
+    """Base class of all errors raised on bad input to kernelalg."""
+
+
+class LayerOrderError(KernelalgError):
+    """A layer sequence is invalid (e.g. a nonlinearity applied to non-Gaussian inputs)."""
+
+
+class LoweringError(KernelalgError):
+    """A symbolic expression contains a node the backend cannot lower."""
+
+
+class InputError(KernelalgError):
+    """Input arrays have the wrong shape, dtype or values."""
+
+
+NEGATIVE_STD = (
+    "{layer}: {name} must be a finite number >= 0, got {value!r}. "
+    "Fix: pass the standard deviation itself (its sign is irrelevant for a Gaussian), e.g. {name}={fix}."
+)
+BAD_PARAMETERIZATION = (
+    "{layer}: parameterization must be 'ntk' or 'standard', got {value!r}. "
+    "Fix: use parameterization='ntk' (the default) or parameterization='standard'."
+)
+STANDARD_NEEDS_WIDTH = (
+    "Dense(parameterization='standard') after a layer of unknown width: in the standard parametrization "
+    "the NTK depends on the fan-in. Fix: give the previous Dense an out_dim, e.g. Dense(1.5, 0.05, out_dim=512)."
+)
+NOT_GAUSSIAN = (
+    "{layer} is applied to inputs that are not Gaussian in the infinite-width limit (it follows {after}). "
+    "The closed-form dual E[phi(u)phi(v)] only holds for Gaussian pre-activations. "
+    "Fix: put an affine layer (Dense or Conv) before {layer}, e.g. Dense() >> {layer}."
+)
+FANOUT_MISMATCH = (
+    "parallel() got {got} input branches but the preceding layer provides {expected}. "
+    "Fix: put FanOut({got}) before parallel(...)."
+)
+FANIN_NEEDS_BRANCHES = (
+    "FanInSum() needs several branches (a tuple of kernels) as input, got a single one. "
+    "Fix: use FanOut(n) >> parallel(b1, ..., bn) >> FanInSum()."
+)
+NOT_A_LAYER = (
+    "{what!r} is not a kernelalg layer. Fix: build networks from ka.Dense(), ka.Relu(), ... "
+    "composed with >>, ka.serial(...) or ka.parallel(...)."
+)
+UNSUPPORTED_ACTIVATION = (
+    "Activation {name!r} has no dual in kernelalg. Fix: use ka.Elementwise(fn) with fn a sympy-compatible "
+    "callable (exact dual when sympy can derive it, otherwise Gauss-Hermite quadrature of stated degree)."
+)
+UNKNOWN_NODE = (
+    "No {backend} lowering for the sympy node {node} (class {cls}). "
+    "Fix: rewrite the expression with supported functions ({supported}), or register a lowering with "
+    "kernelalg.backends.register_{backend}_lowering({cls}, fn)."
+)
+BAD_RANK = (
+    "{name} must be a 2-D array (batch, features) for this network, got shape {shape}. "
+    "Fix: {fix}."
+)
+FEATURE_MISMATCH = (
+    "x1 has {d1} features but x2 has {d2}. Fix: pass inputs with the same trailing dimension(s)."
+)
+NON_FINITE = (
+    "{name} contains {count} NaN or infinite value(s) (first at index {index}). "
+    "Fix: clean or impute the data before computing kernels, e.g. x = np.nan_to_num(x)."
+)
+BAD_DTYPE = (
+    "{name} has dtype {dtype}; kernels are computed in float32 or float64. "
+    "Fix: convert, e.g. {name} = np.asarray({name}, dtype=np.float64)."
+)
+BAD_GET = (
+    "get={get!r} is not understood. Fix: use 'nngp', 'ntk', or a tuple of them, e.g. get=('nngp', 'ntk')."
+)
+EMPTY_INPUT = "{name} has no samples (shape {shape}). Fix: pass at least one input row."
+UNKNOWN_PARAM = (
+    "Unknown hyperparameter(s) {names}. Known: {known}. "
+    "Fix: use the names listed by ka.symbolic(net).params."
+)
+BAD_BACKEND = "backend={backend!r} is not available. Fix: use backend='jax' (fast) or backend='reference'."
