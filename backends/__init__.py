@@ -1,0 +1,17 @@
+"""Backends that lower kernelalg's symbolic programs to executable code.
+
+``jax`` is the fast, jitted path; ``numpy`` (float64) and ``mpmath`` (arbitrary precision) are the
+reference the JAX lowering is tested against.
+"""
+
+from ._jax import (JAX_TABLE, lower_elementwise, lower_program, register_jax_lowering, safe_arccos,
+                   safe_arcsin, safe_rsqrt, safe_sqrt)
+from ._reference import (MPMATH_TABLE, NUMPY_TABLE, evaluate_program, register_mpmath_lowering,
+                         register_numpy_lowering)
+from ._walker import Table, evaluate, run_program
+
+__all__ = [
+    "JAX_TABLE", "MPMATH_TABLE", "NUMPY_TABLE", "Table", "evaluate", "evaluate_program", "lower_elementwise",
+    "lower_program", "register_jax_lowering", "register_mpmath_lowering", "register_numpy_lowering",
+    "run_program", "safe_arccos", "safe_arcsin", "safe_rsqrt", "safe_sqrt",
+]

@@ -1,0 +1,188 @@
+"""Kernel state and the straight-line program that symbolic layers write into.
+
+A network's kernel is built layer by layer. Each layer maps the symbolic kernel state (:class:`Stats`)
+to a new one; the plumbing in :class:`Builder` then *materialises* the new state: common
+subexpressions are extracted (``sympy.cse``) and every state entry is bound to a fresh symbol. The
+next layer therefore only ever sees symbols, so the program grows linearly with depth, whatever the
+depth, and full closed forms are recovered on demand by substitution.
+
+Layers whose maths is not elementwise (spatial convolutions, pooling, time recursions) emit
+:class:`Op` instructions that carry a backend function; everything elementwise stays sympy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence, Union
+
+import sympy as sp
+
+Expr = sp.Expr
+
+#: |x|^2 / d, the per-sample input statistic of the first argument.
+Q1 = sp.Symbol("q1", positive=True)
+#: |x'|^2 / d, the per-sample input statistic of the second argument.
+Q2 = sp.Symbol("q2", positive=True)
+#: x . x' / d, the input covariance.
+C = sp.Symbol("c", real=True)
+#: Input dimension (fan-in of the first affine layer); enters only the standard parametrization.
+D = sp.Symbol("d", positive=True, integer=True)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Symbolic kernel state of one branch (per input pair).
+
+    Attributes:
+        var1: Variance E[f(x)^2] of the current pre-/post-activation at x (per unit).
+        var2: The same at x'.
+        cov: Covariance E[f(x) f(x')] (the NNGP).
+        ntk: Neural tangent kernel Theta(x, x') of the current representation.
+        gaussian: True when the representation is Gaussian in the infinite-width limit (the output of an
+            affine layer), so that a nonlinearity's closed-form dual applies.
+        width: Number of units/channels of the representation (fan-in of the next affine layer) when
+            known: an int, the input-dimension symbol ``d``, or None.
+        after: Name of the layer that produced this state (for error messages).
+        layout: Static description of the array structure the symbols stand for ("dense" for one value
+            per input pair; spatial layers use other layouts).
+    """
+
+    var1: Expr
+    var2: Expr
+    cov: Expr
+    ntk: Expr
+    gaussian: bool = True
+    width: Any = None
+    after: str = "the input"
+    layout: Any = "dense"
+
+    def replace(self, **changes: Any) -> "Stats":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def exprs(self) -> tuple[Expr, Expr, Expr, Expr]:
+        return (self.var1, self.var2, self.cov, self.ntk)
+
+
+State = Union[Stats, tuple["Stats", ...]]
+
+
+@dataclass(frozen=True)
+class Assign:
+    """``target = expr``, elementwise over whatever arrays the free symbols stand for."""
+
+    target: sp.Symbol
+    expr: Expr
+
+
+@dataclass(frozen=True)
+class Op:
+    """``targets = fn(*sources, **static)`` for non-elementwise maths (spatial or temporal linear maps).
+
+    ``fn`` receives arrays of the chosen backend's array type and returns a tuple of arrays.
+    """
+
+    targets: tuple[sp.Symbol, ...]
+    fn: Callable[..., tuple[Any, ...]]
+    sources: tuple[sp.Symbol, ...]
+    label: str = ""
+
+
+Instruction = Union[Assign, Op]
+
+
+@dataclass
+class Builder:
+    """Collects the straight-line program and the hyperparameter symbols of one network.
+
+    Args:
+        keep_symbols: If True, hyperparameters stay sympy symbols in the expressions; otherwise their
+            numeric values are substituted (the program still refers to symbols when ``for_compile``).
+    """
+
+    keep_symbols: bool = True
+    program: list[Instruction] = field(default_factory=list)
+    params: dict[sp.Symbol, float] = field(default_factory=dict)
+    routes: dict[str, str] = field(default_factory=dict)
+    _layer_counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _tmp: Iterator[sp.Symbol] = field(default_factory=lambda: sp.numbered_symbols("z", start=0))
+    _depth: int = 0
+
+    def next_layer_index(self) -> int:
+        return next(self._layer_counter)
+
+    def param(self, layer_index: int, name: str, value: float, positive: bool = False) -> Expr:
+        """The expression that stands for a hyperparameter of layer ``layer_index``."""
+        sym = sp.Symbol(f"{name}_{layer_index}", positive=True) if positive else sp.Symbol(
+            f"{name}_{layer_index}", real=True)
+        self.params[sym] = float(value)
+        return sym if self.keep_symbols else number(value)
+
+    def fresh(self, stem: str, **assumptions: bool) -> sp.Symbol:
+        return sp.Symbol(f"{stem}_{len(self.program)}", **assumptions)
+
+    def materialize(self, st: Stats) -> Stats:
+        """Bind each entry of ``st`` to a fresh symbol, sharing common subexpressions."""
+        exprs = st.exprs
+        todo = [i for i, e in enumerate(exprs) if not (e.is_Symbol or e.is_Number)]
+        if not todo:
+            return st
+        replacements, reduced = sp.cse([exprs[i] for i in todo], symbols=self._tmp, optimizations=None)
+        for sym, sub in replacements:
+            self.program.append(Assign(sym, sub))
+        out = list(exprs)
+        stems = (("v1", True), ("v2", True), ("k", False), ("t", False))
+        for i, red in zip(todo, reduced):
+            if red.is_Symbol or red.is_Number:
+                out[i] = red
+                continue
+            stem, pos = stems[i]
+            sym = self.fresh(stem, positive=True) if pos else self.fresh(stem, real=True)
+            self.program.append(Assign(sym, red))
+            out[i] = sym
+        return st.replace(var1=out[0], var2=out[1], cov=out[2], ntk=out[3])
+
+    def emit(self, fn: Callable[..., tuple[Any, ...]], sources: Sequence[sp.Symbol], n_out: int,
+             stem: str = "s", label: str = "") -> tuple[sp.Symbol, ...]:
+        """Append an :class:`Op` and return its fresh output symbols."""
+        targets = tuple(sp.Symbol(f"{stem}{j}_{len(self.program)}", real=True) for j in range(n_out))
+        self.program.append(Op(targets, fn, tuple(sources), label))
+        return targets
+
+
+def expand(program: Sequence[Instruction], outputs: Sequence[Expr]) -> list[Expr]:
+    """Substitute the program back into ``outputs`` to obtain closed-form expressions.
+
+    Raises:
+        ValueError: If an output depends on an :class:`Op` (no elementwise closed form exists).
+    """
+    env: dict[sp.Symbol, Expr] = {}
+    for ins in program:
+        if isinstance(ins, Op):
+            for t in ins.targets:
+                env[t] = sp.Function(ins.label or "op")(*[env.get(s, s) for s in ins.sources])
+            continue
+        env[ins.target] = ins.expr.xreplace(env) if ins.expr.free_symbols & env.keys() else ins.expr
+    return [o.xreplace(env) if hasattr(o, "xreplace") else o for o in outputs]
+
+
+def number(value: float) -> Expr:
+    """A readable sympy number equal to the float ``value`` (integers stay integers)."""
+    v = float(value)
+    return sp.Integer(int(v)) if v.is_integer() else sp.Float(repr(v), 15)
+
+
+def flatten_states(state: State) -> tuple[Stats, ...]:
+    return state if isinstance(state, tuple) else (state,)
+
+
+def program_size(program: Sequence[Instruction]) -> int:
+    """Number of sympy operations in the program (a measure that grows linearly with depth)."""
+    return sum(sp.count_ops(i.expr) if isinstance(i, Assign) else 1 for i in program)
+
+
+def substitute_params(exprs: Sequence[Expr], params: Mapping[sp.Symbol, float]) -> list[Expr]:
+    values = {s: sp.Float(v, 17) for s, v in params.items()}
+    return [e.xreplace(values) for e in exprs]
