@@ -13,6 +13,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -36,22 +37,49 @@ class Dual:
     Tdiag: Expr
 
 
+class corr(sp.Function):
+    """The correlation rho = s12 / sqrt(s11 s22) as an explicit node.
+
+    Mathematically it is just that quotient (``plain`` removes the node; sympy differentiates through
+    it). The backends lower it with |rho| snapped to exactly 1 within a few ulps, so that identical (or
+    parallel) inputs give exactly sqrt(1 - rho^2) = 0 and arccos(rho) = 0 instead of amplified rounding
+    noise (the arc-cosine family has a square-root singularity at |rho| = 1).
+    """
+
+    nargs = 3
+
+    def fdiff(self, argindex: int = 1) -> Expr:
+        return sp.diff(plain(self), self.args[argindex - 1])
+
+    def _latex(self, printer: object) -> str:
+        return printer._print(plain(self))  # type: ignore[attr-defined]
+
+
+def plain(expr: Expr) -> Expr:
+    """Replace every :class:`corr` node by s12 / sqrt(s11 s22)."""
+    return expr.replace(lambda e: isinstance(e, corr), lambda e: e.args[1] / sp.sqrt(e.args[0] * e.args[2]))
+
+
+def _rho(s11: Expr, s12: Expr, s22: Expr) -> Expr:
+    return corr(s11, s12, s22)
+
+
 def _theta(s11: Expr, s12: Expr, s22: Expr) -> Expr:
-    return sp.acos(s12 / sp.sqrt(s11 * s22))
+    return sp.acos(_rho(s11, s12, s22))
 
 
 def abrelu(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr) -> Dual:
     """phi(x) = a min(x, 0) + b max(x, 0)."""
-    theta = _theta(s11, s12, s22)
+    rho, theta = _rho(s11, s12, s22), _theta(s11, s12, s22)
     tdot = (a**2 + b**2) / 2 - (a - b) ** 2 * theta / (2 * sp.pi)
-    t = (a - b) ** 2 / (2 * sp.pi) * sp.sqrt(s11 * s22 - s12**2) + tdot * s12
+    t = sp.sqrt(s11 * s22) * ((a - b) ** 2 / (2 * sp.pi) * sp.sqrt(1 - rho**2) + tdot * rho)
     return Dual(t, tdot, (a**2 + b**2) / 2 * s11)
 
 
 def relu(s11: Expr, s12: Expr, s22: Expr) -> Dual:
     """phi(x) = max(x, 0): the arc-cosine kernel of degree 1 (Cho & Saul 2009)."""
-    theta = _theta(s11, s12, s22)
-    t = (sp.sqrt(s11 * s22 - s12**2) + (sp.pi - theta) * s12) / (2 * sp.pi)
+    rho, theta = _rho(s11, s12, s22), _theta(s11, s12, s22)
+    t = sp.sqrt(s11 * s22) * (sp.sqrt(1 - rho**2) + (sp.pi - theta) * rho) / (2 * sp.pi)
     return Dual(t, (sp.pi - theta) / (2 * sp.pi), s11 / 2)
 
 
@@ -59,7 +87,9 @@ def erf(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr, c: Expr) -> Dual:
     """phi(x) = a erf(b x) + c (Williams 1997)."""
     p1, p2 = 1 + 2 * b**2 * s11, 1 + 2 * b**2 * s22
     t = a**2 * 2 / sp.pi * sp.asin(2 * b**2 * s12 / sp.sqrt(p1 * p2)) + c**2
-    tdot = a**2 * b**2 * 4 / sp.pi / sp.sqrt(p1 * p2 - 4 * b**4 * s12**2)
+    # p1 p2 - 4 b^4 s12^2 written without cancellation between large terms
+    det = 1 + 2 * b**2 * (s11 + s22) + 4 * b**4 * (s11 * s22 - s12**2)
+    tdot = a**2 * b**2 * 4 / sp.pi / sp.sqrt(det)
     tdiag = a**2 * 2 / sp.pi * sp.asin(2 * b**2 * s11 / (1 + 2 * b**2 * s11)) + c**2
     return Dual(t, tdot, tdiag)
 
@@ -82,7 +112,7 @@ def sign(s11: Expr, s12: Expr, s22: Expr) -> Dual:
 
     The NTK of sign networks is ill-posed; see the surrogate-gradient NTK for the meaningful object.
     """
-    return Dual(2 / sp.pi * sp.asin(s12 / sp.sqrt(s11 * s22)), sp.Integer(0), sp.Integer(1))
+    return Dual(2 / sp.pi * sp.asin(_rho(s11, s12, s22)), sp.Integer(0), sp.Integer(1))
 
 
 def identity(s11: Expr, s12: Expr, s22: Expr) -> Dual:
@@ -145,6 +175,7 @@ def monomial(s11: Expr, s12: Expr, s22: Expr, degree: int) -> Dual:
     return polynomial(s11, s12, s22, coef)
 
 
+@functools.lru_cache(maxsize=None)
 def _arccos_j(n: int, theta: sp.Symbol) -> Expr:
     """J_n(theta) of Cho & Saul (2009): (-1)^n sin^{2n+1} (1/sin d/dtheta)^n ((pi - theta)/sin)."""
     f = (sp.pi - theta) / sp.sin(theta)
@@ -157,9 +188,8 @@ def _arccos_kernel(n: int, s11: Expr, s12: Expr, s22: Expr) -> Expr:
     """E[max(u,0)^n max(v,0)^n] = (s11 s22)^{n/2} J_n(theta) / (2 pi)."""
     theta = sp.Symbol("theta", positive=True)
     j = _arccos_j(n, theta)
-    rho = s12 / sp.sqrt(s11 * s22)
-    j = j.subs(sp.sin(theta), sp.sqrt(s11 * s22 - s12**2) / sp.sqrt(s11 * s22))
-    j = j.subs(sp.cos(theta), rho).subs(theta, sp.acos(rho))
+    rho = _rho(s11, s12, s22)
+    j = j.subs(sp.sin(theta), sp.sqrt(1 - rho**2)).subs(sp.cos(theta), rho).subs(theta, sp.acos(rho))
     return (s11 * s22) ** sp.Rational(n, 2) * j / (2 * sp.pi)
 
 
