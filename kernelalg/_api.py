@@ -17,6 +17,7 @@ import sympy as sp
 
 from . import _errors as E
 from ._layer import Layer, as_layer
+from ._inputs import layout_of
 from ._program import C, D, Q1, Q2
 from ._symbolic import SymbolicKernel, trace
 
@@ -99,19 +100,6 @@ def precision_of(*arrays: Any) -> Iterator[None]:
         yield
 
 
-def dense_input_env(x1: jax.Array, x2: jax.Array | None) -> dict:
-    """Input statistics of a dense network: q1 (N,1), q2 (1,M), c (N,M), d."""
-    d = x1.shape[-1]
-    q1 = jnp.sum(x1 * x1, axis=-1, keepdims=True) / d
-    if x2 is None:
-        c = jnp.matmul(x1, x1.T, precision=jax.lax.Precision.HIGHEST) / d
-        q2 = q1.T
-    else:
-        c = jnp.matmul(x1, x2.T, precision=jax.lax.Precision.HIGHEST) / d
-        q2 = (jnp.sum(x2 * x2, axis=-1, keepdims=True) / d).T
-    return {Q1: q1, Q2: q2, C: c, D: float(d)}
-
-
 class CompiledKernel:
     """A jitted kernel function of an architecture: ``f(x1, x2=None, params=None)``.
 
@@ -130,6 +118,7 @@ class CompiledKernel:
         self.net = as_layer(net)
         self.names, self.single = normalize_get(get)
         self.get = get
+        self.layout = layout_of(self.net)
         self.symbolic: SymbolicKernel = trace(self.net, keep_symbols=True)
         self.params = self.symbolic.param_values
         self._param_symbols = {s.name: s for s in self.symbolic.params}
@@ -141,7 +130,7 @@ class CompiledKernel:
         self._jitted = jax.jit(lambda x1, x2, p: self._assemble(run(self._env(x1, x2, p)), x1, x2))
 
     def _env(self, x1: jax.Array, x2: jax.Array | None, p: Mapping[str, Any]) -> dict:
-        env = dense_input_env(x1, x2)
+        env = self.layout.env(x1, x2)
         env.update({self._param_symbols[k]: v for k, v in p.items()})
         return env
 
@@ -152,10 +141,9 @@ class CompiledKernel:
         kernels = []
         for b in range(self._n_out):
             v = vals[b * per:(b + 1) * per]
-            fields = {"cov1": jnp.broadcast_to(jnp.asarray(v[0], dtype), (n, 1))[:, 0],
-                      "cov2": jnp.broadcast_to(jnp.asarray(v[1], dtype), (1, m))[0]}
+            fields = {"cov1": _full(v[0], (n, 1), dtype)[:, 0], "cov2": _full(v[1], (1, m), dtype)[0]}
             for name, arr in zip(self.names, v[2:]):
-                fields[name] = jnp.broadcast_to(jnp.asarray(arr, dtype), (n, m))
+                fields[name] = _full(arr, (n, m), dtype)
             kernels.append(Kernel(**fields))
         return tuple(kernels)
 
@@ -168,12 +156,26 @@ class CompiledKernel:
             p.update(params)
         return p
 
-    def __call__(self, x1: Any, x2: Any = None, params: Mapping[str, Any] | None = None) -> Any:
-        x1 = check_input("x1", x1)
+    def __call__(self, x1: Any, x2: Any = None, params: Mapping[str, Any] | None = None,
+                 batch_size: int | None = None) -> Any:
+        """Evaluate the kernel.
+
+        Args:
+            x1: Inputs, shape (N, ...) as the network's input layout expects.
+            x2: Second inputs (M, ...), or None for x1 (then only the upper block triangle is computed
+                when tiling).
+            params: Hyperparameter overrides by name (see ``self.params``).
+            batch_size: If given, evaluate in tiles of at most batch_size x batch_size input pairs, so that
+                memory stays bounded for any N, M (outputs are NumPy arrays then).
+        """
+        rank, fix = self.layout.rank, self.layout.rank_fix
+        x1 = check_input("x1", x1, fix, rank)
         if x2 is not None:
-            x2 = check_input("x2", x2)
-            if x1.shape[-1] != x2.shape[-1]:
-                raise E.InputError(E.FEATURE_MISMATCH.format(d1=x1.shape[-1], d2=x2.shape[-1]))
+            x2 = check_input("x2", x2, fix, rank)
+            if x1.shape[1:] != x2.shape[1:]:
+                raise E.InputError(E.FEATURE_MISMATCH.format(d1=x1.shape[1:], d2=x2.shape[1:]))
+        if batch_size is not None and not _is_tracer(x1) and max(len(x1), len(x1 if x2 is None else x2)) > batch_size:
+            return self._tiled(x1, x2, params, int(batch_size))
         p = self._params(params)
         with precision_of(x1, x2):
             if x2 is not None and x2.dtype != x1.dtype:
@@ -186,8 +188,50 @@ class CompiledKernel:
         out = [getattr(k, self.names[0]) if self.single else k for k in kernels]
         return out[0] if len(out) == 1 else tuple(out)
 
+    def _tiled(self, x1: Any, x2: Any, params: Mapping[str, Any] | None, bs: int) -> Any:
+        """Tile over blocks of rows; with x2 None only blocks j >= i are computed and mirrored."""
+        sym = x2 is None
+        other = x1 if sym else x2
+        n, m = len(x1), len(other)
+        results: dict[str, np.ndarray] = {}
+        for i in range(0, n, bs):
+            for j in range(i if sym else 0, m, bs):
+                a, b = x1[i:i + bs], other[j:j + bs]
+                out = self(a, None if (sym and i == j) else b, params)
+                outs = out if isinstance(out, tuple) and self._n_out > 1 else (out,)
+                for k, o in enumerate(outs):
+                    for name in (self.names if not self.single else (self.names[0],)):
+                        blk = np.asarray(getattr(o, name) if not self.single else o)
+                        key = f"{k}.{name}"
+                        if key not in results:
+                            results[key] = np.empty((n, m) + blk.shape[2:], blk.dtype)
+                        results[key][i:i + bs, j:j + bs] = blk
+                        if sym and j > i:
+                            results[key][j:j + bs, i:i + bs] = np.swapaxes(blk, 0, 1)
+                    if not self.single:
+                        results.setdefault(f"{k}.cov1", np.empty(n, np.asarray(o.cov1).dtype))
+                        results.setdefault(f"{k}.cov2", np.empty(m, np.asarray(o.cov2).dtype))
+                        if j == (i if sym else 0):
+                            results[f"{k}.cov1"][i:i + bs] = np.asarray(o.cov1)
+                        if i == 0 or sym:
+                            results[f"{k}.cov2"][j:j + bs] = np.asarray(o.cov2)
+        outs = []
+        for k in range(self._n_out):
+            if self.single:
+                outs.append(results[f"{k}.{self.names[0]}"])
+            else:
+                outs.append(Kernel(**{nm: results[f"{k}.{nm}"] for nm in self.names},
+                                   cov1=results[f"{k}.cov1"], cov2=results[f"{k}.cov2"]))
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
     def __repr__(self) -> str:
         return f"CompiledKernel({self.net!r}, get={self.get!r})"
+
+
+def _full(arr: Any, lead: tuple[int, int], dtype: Any) -> jax.Array:
+    """Broadcast a program output to its full shape: the batch axes ``lead`` plus its own trailing axes."""
+    arr = jnp.asarray(arr, dtype)
+    return jnp.broadcast_to(arr, lead + arr.shape[2:] if arr.ndim > 2 else lead)
 
 
 _CACHE: dict[tuple[int, Any], tuple[Layer, CompiledKernel]] = {}
@@ -211,13 +255,22 @@ def compile(net: Layer, get: Any = _GETS, backend: str = "jax") -> CompiledKerne
     return f
 
 
-def kernel(net: Layer, x1: Any, x2: Any = None, get: Any = _GETS, params: Mapping[str, Any] | None = None) -> Any:
+def kernel(net: Layer, x1: Any, x2: Any = None, get: Any = _GETS, params: Mapping[str, Any] | None = None,
+           batch_size: int | None = None) -> Any:
     """Exact infinite-width kernel(s) of ``net`` between the rows of ``x1`` and ``x2`` (x2=None: x1).
+
+    Args:
+        net: Architecture expression.
+        x1: Inputs (N, ...).
+        x2: Inputs (M, ...) or None.
+        get: "nngp", "ntk" or a tuple of them.
+        params: Hyperparameter overrides by symbol name.
+        batch_size: Tile size in input rows for bounded memory (None: one block).
 
     Returns:
         A :class:`Kernel` (``get`` a tuple) or an array (``get`` a string), of shape (N, M).
     """
-    return compile(net, get)(x1, x2, params)
+    return compile(net, get)(x1, x2, params, batch_size)
 
 
 def reference_kernel(net: Layer, x1: Any, x2: Any = None, get: str = "ntk", dps: int | None = None) -> np.ndarray:

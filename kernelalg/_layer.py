@@ -37,6 +37,8 @@ class Layer:
         children: Sub-layers of a combinator.
         combine: For combinators: (builder, state, children) -> state.
         positive: Names of hyperparameters that are standard deviations (positive symbols).
+        input_layout: Name of the input layout this layer expects when it comes first (see
+            :mod:`kernelalg._inputs`); None for layers that take any input.
     """
 
     name: str
@@ -47,6 +49,7 @@ class Layer:
     children: tuple["Layer", ...] = ()
     combine: Callable[..., State] | None = None
     positive: frozenset[str] = frozenset()
+    input_layout: str | None = None
 
     def __rshift__(self, other: "Layer") -> "Layer":
         return serial(self, other)

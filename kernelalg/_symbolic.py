@@ -13,13 +13,9 @@ from typing import Any
 import sympy as sp
 
 from ._duals import plain
+from ._inputs import layout_of
 from ._layer import Layer, as_layer, build
 from ._program import C, D, Q1, Q2, Builder, Instruction, Stats, expand, flatten_states, program_size
-
-
-def input_stats(layout: Any = "dense") -> Stats:
-    """The kernel state of the raw input: |x|^2/d, |x'|^2/d, x.x'/d, NTK 0."""
-    return Stats(Q1, Q2, C, sp.Integer(0), gaussian=False, width=D, after="the input", layout=layout)
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,11 +118,11 @@ def _subs(e: Any, rep: dict) -> Any:
     return tuple(x.subs(rep) for x in e) if isinstance(e, tuple) else e.subs(rep)
 
 
-def trace(net: Layer, keep_symbols: bool, layout: Any = "dense") -> SymbolicKernel:
+def trace(net: Layer, keep_symbols: bool) -> SymbolicKernel:
     """Build the program of ``net`` (internal: shared by :func:`symbolic` and the compilers)."""
     net = as_layer(net)
     builder = Builder(keep_symbols=keep_symbols)
-    out = build(net, builder, input_stats(layout))
+    out = build(net, builder, layout_of(net).stats())
     return SymbolicKernel(net, tuple(builder.program), flatten_states(out), dict(builder.params),
                           keep_symbols, dict(builder.routes))
 
