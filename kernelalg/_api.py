@@ -189,8 +189,10 @@ class CompiledKernel:
         return out[0] if len(out) == 1 else tuple(out)
 
     def _tiled(self, x1: Any, x2: Any, params: Mapping[str, Any] | None, bs: int) -> Any:
-        """Tile over blocks of rows; with x2 None only blocks j >= i are computed and mirrored."""
-        sym = x2 is None
+        """Tile over blocks of rows; with x2 None only blocks j >= i are computed and mirrored
+        (unless the kernel is asymmetric, e.g. a surrogate-gradient NTK: then every block is computed)."""
+        sym = x2 is None and not self.symbolic.asymmetric
+        x2 = x1 if (x2 is None and not sym) else x2
         other = x1 if sym else x2
         n, m = len(x1), len(other)
         results: dict[str, np.ndarray] = {}

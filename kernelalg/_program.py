@@ -106,6 +106,8 @@ class Builder:
     program: list[Instruction] = field(default_factory=list)
     params: dict[sp.Symbol, float] = field(default_factory=dict)
     routes: dict[str, str] = field(default_factory=dict)
+    #: Set by layers whose NTK is not symmetric in (x, x') (surrogate gradients): never mirror tiles.
+    asymmetric: bool = False
     _layer_counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _tmp: Iterator[sp.Symbol] = field(default_factory=lambda: sp.numbered_symbols("z", start=0))
     _depth: int = 0

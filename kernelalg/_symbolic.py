@@ -29,6 +29,7 @@ class SymbolicKernel:
         params: Hyperparameter symbol -> value.
         keep_symbols: Whether hyperparameters appear as symbols in ``nngp``/``ntk``.
         routes: How each non-library activation's dual was obtained.
+        asymmetric: True when the NTK is not symmetric in (x, x') (surrogate-gradient kernels).
     """
 
     net: Layer
@@ -37,6 +38,7 @@ class SymbolicKernel:
     params: dict[sp.Symbol, float]
     keep_symbols: bool
     routes: dict[str, str] = field(default_factory=dict)
+    asymmetric: bool = False
 
     #: Input symbols: |x|^2/d, |x'|^2/d, x.x'/d, and the input dimension d.
     inputs = {"q1": Q1, "q2": Q2, "c": C, "d": D}
@@ -124,7 +126,7 @@ def trace(net: Layer, keep_symbols: bool) -> SymbolicKernel:
     builder = Builder(keep_symbols=keep_symbols)
     out = build(net, builder, layout_of(net).stats())
     return SymbolicKernel(net, tuple(builder.program), flatten_states(out), dict(builder.params),
-                          keep_symbols, dict(builder.routes))
+                          keep_symbols, dict(builder.routes), builder.asymmetric)
 
 
 def symbolic(net: Layer, keep_symbols: bool = False) -> SymbolicKernel:
