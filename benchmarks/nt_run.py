@@ -125,6 +125,9 @@ def baseline_suite(quick: bool = False) -> list[dict]:
                       depth=3, activation="relu", repeats=2))
     suite.append(dict(name=f"cnn_gap_N{n_cnn}_16x16x3_3conv", workload="cnn_gap",
                       data=("image", n_cnn), depth=3, repeats=1, batch_size=0))
+    # the same with nt.batch blocks of 16x16 images: NT's own memory/time trade-off
+    suite.append(dict(name=f"cnn_gap_N{n_cnn}_16x16x3_3conv_bs{n_cnn // 4}", workload="cnn_gap",
+                      data=("image", n_cnn), depth=3, repeats=1, batch_size=n_cnn // 4))
     for impl in (1, 2):  # 3 (structured derivatives) fails on jax 0.4.26 (ad.source_info_util)
         suite.append(dict(name=f"empirical_ntk_N{n_emp}_L3_w512_impl{impl}",
                           workload="empirical_ntk", data=("dense", n_emp), depth=3, width=512,
@@ -143,7 +146,10 @@ def run_baseline(quick: bool = False, out_json: Path | str = BASELINE_JSON,
                      "float64, NTK parameterization, W_std=1.5, b_std=0.05, x2=None). "
                      "first_call_s = compile + first evaluation; steady_s = median of repeats; "
                      "peak_rss_mb = ru_maxrss of the worker process (includes ~550 MB of "
-                     "JAX+TensorFlow imports, see rss_before_call_mb)."),
+                     "JAX+TensorFlow imports, see rss_before_call_mb). Inputs: seeded standard normal "
+                     "(numpy default_rng(0)), dense d=64, images NHWC 16x16x3; regenerate with "
+                     "nt_run.make_inputs. Dense/empirical nets use width 512, CNN 256 channels "
+                     "(irrelevant for the infinite-width kernel)."),
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         machine=machine_info(),
         nt_versions=versions(DEFAULT_ENV_DIR),
