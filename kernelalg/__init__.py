@@ -18,6 +18,8 @@ from ._errors import InputError, KernelalgError, LayerOrderError, LoweringError
 from ._layer import Layer, parallel, serial
 from ._program import C, D, Q1, Q2
 from ._symbolic import SymbolicKernel, symbolic
+from ._surrogate import SurrogateSign, SurrogateStep, true_gradient
+from ._surrogate_twins import SurrogateTwins, empirical_sg_ntk, surrogate_twins
 
 __version__ = "0.1.0"
 
@@ -26,6 +28,8 @@ __all__ = [
     "ABRelu", "Abs", "Cos", "Dense", "Elementwise", "Erf", "Exp", "FanInSum", "FanOut", "Gaussian", "Gelu", "Identity",
     "LeakyRelu", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "Relu", "Sign", "Sin", "activation",
     "parallel", "serial", "Layer",
+    # surrogate gradients
+    "SurrogateSign", "SurrogateStep", "SurrogateTwins", "surrogate_twins", "empirical_sg_ntk", "true_gradient",
     # kernels
     "symbolic", "SymbolicKernel", "compile", "CompiledKernel", "kernel", "Kernel", "reference_kernel",
     "Q1", "Q2", "C", "D",
