@@ -53,10 +53,67 @@ def _clip_unit(x: jax.Array) -> jax.Array:
     return jnp.clip(x, -1, 1)
 
 
+# asin(s) = s (1 + z P(z)), z = s^2 <= 1/4: least-squares fit on Chebyshev nodes (mpmath, 50 digits); the
+# error of z P(z) is below 1.1e-18 on [0, 1/4], i.e. under half an ulp of asin (checked in tests/test_conv.py).
+_ASIN_COEF = (0.16666666666666760587, 0.074999999999709971066, 0.04464285717430074001,
+              0.030381942726351434867, 0.022372214396866388084, 0.017351623457583357878,
+              0.013980676388246932593, 0.011400132004304689136, 0.010773256451690326702,
+              0.0037332587328423016532, 0.021641408484405353851, -0.020904939185592837659,
+              0.032569502850850934853)
+
+
+def _asin_abs(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """For a = |x| in [0, 1]: (big, r) with asin(a) = pi/2 - 2 r where big (a > 1/2), else r."""
+    big = a > 0.5
+    z = jnp.where(big, (1 - a) * 0.5, a * a)
+    s = jnp.where(big, jnp.sqrt(z), a)
+    acc = jnp.full_like(z, _ASIN_COEF[-1])
+    for c in _ASIN_COEF[-2::-1]:
+        acc = acc * z + c
+    return big, s + s * z * acc
+
+
+def fast_arccos(x: jax.Array) -> jax.Array:
+    """arccos on [-1, 1] from one polynomial (vectorises; XLA's CPU arccos is a scalar libm call, ~10x slower).
+
+    |x| <= 1/2: pi/2 - asin(x); |x| > 1/2: acos(|x|) = 2 asin(sqrt((1 - |x|)/2)) (Cephes' range reduction).
+    """
+    big, r = _asin_abs(jnp.abs(x))
+    neg = x < 0
+    return jnp.where(big, jnp.where(neg, jnp.pi - 2 * r, 2 * r), jnp.pi / 2 - jnp.where(neg, -r, r))
+
+
+def fast_arcsin(x: jax.Array) -> jax.Array:
+    """arcsin on [-1, 1] from the same polynomial (XLA's CPU arcsin is a scalar libm call, ~15x slower)."""
+    big, r = _asin_abs(jnp.abs(x))
+    y = jnp.where(big, jnp.pi / 2 - 2 * r, r)
+    return jnp.where(x < 0, -y, y)
+
+
+@jax.custom_jvp
+def fast_arctan(x: jax.Array) -> jax.Array:
+    """arctan from the arcsin polynomial: atan(u) = asin(u / sqrt(1 + u^2)) for u = min(|x|, 1/|x|) <= 1,
+    atan(|x|) = pi/2 - atan(1/|x|) for |x| > 1 (vectorises; XLA's CPU atan is a scalar libm call, ~8x slower).
+    The argument of asin is at most 1/sqrt(2), where asin is well conditioned (error below 4 ulps)."""
+    a = jnp.abs(x)
+    inv = a > 1
+    u = jnp.where(inv, 1 / jnp.where(inv, a, 1), a)
+    big, r = _asin_abs(u * jax.lax.rsqrt(1 + u * u))
+    y = jnp.where(big, jnp.pi / 2 - 2 * r, r)
+    y = jnp.where(inv, jnp.pi / 2 - y, y)
+    return jnp.where(x < 0, -y, y)
+
+
+@fast_arctan.defjvp
+def _fast_arctan_jvp(primals: tuple, tangents: tuple) -> tuple:
+    (x,), (t,) = primals, tangents
+    return fast_arctan(x), t / (1 + x * x)
+
+
 @jax.custom_jvp
 def safe_arccos(x: jax.Array) -> jax.Array:
     """arccos(clip(x, -1, 1)) with derivative 0 at |x| >= 1."""
-    return jnp.arccos(_clip_unit(x))
+    return fast_arccos(_clip_unit(x))
 
 
 @safe_arccos.defjvp
@@ -70,7 +127,7 @@ def _safe_arccos_jvp(primals: tuple, tangents: tuple) -> tuple:
 @jax.custom_jvp
 def safe_arcsin(x: jax.Array) -> jax.Array:
     """arcsin(clip(x, -1, 1)) with derivative 0 at |x| >= 1."""
-    return jnp.arcsin(_clip_unit(x))
+    return fast_arcsin(_clip_unit(x))
 
 
 @safe_arcsin.defjvp
@@ -121,7 +178,7 @@ JAX_TABLE = Table(
     functions={
         sp.exp: jnp.exp, sp.log: jnp.log, sp.sin: jnp.sin, sp.cos: jnp.cos, sp.tan: jnp.tan,
         sp.sinh: jnp.sinh, sp.cosh: jnp.cosh, sp.tanh: jnp.tanh, sp.asin: safe_arcsin,
-        sp.acos: safe_arccos, sp.atan: jnp.arctan, sp.atan2: jnp.arctan2, sp.erf: jss.erf,
+        sp.acos: safe_arccos, sp.atan: fast_arctan, sp.atan2: jnp.arctan2, sp.erf: jss.erf,
         sp.erfc: jss.erfc, sp.Abs: jnp.abs, sp.sign: jnp.sign, sp.Max: _reduce(jnp.maximum),
         sp.Min: _reduce(jnp.minimum), sp.Heaviside: _heaviside, sp.Pow: jnp.power, corr: snapped_corr,
     },
@@ -135,12 +192,23 @@ def register_jax_lowering(cls: type, fn: Callable[..., Any]) -> None:
     JAX_TABLE.functions[cls] = fn
 
 
-def lower_program(program: Sequence[Instruction], outputs: Sequence[sp.Expr]) -> Callable[[dict], list]:
-    """Lower a program to a function env -> [output arrays] (pure; wrap it in jax.jit)."""
+def lower_program(program: Sequence[Instruction], outputs: Sequence[sp.Expr],
+                  blocks: Sequence[Any] = ()) -> Callable[[dict], list]:
+    """Lower a program to a function env -> [output arrays] (pure; wrap it in jax.jit).
+
+    With ``blocks`` (the per-layer :class:`~kernelalg._program.Block` records), runs of identical layers
+    become one ``lax.scan`` each, so compile time does not grow with depth.
+    """
+    from ._scan import find_runs, run_program_scanned
     program = tuple(program)
+    runs = find_runs(program, blocks, outputs) if blocks else []
 
     def run(env: dict) -> list:
-        env = run_program(program, dict(env), JAX_TABLE)
+        if runs:
+            env = run_program_scanned(program, dict(env), JAX_TABLE, runs,
+                                      lambda ins, e: run_program((ins,), e, JAX_TABLE))
+        else:
+            env = run_program(program, dict(env), JAX_TABLE)
         return [evaluate(o, env, JAX_TABLE) for o in outputs]
 
     return run

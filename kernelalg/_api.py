@@ -126,7 +126,7 @@ class CompiledKernel:
         for st in self.symbolic.outputs:
             outs += [st.var1, st.var2] + [st.cov if n == "nngp" else st.ntk for n in self.names]
         self._n_out = len(self.symbolic.outputs)
-        run = lower_program(self.symbolic.program, outs)
+        run = lower_program(self.symbolic.program, outs, self.symbolic.blocks)
         self._jitted = jax.jit(lambda x1, x2, p: self._assemble(run(self._env(x1, x2, p)), x1, x2))
 
     def _env(self, x1: jax.Array, x2: jax.Array | None, p: Mapping[str, Any]) -> dict:
@@ -168,12 +168,17 @@ class CompiledKernel:
             batch_size: If given, evaluate in tiles of at most batch_size x batch_size input pairs, so that
                 memory stays bounded for any N, M (outputs are NumPy arrays then).
         """
-        rank, fix = self.layout.rank, self.layout.rank_fix
-        x1 = check_input("x1", x1, fix, rank)
-        if x2 is not None:
-            x2 = check_input("x2", x2, fix, rank)
-            if x1.shape[1:] != x2.shape[1:]:
-                raise E.InputError(E.FEATURE_MISMATCH.format(d1=x1.shape[1:], d2=x2.shape[1:]))
+        if self.layout.prepare is not None:  # layout-specific validation (e.g. ka.Sequences containers)
+            x1, x2 = self.layout.prepare(x1, x2)
+        else:
+            rank, fix = self.layout.rank, self.layout.rank_fix
+            x1 = check_input("x1", x1, fix, rank)
+            if x2 is not None:
+                x2 = check_input("x2", x2, fix, rank)
+                if x1.shape[1:] != x2.shape[1:]:
+                    raise E.InputError(E.FEATURE_MISMATCH.format(d1=x1.shape[1:], d2=x2.shape[1:]))
+        if batch_size is None and self.layout.auto_batch is not None and not _is_tracer(x1):
+            batch_size = self.layout.auto_batch(x1, x2)  # e.g. conv nets: bounded pixel-pair tiles
         if batch_size is not None and not _is_tracer(x1) and max(len(x1), len(x1 if x2 is None else x2)) > batch_size:
             return self._tiled(x1, x2, params, int(batch_size))
         p = self._params(params)
@@ -181,8 +186,8 @@ class CompiledKernel:
             if x2 is not None and x2.dtype != x1.dtype:
                 x2 = jnp.asarray(x2, dtype=jnp.result_type(x1, x2))
                 x1 = jnp.asarray(x1, dtype=x2.dtype)
-            x1 = jnp.asarray(x1)
-            x2 = None if x2 is None else jnp.asarray(x2)
+            x1 = jax.tree_util.tree_map(jnp.asarray, x1)  # inputs may be pytrees (e.g. ka.Sequences)
+            x2 = None if x2 is None else jax.tree_util.tree_map(jnp.asarray, x2)
             p = {k: jnp.asarray(v, dtype=x1.dtype) for k, v in p.items()}
             kernels = self._jitted(x1, x2, p)
         out = [getattr(k, self.names[0]) if self.single else k for k in kernels]

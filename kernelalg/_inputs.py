@@ -28,6 +28,15 @@ class InputLayout:
         env: (x1, x2 or None) -> {symbol: array} for the input symbols (JAX arrays; batch axes first:
             per-sample arrays of shape (N, 1, ...) / (1, M, ...), per-pair arrays (N, M, ...)).
         rank_fix: Advice shown when the rank is wrong.
+        prepare: Optional (x1, x2 or None) -> (x1, x2): validates raw inputs and converts them to what
+            ``env`` takes (arrays or JAX pytrees that support ``len``, row slicing, ``.shape`` and
+            ``.dtype``); it must accept its own outputs unchanged (tiles are re-prepared). None: the
+            default check of a (batch, ...) array of rank ``rank``.
+        specialize: Optional net -> InputLayout: a pre-pass over the whole network that returns the
+            layout to use for it (e.g. images: full pixel-pair covariances when a pooling layer needs
+            them, matching-pixel diagonals otherwise). Applied by :func:`layout_of`.
+        auto_batch: Optional (x1, x2 or None) -> tile size or None: the batch_size used when the caller
+            gives none (bounds memory for layouts whose per-pair arrays are large).
     """
 
     name: str
@@ -35,6 +44,9 @@ class InputLayout:
     stats: Callable[[], Stats]
     env: Callable[[Any, Any], dict]
     rank_fix: str = "reshape to (batch, features), e.g. x.reshape(len(x), -1)"
+    prepare: Callable[[Any, Any], tuple[Any, Any]] | None = None
+    specialize: Callable[[Any], "InputLayout"] | None = None
+    auto_batch: Callable[[Any, Any], int | None] | None = None
 
 
 LAYOUTS: dict[str, InputLayout] = {}
@@ -52,7 +64,8 @@ def layout_of(net: Any) -> InputLayout:
         if name:
             if name not in LAYOUTS:
                 raise E.KernelalgError(f"Unknown input layout {name!r}. Fix: import the module that registers it.")
-            return LAYOUTS[name]
+            layout = LAYOUTS[name]
+            return layout if layout.specialize is None else layout.specialize(net)
     return LAYOUTS["dense"]
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import sympy as sp
 
 from . import _errors as E
-from ._program import Builder, State, Stats, flatten_states
+from ._program import Block, Builder, State, Stats, flatten_states
 
 #: Symbolic map of a leaf layer: (builder, state, hyperparameter exprs, static settings) -> new state.
 KernelMap = Callable[[Builder, Stats, Mapping[str, sp.Expr], Mapping[str, Any]], State]
@@ -130,8 +130,14 @@ def build(layer: Layer, builder: Builder, state: State) -> State:
     index = builder.next_layer_index()
     p = {name: builder.param(index, _symbol_name(name), value, name in layer.positive)
          for name, value in layer.params if value is not None}
+    start = len(builder.program)
     new = layer.kernel(builder, state, p, dict(layer.static))
-    return tuple(builder.materialize(s) for s in new) if isinstance(new, tuple) else builder.materialize(new)
+    if isinstance(new, tuple):
+        return tuple(builder.materialize(s) for s in new)
+    out = builder.materialize(new)
+    syms = tuple(v for v in p.values() if isinstance(v, sp.Symbol))
+    builder.blocks.append(Block(start, len(builder.program), state.exprs, out.exprs, syms))
+    return out
 
 
 _SYMBOL_NAMES = {"W_std": "sigma_w", "b_std": "sigma_b", "U_std": "sigma_u", "V_std": "sigma_v"}

@@ -93,6 +93,17 @@ class Op:
 Instruction = Union[Assign, Op]
 
 
+@dataclass(frozen=True)
+class Block:
+    """The instructions [start, stop) written by one leaf layer, with its state in/out and parameters."""
+
+    start: int
+    stop: int
+    inputs: tuple[Expr, ...]
+    outputs: tuple[Expr, ...]
+    params: tuple[sp.Symbol, ...]
+
+
 @dataclass
 class Builder:
     """Collects the straight-line program and the hyperparameter symbols of one network.
@@ -104,6 +115,7 @@ class Builder:
 
     keep_symbols: bool = True
     program: list[Instruction] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
     params: dict[sp.Symbol, float] = field(default_factory=dict)
     routes: dict[str, str] = field(default_factory=dict)
     #: Set by layers whose NTK is not symmetric in (x, x') (surrogate gradients): never mirror tiles.

@@ -39,6 +39,7 @@ class SymbolicKernel:
     keep_symbols: bool
     routes: dict[str, str] = field(default_factory=dict)
     asymmetric: bool = False
+    blocks: tuple = ()
 
     #: Input symbols: |x|^2/d, |x'|^2/d, x.x'/d, and the input dimension d.
     inputs = {"q1": Q1, "q2": Q2, "c": C, "d": D}
@@ -120,13 +121,28 @@ def _subs(e: Any, rep: dict) -> Any:
     return tuple(x.subs(rep) for x in e) if isinstance(e, tuple) else e.subs(rep)
 
 
+#: Traces by architecture identity (layers are immutable records): symbolic() and compile() of the same
+#: expression share one trace. The layer is kept beside its trace so that its id is never reused.
+_TRACES: dict[tuple[int, bool], tuple[Layer, "SymbolicKernel"]] = {}
+
+
 def trace(net: Layer, keep_symbols: bool) -> SymbolicKernel:
     """Build the program of ``net`` (internal: shared by :func:`symbolic` and the compilers)."""
     net = as_layer(net)
+    hit = _TRACES.get((id(net), keep_symbols))
+    if hit is not None and hit[0] is net:
+        return hit[1]
+    sk = _trace(net, keep_symbols)
+    _TRACES[(id(net), keep_symbols)] = (net, sk)
+    return sk
+
+
+def _trace(net: Layer, keep_symbols: bool) -> SymbolicKernel:
     builder = Builder(keep_symbols=keep_symbols)
     out = build(net, builder, layout_of(net).stats())
     return SymbolicKernel(net, tuple(builder.program), flatten_states(out), dict(builder.params),
-                          keep_symbols, dict(builder.routes), builder.asymmetric)
+                          keep_symbols, dict(builder.routes), builder.asymmetric,
+                          tuple(builder.blocks))
 
 
 def symbolic(net: Layer, keep_symbols: bool = False) -> SymbolicKernel:
