@@ -169,6 +169,10 @@ def Elementwise(fn: Callable[[Any], Any], name: str | None = None, deg: int = 32
             raise E.KernelalgError(f"Elementwise({name}): fn must act elementwise, got shape {probe.shape} for "
                                    "an input of shape (3,). Fix: use jnp functions that act per element.")
         dfn = jnp.vectorize(jax.grad(lambda t: jnp.asarray(fn(t)).astype(jnp.result_type(t))))
+        try:  # the quadrature route traces fn and its derivative inside jit: check that now, not later
+            jax.make_jaxpr(lambda t: (fn(t), dfn(t)))(jnp.linspace(-1.0, 1.0, 3))
+        except Exception as err:
+            raise E.KernelalgError(E.NOT_TRACEABLE.format(name=name, err=str(err).splitlines()[0][:200])) from None
         route = f"Gauss-Hermite quadrature, degree {deg}"
         dual = quadrature_dual(name, fn, dfn, None, None, deg)
         phi_sym = None

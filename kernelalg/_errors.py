@@ -56,6 +56,11 @@ UNSUPPORTED_ACTIVATION = (
     "Activation {name!r} has no dual in kernelalg. Fix: use ka.Elementwise(fn) with fn a sympy-compatible "
     "callable (exact dual when sympy can derive it, otherwise Gauss-Hermite quadrature of stated degree)."
 )
+NOT_TRACEABLE = (
+    "Elementwise({name}): fn is neither a sympy-compatible function nor JAX-traceable ({err}). "
+    "Fix: write it with sympy (lambda x: sympy.tanh(x)) for an exact dual, or with jax.numpy "
+    "(jnp.tanh instead of np.tanh) for the quadrature route."
+)
 UNKNOWN_NODE = (
     "No {backend} lowering for the sympy node {node} (class {cls}). "
     "Fix: rewrite the expression with supported functions ({supported}), or register a lowering with "

@@ -203,3 +203,21 @@ def test_hyperparameter_override_equals_rebuilt_network() -> None:
     rebuilt = ka.Dense(1.5, 0.05) >> ka.Relu() >> ka.Dense(0.7, 0.05) >> ka.Relu() >> ka.Dense(1.5, 0.05)
     np.testing.assert_allclose(np.asarray(k_over), np.asarray(ka.kernel(rebuilt, X, get="ntk")), rtol=1e-13)
     assert math.isfinite(float(np.asarray(k_over).sum()))
+
+
+def test_numpy_function_gets_a_clear_error() -> None:
+    with pytest.raises(ka.KernelalgError, match="jnp.tanh instead of np.tanh"):
+        ka.Elementwise(np.tanh)
+
+
+def test_quadrature_route_reproduces_published_sin_dual() -> None:
+    """Elementwise(jnp.sin) takes the Gauss-Hermite route; theory.md: sin T = 0.1917002, Tdot = 0.4148304
+    at (s11, s12, s22) = (1, 0.5, 1)."""
+    import jax.numpy as jnp
+
+    layer = ka.Elementwise(jnp.sin, name="jsin")
+    assert dict(layer.static)["route"].startswith("Gauss-Hermite")
+    xy = np.array([[1.0, 0.0], [0.5, math.sqrt(0.75)]]) * math.sqrt(2)
+    k = ka.kernel(ka.Dense(1.0) >> layer, xy)
+    assert abs(float(k.nngp[0, 1]) - 0.1917002) < 1e-6
+    assert abs(float(k.ntk[0, 1]) / 0.5 - 0.4148304) < 1e-6
