@@ -202,3 +202,28 @@ def rectified_monomial(s11: Expr, s12: Expr, s22: Expr, degree: int) -> Dual:
 
 
 DualFn = Callable[..., Dual]
+
+
+def gelu(s11: Expr, s12: Expr, s22: Expr) -> Dual:
+    """phi(x) = x Phi(x), the exact GELU (Phi the standard normal CDF).
+
+    With P = (1 + s11)(1 + s22) and Delta = P - s12^2 = 1 + s11 + s22 + (s11 s22 - s12^2) >= 1:
+
+        T    = s12/4 + [(s12^2 + s11 s22 Delta) / (P sqrt(Delta)) + s12 atan(s12/sqrt(Delta))] / (2 pi)
+        Tdot = 1/4 + [atan(s12/sqrt(Delta)) + s12 (1/Delta + (2 + s11 + s22)/P) / sqrt(Delta)] / (2 pi)
+
+    (atan(s12/sqrt(Delta)) = asin(s12/sqrt(P)).) Delta never vanishes on the PSD cone, so there is no
+    0/0 or square-root singularity at |rho| = 1. Derivation (proofs/prove_gelu.py): phi'' = (2 - x^2) pdf(x)
+    gives E[phi''(u) phi''(v)] as a Gaussian integral; integrate twice in s12 from 0 (Price's theorem)
+    with E[phi'(u)] E[phi'(v)] = 1/4 and E[phi(u)] = s11 / sqrt(2 pi (1 + s11)).
+    """
+    p = (1 + s11) * (1 + s22)
+    delta = 1 + s11 + s22 + (s11 * s22 - s12**2)
+    root = sp.sqrt(delta)
+    angle = sp.atan(s12 / root)
+    t = s12 / 4 + ((s12**2 + s11 * s22 * delta) / (p * root) + s12 * angle) / (2 * sp.pi)
+    tdot = sp.Rational(1, 4) + (angle + s12 * (1 / delta + (2 + s11 + s22) / p) / root) / (2 * sp.pi)
+    s = s11
+    root1 = sp.sqrt(1 + 2 * s)
+    tdiag = s / 4 + s * (2 * s / ((1 + s) * root1) + sp.atan(s / root1)) / (2 * sp.pi)
+    return Dual(t, tdot, tdiag)
