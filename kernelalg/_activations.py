@@ -26,7 +26,7 @@ def _activation_kernel(name: str, dual: Callable[..., _duals.Dual], static_args:
         require_gaussian(st, name)
         kw = dict(p, **{k: static[k] for k in static_args})
         d1 = dual(st.var1, st.cov, st.var2, **kw)
-        var2 = st.var1 if st.var2 == st.var1 else dual(st.var2, st.cov, st.var1, **kw).Tdiag
+        var2 = d1.Tdiag if st.var2 == st.var1 else dual(st.var2, st.cov, st.var1, **kw).Tdiag
         return Stats(d1.Tdiag, var2, d1.T, d1.Tdot * st.ntk, gaussian=False, width=st.width,
                      after=name, layout=st.layout)
     return kernel

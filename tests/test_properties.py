@@ -158,15 +158,12 @@ def test_wrong_closed_form_is_caught() -> None:
         prop()
 
 
-# ----------------------------------------------- regressions found by the properties above (open bugs)
-# Both follow a layer whose output variance is a compile-time constant (Sign: E[sign^2] = 1, Rbf: 1).
-# strict xfail: when the bug is fixed the test XPASSes and fails, as a reminder to drop the marker.
-
+# ----------------------------------------------- regressions found by the properties above (fixed)
+# Both follow a layer whose output variance is a compile-time constant (Sign: E[sign^2] = 1, Rbf: 1);
+# the first was an activation that passed its input variance through when var1 == var2 (kernelalg._activations).
 RESIDUAL = ka.FanOut(2) >> ka.parallel(ka.Relu() >> ka.Dense(0.631), ka.Identity()) >> ka.FanInSum()
 
 
-@pytest.mark.xfail(strict=True, reason="open bug: activation after FanInSum of constant-variance branches "
-                                       "gets a wrong variance (found by test_deep_dense_exact_vs_monte_carlo)")
 def test_regression_abs_after_constant_variance_residual() -> None:
     """Dense >> Sign >> Dense(0.6) >> [Relu >> Dense(0.631) + Identity] >> Abs: the residual sum has variance
     0.36 + 0.631^2 * 0.36 / 2 exactly (Sign gives |h|^2/n = 1), and Abs keeps it (E|s|^2 = Var s)."""
