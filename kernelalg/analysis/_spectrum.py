@@ -125,7 +125,7 @@ class Spectrum:
 
     def eigenvalues(self, count: int) -> np.ndarray:
         """The ``count`` largest operator eigenvalues with multiplicity, in decreasing order."""
-        reps = np.minimum(self.multiplicity, count)
+        reps = np.array([min(int(m), count) for m in self.multiplicity], dtype=np.int64)
         vals = np.repeat(self.mu, reps)
         return np.sort(vals)[::-1][:count]
 
@@ -244,7 +244,8 @@ def mercer_spectrum(net: Any, dim: int, kmax: int = 60, which: str = "ntk", *, q
         err = np.array([float(abs(a - b)) for a, b in zip(hi, lo)])
         mu = np.array([float(v) for v in hi])
     ks = np.arange(kmax + 1)
-    mult = np.array([multiplicity(dim, int(k)) for k in ks], dtype=np.int64)
+    mult_int = [multiplicity(dim, int(k)) for k in ks]  # exact; beyond int64 in high dimension
+    mult = np.array(mult_int, dtype=np.int64 if max(mult_int) < 2**63 else object)
     return Spectrum(ks, mu, mult, dim, kern.at_one(), kern.label, err)
 
 
