@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from . import _errors as E
@@ -193,6 +194,8 @@ class FiniteNet:
 
     def apply(self, params: list, x: Any) -> Any:
         """The network's output for the batch ``x`` (array (N, ...) or a pytree input such as ``ka.Sequences``)."""
+        # JAX arrays in the enabled precision (a NumPy float64 batch becomes float32 unless x64 is on)
+        x = jax.tree_util.tree_map(jnp.asarray, x)
         for (_, ap, _), pr in zip(self._parts(input_shape_of(x)), params):
             x = ap(pr, x)
         return x
