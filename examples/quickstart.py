@@ -17,14 +17,13 @@ import numpy as np
 import sympy as sp
 
 import kernelalg as ka
-from kernelalg._parse import parse
 
 
 def main() -> int:
     t0 = time.perf_counter()
     # 1. The same network from Python and from a string (the command line's safe parser; never eval).
     net = ka.Dense(2 ** 0.5) >> ka.Relu() >> ka.Dense(2 ** 0.5) >> ka.Relu() >> ka.Dense(2 ** 0.5)
-    same = parse("repeat(Dense(2 ** 0.5) >> Relu(), 2) >> Dense(2 ** 0.5)")
+    same = ka.parse("repeat(Dense(2 ** 0.5) >> Relu(), 2) >> Dense(2 ** 0.5)")
     assert repr(net) == repr(same)
 
     # 2. Closed form: inputs enter through q1 = |x|^2/d, q2 = |x'|^2/d, c = x.x'/d.

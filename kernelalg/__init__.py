@@ -18,8 +18,20 @@ from ._errors import InputError, KernelalgError, LayerOrderError, LoweringError
 from ._layer import Layer, parallel, serial
 from ._program import C, D, Q1, Q2
 from ._symbolic import SymbolicKernel, symbolic
+from ._recurrent import Recurrent, recurrent_step_map
+from ._sequences import Sequences
+from ._conv import Conv
+from ._pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool
 from ._surrogate import SurrogateSign, SurrogateStep, true_gradient
 from ._surrogate_twins import SurrogateTwins, empirical_sg_ntk, surrogate_twins
+from ._finite import FiniteNet, finite
+from ._empirical import empirical_nngp, empirical_ntk, empirical_ntk_fn
+from ._montecarlo import Convergence, MonteCarlo, convergence, monte_carlo
+from ._verify import Verification, verify
+from . import analysis  # ka.analysis: spectra, decay, loss asymptotics, dynamics
+from ._scale import GramPlan, gram, plan_gram
+from ._distributed import GramStore, open_gram
+from ._parse import parse
 
 __version__ = "0.1.0"
 
@@ -28,11 +40,20 @@ __all__ = [
     "ABRelu", "Abs", "Cos", "Dense", "Elementwise", "Erf", "Exp", "FanInSum", "FanOut", "Gaussian", "Gelu", "Identity",
     "LeakyRelu", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "Relu", "Sign", "Sin", "activation",
     "parallel", "serial", "Layer",
+    # convolutional
+    "Conv", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
+    # recurrent
+    "Recurrent", "Sequences", "recurrent_step_map",
     # surrogate gradients
     "SurrogateSign", "SurrogateStep", "SurrogateTwins", "surrogate_twins", "empirical_sg_ntk", "true_gradient",
+    # finite width and verification
+    "finite", "FiniteNet", "empirical_ntk", "empirical_ntk_fn", "empirical_nngp", "monte_carlo", "MonteCarlo",
+    "convergence", "Convergence", "verify", "Verification",
     # kernels
-    "symbolic", "SymbolicKernel", "compile", "CompiledKernel", "kernel", "Kernel", "reference_kernel",
+    "symbolic", "SymbolicKernel", "parse", "compile", "CompiledKernel", "kernel", "Kernel", "reference_kernel",
     "Q1", "Q2", "C", "D",
+    # scale: tiled / multi-device / Dask Gram matrices, resumable zarr stores
+    "gram", "plan_gram", "GramPlan", "GramStore", "open_gram",
     # errors
     "KernelalgError", "InputError", "LayerOrderError", "LoweringError",
 ]
