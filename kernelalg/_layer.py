@@ -136,7 +136,8 @@ def build(layer: Layer, builder: Builder, state: State) -> State:
         return tuple(builder.materialize(s) for s in new)
     out = builder.materialize(new)
     syms = tuple(v for v in p.values() if isinstance(v, sp.Symbol))
-    builder.blocks.append(Block(start, len(builder.program), state.exprs, out.exprs, syms))
+    if len(builder.program) >= start:  # a layer that rewrote the program (a chunked readout) leaves no block
+        builder.blocks.append(Block(start, len(builder.program), state.exprs, out.exprs, syms))
     return out
 
 
