@@ -19,7 +19,7 @@ import sympy as sp
 from kernelalg._program import Assign, Block, Instruction
 from ._walker import Table, evaluate
 
-MIN_REPEATS = 3
+MIN_REPEATS = 2  # a depth-L stack of [Dense, act] has L - 1 identical units after the first
 
 
 @dataclass(frozen=True)
