@@ -29,6 +29,7 @@ import sympy as sp
 from . import _errors as E
 from . import _spatial as S
 from . import _spatial_inputs  # noqa: F401  (registers the image input layouts)
+from ._dense import affine_init
 from ._finite import register_readout
 from ._layer import Layer, check_std
 from ._program import Builder, Stats
@@ -107,13 +108,7 @@ def _conv_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tu
     dn = _dimension_numbers(k)
 
     def init(key: jax.Array) -> dict:
-        kw, kb = jax.random.split(key)
-        w = jax.random.normal(kw, tuple(filt) + (c_in, out))
-        params = {"W": w * w_std / math.sqrt(fan_in) if standard else w}
-        if b_std is not None:
-            bias = jax.random.normal(kb, (out,))
-            params["b"] = bias * b_std if standard else bias
-        return params
+        return affine_init(key, tuple(filt) + (c_in, out), fan_in, w_std, b_std, standard)
 
     def apply(params: dict, x: jax.Array) -> jax.Array:
         x = jnp.asarray(x)

@@ -39,6 +39,19 @@ def _dense_kernel(b: Builder, st: Stats, p: Mapping[str, sp.Expr], static: Mappi
                  layout=st.layout)
 
 
+def affine_init(key: jax.Array, w_shape: tuple, fan_in: int, w_std: float, b_std: float | None,
+                standard: bool) -> dict:
+    """Parameters of an affine layer (Dense, Conv): unit Gaussians in the NTK parametrization; weights of
+    std W_std/sqrt(fan_in) and biases of std b_std in the standard one; no bias when b_std is None."""
+    kw, kb = jax.random.split(key)
+    w = jax.random.normal(kw, w_shape)
+    params = {"W": w * w_std / jnp.sqrt(fan_in) if standard else w}
+    if b_std is not None:
+        bias = jax.random.normal(kb, (w_shape[-1],))
+        params["b"] = bias * b_std if standard else bias
+    return params
+
+
 def _dense_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
     fan_in = in_shape[-1]
     out = static["out_dim"] or width
@@ -46,13 +59,7 @@ def _dense_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: t
     standard = static["parameterization"] == "standard"
 
     def init(key: jax.Array) -> dict:
-        kw, kb = jax.random.split(key)
-        w = jax.random.normal(kw, (fan_in, out))
-        params = {"W": w * w_std / jnp.sqrt(fan_in) if standard else w}
-        if b_std is not None:
-            bias = jax.random.normal(kb, (out,))
-            params["b"] = bias * b_std if standard else bias
-        return params
+        return affine_init(key, (fan_in, out), fan_in, w_std, b_std, standard)
 
     def apply(params: dict, x: jax.Array) -> jax.Array:
         w = params["W"].astype(x.dtype)

@@ -86,18 +86,21 @@ def _leaf_parts(layer: Layer, in_shape: Any, width: int) -> tuple[Callable, Call
             raise E.LayerOrderError(E.FANOUT_MISMATCH.format(got=len(layer.children), expected=1))
         if len(in_shape) != len(layer.children):
             raise E.LayerOrderError(E.FANOUT_MISMATCH.format(got=len(layer.children), expected=len(in_shape)))
-        parts = [_leaf_parts(c, s, width) for c, s in zip(layer.children, in_shape)]
-
-        def init_p(key: jax.Array) -> list:
-            return [p[0](k) for p, k in zip(parts, jax.random.split(key, len(parts)))]
-
-        def apply_p(params: list, xs: Any) -> tuple:
-            return tuple(p[1](pr, x) for p, pr, x in zip(parts, params, xs))
-        return init_p, apply_p, tuple(p[2] for p in parts)
+        return parallel_parts([_leaf_parts(c, s, width) for c, s in zip(layer.children, in_shape)])
     if layer.finite is None:
         raise E.KernelalgError(NO_FINITE.format(layer=layer.name))
     p = {k: v for k, v in layer.params if v is not None}
     return layer.finite(p, dict(layer.static), in_shape, width)
+
+
+def parallel_parts(parts: list) -> tuple[Callable, Callable, tuple]:
+    """The (init, apply, output shapes) of ``parallel``: branch i gets input i and its own parameters."""
+    def init_p(key: jax.Array) -> list:
+        return [p[0](k) for p, k in zip(parts, jax.random.split(key, len(parts)))]
+
+    def apply_p(params: list, xs: Any) -> tuple:
+        return tuple(p[1](pr, x) for p, pr, x in zip(parts, params, xs))
+    return init_p, apply_p, tuple(p[2] for p in parts)
 
 
 def _serial_init(inits: list[Callable]) -> Callable:

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _errors as E
+from ._finite import parallel_parts
 from ._layer import Layer, as_layer
 from ._surrogate import true_gradient
 
@@ -40,14 +41,7 @@ def _twin(layer: Layer, in_shape: Any, width: int) -> tuple[Callable, Callable, 
             return x
         return init_s, apply_s, shape
     if layer.name == "parallel":
-        parts = [_twin(c, s, width) for c, s in zip(layer.children, in_shape)]
-
-        def init_p(key: jax.Array) -> list:
-            return [p[0](k) for p, k in zip(parts, jax.random.split(key, len(parts)))]
-
-        def apply_p(params: list, xs: Any) -> tuple:
-            return tuple(p[1](pr, x) for p, pr, x in zip(parts, params, xs))
-        return init_p, apply_p, tuple(p[2] for p in parts)
+        return parallel_parts([_twin(c, s, width) for c, s in zip(layer.children, in_shape)])
     if layer.finite is None:
         raise E.KernelalgError(TWIN_UNSUPPORTED.format(layer=layer.name))
     p = {k: v for k, v in layer.params if v is not None}
