@@ -9,29 +9,29 @@ Example:
     >>> ka.symbolic(net).nngp  # doctest: +SKIP
 """
 
-from ._activations import (ABRelu, Abs, Cos, Erf, Exp, Gaussian, Gelu, LeakyRelu, Monomial, Polynomial,
+from kernelalg.layers._activations import (ABRelu, Abs, Cos, Erf, Exp, Gaussian, Gelu, LeakyRelu, Monomial, Polynomial,
                            Rbf, RectifiedMonomial, Relu, Sign, Sin, activation)
-from ._api import CompiledKernel, Kernel, compile, kernel, reference_kernel
-from ._dense import Dense, FanInSum, FanOut, Identity
-from ._elementwise import Elementwise
-from ._errors import InputError, KernelalgError, LayerOrderError, LoweringError
-from ._layer import Layer, parallel, serial
-from ._program import C, D, Q1, Q2
-from ._symbolic import SymbolicKernel, symbolic
-from ._recurrent import Recurrent, recurrent_step_map
-from ._sequences import Sequences
-from ._conv import Conv
-from ._pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool
-from ._surrogate import SurrogateSign, SurrogateStep, true_gradient
-from ._surrogate_twins import SurrogateTwins, empirical_sg_ntk, surrogate_twins
-from ._finite import FiniteNet, finite
-from ._empirical import empirical_nngp, empirical_ntk, empirical_ntk_fn
-from ._montecarlo import Convergence, MonteCarlo, convergence, monte_carlo
-from ._verify import Verification, verify
-from . import analysis  # ka.analysis: spectra, decay, loss asymptotics, dynamics
-from ._scale import GramPlan, gram, plan_gram
-from ._distributed import GramStore, open_gram
-from ._parse import parse
+from kernelalg.backends._compile import CompiledKernel, Kernel, compile, kernel, reference_kernel
+from kernelalg.layers._dense import Dense, FanInSum, FanOut, Identity
+from kernelalg.layers._elementwise import Elementwise
+from kernelalg.core._errors import InputError, KernelalgError, LayerOrderError, LoweringError
+from kernelalg.core._layer import Layer, parallel, serial
+from kernelalg.core._program import C, D, Q1, Q2
+from kernelalg.core._symbolic import SymbolicKernel, symbolic
+from kernelalg.layers.recurrent._recurrent import Recurrent, recurrent_step_map
+from kernelalg.layers.recurrent._sequences import Sequences
+from kernelalg.layers.spatial._conv import Conv
+from kernelalg.layers.spatial._pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool
+from kernelalg.layers._surrogate import SurrogateSign, SurrogateStep, true_gradient
+from kernelalg.finite._surrogate import SurrogateTwins, empirical_sg_ntk, surrogate_twins
+from kernelalg.finite._twins import FiniteNet, finite
+from kernelalg.finite._empirical import empirical_nngp, empirical_ntk, empirical_ntk_fn
+from kernelalg.finite._montecarlo import Convergence, MonteCarlo, convergence, monte_carlo
+from kernelalg.finite._verify import Verification, verify
+from kernelalg import analysis  # ka.analysis: spectra, decay, loss asymptotics, dynamics
+from kernelalg.scale._gram import GramPlan, gram, plan_gram
+from kernelalg.scale._store import GramStore, open_gram
+from kernelalg.layers._parse import parse
 
 __version__ = "0.1.0"
 

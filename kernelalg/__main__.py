@@ -1,8 +1,8 @@
-"""``python -m kernelalg``: the command line (see :mod:`kernelalg._cli`)."""
+"""``python -m kernelalg``: the command line (see :mod:`kernelalg.cli._main`)."""
 
 import sys
 
-from ._cli import main
+from kernelalg.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

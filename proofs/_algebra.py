@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from kernelalg._duals import plain
+from kernelalg.core._duals import plain
 
 PI = sp.Symbol("PI", positive=True)
 

@@ -50,7 +50,7 @@ from typing import Callable, Iterable
 
 import sympy as sp
 
-from kernelalg._duals import Dual, plain
+from kernelalg.core._duals import Dual, plain
 
 from ._algebra import radical_zero
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from kernelalg import _duals
+from kernelalg.core import _duals
 
 from ._common import (S11, S12, S22, X, Proof, at_point, at_zero, d12, density_at_origin, diagonal, dual_at,
                       expect1d, mean_product, price_chain, standard_claims)

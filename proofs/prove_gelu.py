@@ -16,7 +16,7 @@ from __future__ import annotations
 import mpmath
 import sympy as sp
 
-from kernelalg import _duals
+from kernelalg.core import _duals
 
 from ._common import (S11, S12, S22, U, V, X, Proof, dual_at, gauss2d, standard_claims)
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import sympy as sp
 
-from kernelalg import _duals
-from kernelalg._elementwise import exact_dual
+from kernelalg.core import _duals
+from kernelalg.layers._elementwise import exact_dual
 
 from ._common import (S11, S12, S22, U, V, X, Proof, dual_at, gauss2d, standard_claims)
 

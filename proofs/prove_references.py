@@ -18,7 +18,7 @@ from __future__ import annotations
 import sympy as sp
 
 import kernelalg as ka
-from kernelalg import _duals
+from kernelalg.core import _duals
 
 from ._common import X, Proof, expect1d
 
@@ -83,8 +83,8 @@ def prove_recurrent_step() -> Proof:
     """``ka.recurrent_step_map`` is theory.md's Elman step with the proven dual, and that step is the Dense
     step (W_std = 1, bias b) applied to the concatenated input [h_(t-1); x_t], whose kernel is
     W^2 K_prev + U^2 K_in and whose NTK is W^2 D_prev Theta_prev + U^2 Theta_in."""
-    from kernelalg._dense import Dense
-    from kernelalg._program import Builder, Stats
+    from kernelalg.layers._dense import Dense
+    from kernelalg.core._program import Builder, Stats
 
     p = Proof("recurrent_step", covers=())
     for layer, dual in ((ka.Erf(), _duals.erf), (ka.Relu(), _duals.relu)):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from kernelalg import _duals
+from kernelalg.core import _duals
 
 from ._common import S11, S12, S22, U, V, X, Proof, at_point, dual_at, gauss2d, standard_claims
 

@@ -1,4 +1,4 @@
-"""Proof of the surrogate-gradient NTK closed forms in ``kernelalg._surrogate`` (sympy).
+"""Proof of the surrogate-gradient NTK closed forms in ``kernelalg.layers._surrogate`` (sympy).
 
 Setting: (u, v) ~ N(0, S), S = [[s11, s12], [s12, s22]] positive definite, jump J = 2 (sign), forward at
 finite sharpness phi = erf(m x) with phi'(u) = (2 m / sqrt(pi)) exp(-m^2 u^2), surrogate psi'(v) = 2 a g(a v)
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from kernelalg._surrogate import explicit, gauss_average, surrogate_dual
+from kernelalg.layers._surrogate import explicit, gauss_average, surrogate_dual
 
 s11, s22, m, a, v, s = sp.symbols("s11 s22 m a v s", positive=True)
 s12, u, w, z = sp.symbols("s12 u w z", real=True)

@@ -4,7 +4,7 @@ Prints each claim with the route that established it (see ``_common.ROUTES``) an
 summary; exits non-zero if any proof fails. ``name`` selects proofs by module or proof name.
 
 The tables below are the contract checked by ``tests/test_proofs.py``: every closed-form dual in
-``kernelalg._duals`` and every activation layer exported by ``kernelalg`` must map to a proof here, so
+``kernelalg.core._duals`` and every activation layer exported by ``kernelalg`` must map to a proof here, so
 adding a dual or an activation without a proof fails CI.
 """
 
@@ -22,7 +22,7 @@ from ._common import Proof
 #: Proof modules, in run order.
 MODULES = ("prove_arccos", "prove_smooth", "prove_gelu", "prove_polynomial", "prove_references", "prove_surrogate")
 
-#: Closed forms in kernelalg._duals -> "module.proof" that proves them.
+#: Closed forms in kernelalg.core._duals -> "module.proof" that proves them.
 DUAL_PROOFS = {
     "relu": "prove_arccos.relu", "abrelu": "prove_arccos.abrelu", "sign": "prove_arccos.sign",
     "rectified_monomial": "prove_arccos.rectified_monomial",

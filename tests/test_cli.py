@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import kernelalg as ka
-from kernelalg._cli import main
+from kernelalg.cli._main import main
 
 RELU2 = "Dense(2 ** 0.5) >> Relu() >> Dense(2 ** 0.5)"
 ARCH = "Dense(1.5, 0.05) >> Relu() >> Dense(1.5, 0.05)"
@@ -192,7 +192,7 @@ def test_verify_passes_and_writes_report(capsys: pytest.CaptureFixture, tmp_path
 
 def test_predicted_loss_is_the_mean_over_gaussian_initial_functions() -> None:
     """E over f0 ~ N(0, K) of the linearized GD loss (simulated, 20000 draws) matches the closed form."""
-    from kernelalg._report import predicted_loss
+    from kernelalg.cli._verify_report import predicted_loss
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((2, 6, 6))
     ntk, nngp = a @ a.T + 0.1 * np.eye(6), b @ b.T / 6
@@ -213,7 +213,7 @@ def test_predicted_loss_is_the_mean_over_gaussian_initial_functions() -> None:
 def test_verify_fails_with_a_wrong_kernel(capsys: pytest.CaptureFixture, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A kernel 30% off must be caught: exit 1 and FAILED in the report."""
-    import kernelalg._api as api
+    import kernelalg.backends._compile as api
     true_kernel = api.kernel
 
     def wrong(*args, **kwargs):

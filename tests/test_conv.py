@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 import kernelalg as ka
-from kernelalg import _spatial_inputs as SI
+from kernelalg.layers.spatial import _inputs as SI
 
 NT_REFERENCE = Path(__file__).resolve().parent / "data" / "nt_conv_reference.npz"
 SLOW = pytest.mark.slow
@@ -275,7 +275,7 @@ def test_fast_arccos_accuracy() -> None:
     from kernelalg.backends._jax import fast_arccos
     xs = np.concatenate([np.linspace(-1, 1, 4001), 1 - np.logspace(-16, 0, 200), -1 + np.logspace(-16, 0, 200),
                          np.nextafter(0.5, [0.0, 1.0]), np.nextafter(-0.5, [0.0, -1.0]), [0.5, -0.5, 0.0]])
-    from kernelalg._api import precision_of
+    from kernelalg.backends._compile import precision_of
     with precision_of(xs):
         got = np.asarray(fast_arccos(jnp.asarray(xs)))
     ref = np.array([float(mpmath.acos(mpmath.mpf(float(v)))) for v in xs])

@@ -9,7 +9,7 @@ import pytest
 import sympy as sp
 
 import kernelalg as ka
-from kernelalg import _errors as E
+from kernelalg.core import _errors as E
 from kernelalg.backends import JAX_TABLE, evaluate
 
 RNG = np.random.default_rng(0)

@@ -10,7 +10,7 @@ import scipy.integrate as si
 import sympy as sp
 
 import kernelalg as ka
-from kernelalg._activations import X
+from kernelalg.layers._activations import X
 
 # Inputs with |x|^2/d = |x'|^2/d = 1 and x.x'/d = 0.5 (d = 2).
 XY = np.array([[1.0, 0.0], [0.5, math.sqrt(0.75)]]) * math.sqrt(2)

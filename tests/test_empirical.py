@@ -18,7 +18,7 @@ import pytest
 
 import kernelalg as ka
 
-from kernelalg._api import precision_of
+from kernelalg.backends._compile import precision_of
 
 RNG = np.random.default_rng(11)
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import kernelalg as ka
-from kernelalg._montecarlo import extrapolate
+from kernelalg.finite._montecarlo import extrapolate
 
 RNG = np.random.default_rng(2024)
 X = RNG.normal(size=(3, 4)).astype(np.float32)

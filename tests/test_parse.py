@@ -18,10 +18,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import kernelalg as ka
-from kernelalg._parse import MAX_DEPTH, MAX_EXPONENT, MAX_LENGTH
-from kernelalg._parse import parse as _parse
-from kernelalg._parse import parse_formula as _parse_formula
-from kernelalg._activations import X
+from kernelalg.layers._parse import MAX_DEPTH, MAX_EXPONENT, MAX_LENGTH
+from kernelalg.layers._parse import parse as _parse
+from kernelalg.layers._parse import parse_formula as _parse_formula
+from kernelalg.layers._activations import X
 
 # |x|^2/d = 1, x.x'/d = 0.5 (d = 2), as in theory.md.
 XY = np.array([[1.0, 0.0], [0.5, math.sqrt(0.75)]]) * math.sqrt(2)

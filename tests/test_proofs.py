@@ -2,7 +2,7 @@
 
 * test_proof: each proof (one per closed-form family, plus theory.md's reference numbers and the surrogate
   NTK) must hold; the proofs print which route established each claim (``python -m proofs.run_all``).
-* test_every_dual_has_a_proof / test_every_activation_has_a_proof: adding a dual to kernelalg._duals or an
+* test_every_dual_has_a_proof / test_every_activation_has_a_proof: adding a dual to kernelalg.core._duals or an
   activation layer to kernelalg without registering a proof in proofs/run_all.py fails here.
 * test_layer_wiring: each activation layer's kernel map uses the proven dual with the right parameters, and
   its finite-width twin computes the phi that the proof assumed.
@@ -22,8 +22,8 @@ import sympy as sp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the proofs/ package sits next to tests/
 
 import kernelalg as ka  # noqa: E402
-from kernelalg import _duals  # noqa: E402
-from kernelalg._program import Builder, Stats  # noqa: E402
+from kernelalg.core import _duals  # noqa: E402
+from kernelalg.core._program import Builder, Stats  # noqa: E402
 from proofs import _common, prove_arccos as pa, prove_gelu as pg, prove_smooth as ps  # noqa: E402
 from proofs._algebra import radical_zero  # noqa: E402
 from proofs._common import PD, S11, S12, S22, Proof  # noqa: E402
@@ -55,11 +55,11 @@ def _dual_functions() -> set[str]:
 def test_every_dual_has_a_proof() -> None:
     duals = _dual_functions()
     assert {"relu", "erf", "gelu", "polynomial"} <= duals  # the scan finds the duals
-    assert duals - set(DUAL_PROOFS) == set(), "closed forms in kernelalg._duals without a proof in proofs/"
+    assert duals - set(DUAL_PROOFS) == set(), "closed forms in kernelalg.core._duals without a proof in proofs/"
     assert set(DUAL_PROOFS.values()) <= set(PROOFS)
 
 
-ACTIVATION_MODULES = ("kernelalg._activations", "kernelalg._surrogate", "kernelalg._elementwise")
+ACTIVATION_MODULES = ("kernelalg.layers._activations", "kernelalg.layers._surrogate", "kernelalg.layers._elementwise")
 
 
 def test_every_activation_has_a_proof() -> None:

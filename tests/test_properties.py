@@ -23,7 +23,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 import kernelalg as ka
-from kernelalg import _duals
+from kernelalg.core import _duals
 from kernelalg import strategies as kst
 
 FEW = settings(max_examples=1)
@@ -160,7 +160,7 @@ def test_wrong_closed_form_is_caught() -> None:
 
 # ----------------------------------------------- regressions found by the properties above (fixed)
 # Both follow a layer whose output variance is a compile-time constant (Sign: E[sign^2] = 1, Rbf: 1);
-# the first was an activation that passed its input variance through when var1 == var2 (kernelalg._activations).
+# the first was an activation that passed its input variance through when var1 == var2 (kernelalg.layers._activations).
 RESIDUAL = ka.FanOut(2) >> ka.parallel(ka.Relu() >> ka.Dense(0.631), ka.Identity()) >> ka.FanInSum()
 
 
@@ -174,7 +174,7 @@ def test_regression_abs_after_constant_variance_residual() -> None:
 
 
 def test_regression_avgpool_after_constant_variance_activation() -> None:
-    """Found by test_exact_kernels_are_symmetric_and_psd (fixed in kernelalg._spatial.spatial_op)."""
+    """Found by test_exact_kernels_are_symmetric_and_psd (fixed in kernelalg.layers.spatial._grid.spatial_op)."""
     x = np.random.default_rng(0).normal(size=(2, 3, 3, 2))
     net = ka.Conv((2, 2), padding="VALID") >> ka.Sign() >> ka.AvgPool((2, 2), padding="SAME") >> \
         ka.GlobalAvgPool() >> ka.Dense(1.0)

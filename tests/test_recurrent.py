@@ -20,7 +20,7 @@ import sympy as sp
 from jax.flatten_util import ravel_pytree
 
 import kernelalg as ka
-from kernelalg._duals import plain
+from kernelalg.core._duals import plain
 
 W, U, B, V = 1.2, 0.8, 0.3, 1.1
 LENS = [5, 3, 1, 4]

@@ -14,8 +14,8 @@ import sympy as sp
 from scipy.special import erf
 
 import kernelalg as ka
-from kernelalg._surrogate import SurrogateSign, SurrogateStep, explicit, true_gradient
-from kernelalg._surrogate_twins import empirical_sg_ntk, surrogate_twins
+from kernelalg.layers._surrogate import SurrogateSign, SurrogateStep, explicit, true_gradient
+from kernelalg.finite._surrogate import empirical_sg_ntk, surrogate_twins
 
 # (|x|^2/d, x.x'/d, |x'|^2/d) = (1, 0.5, 1) with d = 2 (theory.md's reference point)
 XY = np.array([[1.0, 0.0], [0.5, math.sqrt(0.75)]]) * math.sqrt(2)

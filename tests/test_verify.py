@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import sympy as sp  # noqa: E402
 
 import kernelalg as ka  # noqa: E402
-from kernelalg import _duals  # noqa: E402
+from kernelalg.core import _duals  # noqa: E402
 
 X = np.random.default_rng(5).normal(size=(3, 3)).astype(np.float32)
 

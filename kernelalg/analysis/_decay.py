@@ -26,7 +26,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from .. import _errors as E
+from kernelalg.core import _errors as E
 from ._sphere import T, DotProductKernel, as_kernel, check_dim
 
 NO_CLOSED_FORM = ("decay_exponent needs the closed form of k(t) (got {label} without one). Fix: pass a network or "

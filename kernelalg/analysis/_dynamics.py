@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import _errors as E
+from kernelalg.core import _errors as E
 
 NEEDS_K_TEST = ("predictions on test points need k_test_train. Fix: pass k_test_train=kernel(x_test, x_train) "
                 "(shape (n_test, n_train)).")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import sympy as sp
 
-from .. import _errors as E
+from kernelalg.core import _errors as E
 
 G = sp.Symbol("g", real=True)
 
@@ -28,7 +28,7 @@ UNKNOWN_ACTIVATION = ("activation {name!r} is not in the table {known}. Fix: pas
 
 
 def _table() -> dict[str, tuple[sp.Expr, Any]]:
-    from .._activations import Erf, Gelu, Relu, Sin
+    from kernelalg.layers._activations import Erf, Gelu, Relu, Sin
     return {"relu": (sp.Max(0, G), Relu()), "erf": (sp.erf(G), Erf()),
             "gelu": (G / 2 * (1 + sp.erf(G / sp.sqrt(2))), Gelu()), "sin": (sp.sin(G), Sin())}
 
@@ -100,7 +100,7 @@ def first_layer_ntk(x: Any, activation: Any, layer: Any = None) -> np.ndarray:
     Evaluated from the library's closed form of ``Dense(1, 0) >> phi >> Dense(1, 0)`` (NTK minus NNGP) as a
     function of the cosine.
     """
-    from .._dense import Dense
+    from kernelalg.layers._dense import Dense
     from ._sphere import from_network
     if layer is None:
         if not isinstance(activation, str) or activation.lower() not in _table():

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _errors as E
+from kernelalg.core import _errors as E
 
 BAD_GRAM = "{name} must be a square matrix, got shape {shape}. Fix: pass an (n, n) Gram matrix."
 
@@ -109,8 +109,8 @@ def train_finite(net: Any, x: Any, y: Any, width: int, learning_rate: float, ste
     """
     import jax
     import jax.numpy as jnp
-    from .._empirical import empirical_ntk
-    from .._finite import finite
+    from kernelalg.finite._empirical import empirical_ntk
+    from kernelalg.finite._twins import finite
 
     with jax.enable_x64(True):
         x = jnp.asarray(np.asarray(x, dtype=np.float64))

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _errors as E
+from kernelalg.core import _errors as E
 
 
 def power_law_loss(t: Any, K: float, kappa: float, Lam: float, nu: float) -> np.ndarray:

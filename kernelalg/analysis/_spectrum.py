@@ -27,7 +27,7 @@ import numpy as np
 import sympy as sp
 from scipy.special import roots_legendre
 
-from .. import _errors as E
+from kernelalg.core import _errors as E
 from ._sphere import (T, DotProductKernel, as_kernel, check_dim, gegenbauer_sympy, gegenbauer_table,
                       multiplicity, sphere_constant, sphere_points)
 

@@ -21,7 +21,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from .. import _errors as E
+from kernelalg.core import _errors as E
 
 #: The variable of every dot-product kernel expression in this package.
 T = sp.Symbol("t", real=True)
@@ -153,8 +153,8 @@ def from_network(net: Any, which: str = "ntk", q: float = 1.0) -> DotProductKern
         KernelalgError: ``which`` unknown, several output branches, or a kernel that is not a dot-product
             kernel (depends on the input dimension or is not built from dense inputs).
     """
-    from .._program import C, Q1, Q2
-    from .._symbolic import symbolic
+    from kernelalg.core._program import C, Q1, Q2
+    from kernelalg.core._symbolic import symbolic
     if which not in WHICH:
         raise E.KernelalgError(BAD_WHICH.format(which=which))
     what = repr(net)
@@ -174,7 +174,7 @@ def from_network(net: Any, which: str = "ntk", q: float = 1.0) -> DotProductKern
 
 def as_kernel(obj: Any, which: str = "ntk", q: float = 1.0) -> DotProductKernel:
     """Accept a network, a :class:`DotProductKernel`, a sympy expression in one symbol, or a callable k(t)."""
-    from .._layer import Layer
+    from kernelalg.core._layer import Layer
     if isinstance(obj, DotProductKernel):
         return obj
     if isinstance(obj, Layer):

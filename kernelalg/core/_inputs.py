@@ -1,0 +1,85 @@
+"""Input layouts: how raw input arrays become the symbolic input state and its arrays.
+
+Dense networks take (batch, features); spatial and recurrent layers register their own layouts
+(images NHWC, sequences NLC). The first leaf layer that declares ``input_layout`` decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import sympy as sp
+
+from kernelalg.core import _errors as E
+from kernelalg.core._program import C, D, Q1, Q2, Stats
+
+
+@dataclass(frozen=True)
+class InputLayout:
+    """How one kind of input enters the kernel program.
+
+    Attributes:
+        name: Layout name ("dense", ...).
+        rank: Expected ``x.ndim`` including the batch axis.
+        stats: () -> the symbolic :class:`Stats` of the raw input.
+        env: (x1, x2 or None) -> {symbol: array} for the input symbols (JAX arrays; batch axes first:
+            per-sample arrays of shape (N, 1, ...) / (1, M, ...), per-pair arrays (N, M, ...)).
+        rank_fix: Advice shown when the rank is wrong.
+        prepare: Optional (x1, x2 or None) -> (x1, x2): validates raw inputs and converts them to what
+            ``env`` takes (arrays or JAX pytrees that support ``len``, row slicing, ``.shape`` and
+            ``.dtype``); it must accept its own outputs unchanged (tiles are re-prepared). None: the
+            default check of a (batch, ...) array of rank ``rank``.
+        specialize: Optional net -> InputLayout: a pre-pass over the whole network that returns the
+            layout to use for it (e.g. images: full pixel-pair covariances when a pooling layer needs
+            them, matching-pixel diagonals otherwise). Applied by :func:`layout_of`.
+        auto_batch: Optional (x1, x2 or None) -> tile size or None: the batch_size used when the caller
+            gives none (bounds memory for layouts whose per-pair arrays are large).
+    """
+
+    name: str
+    rank: int
+    stats: Callable[[], Stats]
+    env: Callable[[Any, Any], dict]
+    rank_fix: str = "reshape to (batch, features), e.g. x.reshape(len(x), -1)"
+    prepare: Callable[[Any, Any], tuple[Any, Any]] | None = None
+    specialize: Callable[[Any], "InputLayout"] | None = None
+    auto_batch: Callable[[Any, Any], int | None] | None = None
+
+
+LAYOUTS: dict[str, InputLayout] = {}
+
+
+def register_input_layout(layout: InputLayout) -> None:
+    """Register an input layout under ``layout.name``."""
+    LAYOUTS[layout.name] = layout
+
+
+def layout_of(net: Any) -> InputLayout:
+    """The input layout a network expects (its first leaf with ``input_layout``, else dense)."""
+    for leaf in net.leaves():
+        name = getattr(leaf, "input_layout", None)
+        if name:
+            if name not in LAYOUTS:
+                raise E.KernelalgError(f"Unknown input layout {name!r}. Fix: import the module that registers it.")
+            layout = LAYOUTS[name]
+            return layout if layout.specialize is None else layout.specialize(net)
+    return LAYOUTS["dense"]
+
+
+def _dense_stats() -> Stats:
+    return Stats(Q1, Q2, C, sp.Integer(0), gaussian=False, width=D, after="the input", layout="dense")
+
+
+def _dense_env(x1: jax.Array, x2: jax.Array | None) -> dict:
+    d = x1.shape[-1]
+    q1 = jnp.sum(x1 * x1, axis=-1, keepdims=True) / d
+    other = x1 if x2 is None else x2
+    c = jnp.matmul(x1, other.T, precision=jax.lax.Precision.HIGHEST) / d
+    q2 = q1.T if x2 is None else (jnp.sum(x2 * x2, axis=-1, keepdims=True) / d).T
+    return {Q1: q1, Q2: q2, C: c, D: float(d)}
+
+
+register_input_layout(InputLayout("dense", 2, _dense_stats, _dense_env))

@@ -1,0 +1,178 @@
+"""The layer record and the composition plumbing (serial, parallel, FanOut, FanInSum).
+
+A layer is a small frozen record of pure functions: its symbolic kernel map and its finite-width
+sampler, plus its hyperparameters (named numbers, turned into sympy symbols by the plumbing) and its
+static settings (structure that never becomes a symbol). All bookkeeping -- parameter symbols, CSE
+and binding of the new state, branch handling -- lives here, so a layer file holds only its maths.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import sympy as sp
+
+from kernelalg.core import _errors as E
+from kernelalg.core._program import Block, Builder, State, Stats, flatten_states
+
+#: Symbolic map of a leaf layer: (builder, state, hyperparameter exprs, static settings) -> new state.
+KernelMap = Callable[[Builder, Stats, Mapping[str, sp.Expr], Mapping[str, Any]], State]
+#: Finite-width sampler: (hyperparameters, static, input shape (no batch), width) ->
+#: (init(key) -> params, apply(params, x) -> y, output shape).
+FiniteFn = Callable[..., tuple[Callable, Callable, tuple]]
+
+
+@dataclass(frozen=True, eq=False)
+class Layer:
+    """One layer (or a composition of layers) of an architecture expression.
+
+    Attributes:
+        name: Display name, as in neural-tangents' stax ("Dense", "Relu", ...).
+        kernel: Symbolic kernel map (None for combinators, which use ``combine``).
+        params: Hyperparameters that become sympy symbols: ((name, value), ...).
+        static: Structural settings: ((name, value), ...).
+        finite: Finite-width sampler, or None where the layer has no finite-width counterpart.
+        children: Sub-layers of a combinator.
+        combine: For combinators: (builder, state, children) -> state.
+        positive: Names of hyperparameters that are standard deviations (positive symbols).
+        input_layout: Name of the input layout this layer expects when it comes first (see
+            :mod:`kernelalg.core._inputs`); None for layers that take any input.
+    """
+
+    name: str
+    kernel: KernelMap | None = None
+    params: tuple[tuple[str, float], ...] = ()
+    static: tuple[tuple[str, Any], ...] = ()
+    finite: FiniteFn | None = None
+    children: tuple["Layer", ...] = ()
+    combine: Callable[..., State] | None = None
+    positive: frozenset[str] = frozenset()
+    input_layout: str | None = None
+
+    def __rshift__(self, other: "Layer") -> "Layer":
+        return serial(self, other)
+
+    def __rrshift__(self, other: "Layer") -> "Layer":
+        return serial(other, self)
+
+    def __repr__(self) -> str:
+        if self.name == "serial":
+            return " >> ".join(_wrap(c) for c in self.children) if self.children else "serial()"
+        if self.name == "parallel":
+            return "parallel(" + ", ".join(repr(c) for c in self.children) + ")"
+        args = [f"{k}={_fmt(v)}" for k, v in self.params + self.static if v is not None]
+        return f"{self.name}({', '.join(args)})"
+
+    @property
+    def hyperparameters(self) -> dict[str, float]:
+        return dict(self.params)
+
+    def leaves(self) -> list["Layer"]:
+        """All leaf layers in build order."""
+        if not self.children:
+            return [self]
+        return [leaf for c in self.children for leaf in c.leaves()]
+
+
+def _fmt(v: Any) -> str:
+    return repr(v) if not isinstance(v, float) else f"{v:g}"
+
+
+def _wrap(layer: Layer) -> str:
+    return f"({layer!r})" if layer.name == "parallel" else repr(layer)
+
+
+def check_std(layer: str, name: str, value: Any) -> float:
+    """Validate a standard deviation: finite and >= 0."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise E.KernelalgError(E.NEGATIVE_STD.format(layer=layer, name=name, value=value, fix=1.0)) from None
+    if not math.isfinite(v) or v < 0:
+        fix = abs(v) if math.isfinite(v) else 1.0
+        raise E.KernelalgError(E.NEGATIVE_STD.format(layer=layer, name=name, value=value, fix=fix))
+    return v
+
+
+def check_number(layer: str, name: str, value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise E.KernelalgError(f"{layer}: {name} must be a real number, got {value!r}. "
+                               f"Fix: pass a float, e.g. {name}=1.0.") from None
+    if not math.isfinite(v):
+        raise E.KernelalgError(f"{layer}: {name} must be finite, got {value!r}. Fix: pass a finite float.")
+    return v
+
+
+def as_layer(obj: Any) -> Layer:
+    if not isinstance(obj, Layer):
+        raise E.KernelalgError(E.NOT_A_LAYER.format(what=obj))
+    return obj
+
+
+def require_gaussian(st: Stats, layer: str) -> None:
+    """Raise :class:`LayerOrderError` unless the state is Gaussian (the output of an affine layer)."""
+    if not st.gaussian:
+        raise E.LayerOrderError(E.NOT_GAUSSIAN.format(layer=layer, after=st.after))
+
+
+def build(layer: Layer, builder: Builder, state: State) -> State:
+    """Apply ``layer``'s symbolic map to ``state``: the one place where parameters and CSE are handled."""
+    if layer.combine is not None:
+        return layer.combine(builder, state, layer.children)
+    if isinstance(state, tuple):
+        raise E.LayerOrderError(
+            f"{layer.name} received {len(state)} branches. Fix: merge them first with FanInSum() "
+            f"(or apply {layer.name} inside parallel(...)).")
+    index = builder.next_layer_index()
+    p = {name: builder.param(index, _symbol_name(name), value, name in layer.positive)
+         for name, value in layer.params if value is not None}
+    start = len(builder.program)
+    new = layer.kernel(builder, state, p, dict(layer.static))
+    if isinstance(new, tuple):
+        return tuple(builder.materialize(s) for s in new)
+    out = builder.materialize(new)
+    syms = tuple(v for v in p.values() if isinstance(v, sp.Symbol))
+    if len(builder.program) >= start:  # a layer that rewrote the program (a chunked readout) leaves no block
+        builder.blocks.append(Block(start, len(builder.program), state.exprs, out.exprs, syms))
+    return out
+
+
+_SYMBOL_NAMES = {"W_std": "sigma_w", "b_std": "sigma_b", "U_std": "sigma_u", "V_std": "sigma_v"}
+
+
+def _symbol_name(name: str) -> str:
+    return _SYMBOL_NAMES.get(name, name)
+
+
+# ----------------------------------------------------------------------------------------- combinators
+
+
+def _serial_combine(builder: Builder, state: State, children: Sequence[Layer]) -> State:
+    for child in children:
+        state = build(child, builder, state)
+    return state
+
+
+def _parallel_combine(builder: Builder, state: State, children: Sequence[Layer]) -> State:
+    states = flatten_states(state)
+    if len(states) != len(children):
+        raise E.LayerOrderError(E.FANOUT_MISMATCH.format(got=len(children), expected=len(states)))
+    return tuple(s for child, st in zip(children, states)
+                 for s in flatten_states(build(child, builder, st)))
+
+
+def serial(*layers: Layer) -> Layer:
+    """Compose layers in sequence (``serial(a, b)`` is ``a >> b``)."""
+    flat: list[Layer] = []
+    for layer in map(as_layer, layers):
+        flat.extend(layer.children if layer.name == "serial" else (layer,))
+    return Layer("serial", children=tuple(flat), combine=_serial_combine)
+
+
+def parallel(*layers: Layer) -> Layer:
+    """Apply the i-th layer to the i-th branch (use after ``FanOut(n)``)."""
+    return Layer("parallel", children=tuple(map(as_layer, layers)), combine=_parallel_combine)

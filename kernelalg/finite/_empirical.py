@@ -1,0 +1,285 @@
+"""Empirical NTK (and NNGP) of any JAX function ``f(params, x)``: Jacobian contraction or NTK-vector products.
+
+The empirical NTK of a network with parameters theta is ``Theta(x, x') = J(x) J(x')^T`` with
+``J = d f / d theta`` (Jacot et al. 2018). Two exact routes, as in neural-tangents (Novak et al. 2022,
+"Fast Finite Width Neural Tangent Kernel"):
+
+* ``method="jacobian"``: per-example Jacobians (``vmap`` of ``jacrev`` over the batch: examples must not
+  interact, as in any network without batch statistics), contracted leaf by leaf over the parameters.
+* ``method="ntvp"``: NTK-vector products ``J(x1) (J(x2)^T v)`` (one VJP then one JVP) for the basis vectors
+  v of the outputs of x2 (memory O(params) per vector).
+* ``method="structured"`` (``ka.finite`` twins of Dense/activation chains only): a Dense layer's weight
+  Jacobian is the outer product of its input h and the output cotangent g, so its block of J J^T is
+  ``(c_W h(x).h(x') + c_b) * g(x).g(x')`` (c_W = W_std^2/fan_in, c_b = b_std^2 in the NTK
+  parametrization; 1 and 1 in the standard one). Cost O(N M (fan_in + fan_out)) per layer instead of
+  O(N M fan_in fan_out): the "structured derivatives" of Novak et al. (2022).
+
+Output layout: ``f`` returns (batch, *spatial, channels) (a (batch,) output counts as one channel).
+With ``trace=True`` (default, neural-tangents' ``trace_axes=(-1,)``) the kernel is averaged over the
+channel axis and has shape (N, M, *spatial, *spatial) -- the layout of ``ka.kernel``; ``trace=False``
+gives the full (N, M, *out, *out).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from kernelalg.core import _errors as E
+
+METHODS = ("jacobian", "ntvp", "structured")
+BAD_METHOD = ("method={method!r} is not known. Fix: use method='jacobian' (default), method='ntvp' or "
+              "method='structured'.")
+STRUCTURED_NEEDS = ("method='structured' needs fn = ka.finite(net, width).apply of a network whose top-level chain "
+                    "is Dense layers and parameter-free layers (activations, Identity) on (N, features) inputs; "
+                    "got {why}. Fix: use method='jacobian'.")
+
+
+def _expand(x: Any) -> Any:
+    return jax.tree_util.tree_map(lambda a: a[None], x)
+
+
+def _batch_len(x: Any) -> int:
+    return int(jax.tree_util.tree_leaves(x)[0].shape[0])
+
+
+def _take(x: Any, sl: slice) -> Any:
+    return jax.tree_util.tree_map(lambda a: a[sl], x)
+
+
+def _outputs_2d(y: jax.Array, batch: int) -> jax.Array:
+    """(batch, *spatial, k) view of an output (a (batch,) output becomes (batch, 1))."""
+    return y.reshape(batch, 1) if y.ndim == 1 else y
+
+
+def jacobians(fn: Callable, params: Any, x: Any, vmap_examples: bool = True) -> Any:
+    """Per-example Jacobians of ``fn(params, x)``: a pytree like ``params`` with leaves (N, *out, *leaf)."""
+    if vmap_examples:
+        def one(xi: Any) -> Any:
+            return jax.jacrev(lambda p: _outputs_2d(fn(p, _expand(xi)), 1)[0])(params)
+        return jax.vmap(one)(x)
+    return jax.jacrev(lambda p: _outputs_2d(fn(p, x), _batch_len(x)))(params)
+
+
+def _contract(j1: Any, j2: Any, n: int, m: int, out_shape: tuple, trace: bool) -> jax.Array:
+    """Sum over parameter leaves of J1 J2^T, in the final layout (see :func:`_layout`)."""
+    s = math.prod(out_shape[:-1])
+    ch = out_shape[-1]
+    total = None
+    for a, b in zip(jax.tree_util.tree_leaves(j1), jax.tree_util.tree_leaves(j2)):
+        if trace:  # only matching channels: (n s, k, p) x (m t, k, p) -> (n s, m t)
+            a = jnp.moveaxis(a.reshape(n * s, ch, -1), 1, 0)
+            b = jnp.moveaxis(b.reshape(m * s, ch, -1), 1, 0)
+            t = jnp.einsum("kap,kbp->ab", a, b, precision=jax.lax.Precision.HIGHEST)
+        else:
+            t = jnp.matmul(a.reshape(n * s * ch, -1), b.reshape(m * s * ch, -1).T,
+                           precision=jax.lax.Precision.HIGHEST)
+        total = t if total is None else total + t
+    if total is None:
+        total = jnp.zeros((n * s * (1 if trace else ch), m * s * (1 if trace else ch)))
+    return _layout(total, n, m, out_shape, trace)
+
+
+def _layout(k: jax.Array, n: int, m: int, out_shape: tuple, trace: bool) -> jax.Array:
+    """(N A, M A) -> (N, M, *A, *A) with A = spatial axes (trace: channel mean) or all output axes."""
+    axes = out_shape[:-1] if trace else out_shape
+    if trace:
+        k = k / out_shape[-1]
+    k = k.reshape((n,) + axes + (m,) + axes)
+    return jnp.moveaxis(k, 1 + len(axes), 1)
+
+
+def ntk_block(fn: Callable, params: Any, x1: Any, x2: Any = None, method: str = "jacobian", trace: bool = True,
+              vmap_examples: bool = True, fn2: Callable | None = None) -> jax.Array:
+    """One untiled block of the empirical NTK (traceable: use it inside jit / vmap over parameter samples).
+
+    With ``fn2`` (same parameters, e.g. a surrogate-gradient twin) the kernel is the asymmetric
+    ``J_fn(x1) J_fn2(x2)^T`` (Jacobian method only)."""
+    n = _batch_len(x1)
+    y1 = jax.eval_shape(lambda p: _outputs_2d(fn(p, x1), n), params)
+    out_shape = tuple(y1.shape[1:])
+    q = math.prod(out_shape)
+    m = n if x2 is None else _batch_len(x2)
+    if method == "jacobian":
+        j1 = jacobians(fn, params, x1, vmap_examples)
+        if fn2 is not None:
+            j2 = jacobians(fn2, params, x1 if x2 is None else x2, vmap_examples)
+        else:
+            j2 = j1 if x2 is None else jacobians(fn, params, x2, vmap_examples)
+        return _contract(j1, j2, n, m, out_shape, trace)
+    elif method == "structured":
+        if fn2 is not None:
+            raise E.KernelalgError("ntk_block(fn2=...): the asymmetric kernel needs method='jacobian'. "
+                                   "Fix: pass method='jacobian'.")
+        return _structured(fn, params, x1, x2, out_shape, trace)
+    elif method == "ntvp":
+        if fn2 is not None:
+            raise E.KernelalgError("ntk_block(fn2=...): the asymmetric kernel needs method='jacobian'. "
+                                   "Fix: pass method='jacobian'.")
+        xb = x1 if x2 is None else x2
+        f1 = (lambda p: _outputs_2d(fn(p, x1), n))
+        _, vjp2 = jax.vjp(lambda p: _outputs_2d(fn(p, xb), m), params)
+
+        def column(ct: jax.Array) -> jax.Array:
+            (g,) = vjp2(ct)
+            return jax.jvp(f1, (params,), (g,))[1]
+        basis = jnp.eye(m * q, dtype=y1.dtype).reshape((m * q, m) + out_shape)
+        cols = jax.vmap(column)(basis).reshape(m * q, n * q)  # row (j, b): J1 J2^T e_(j, b)
+        full = cols.T
+        if not trace:
+            return _layout(full, n, m, out_shape, False)
+        s, ch = q // out_shape[-1], out_shape[-1]
+        full = full.reshape(n * s, ch, m * s, ch)
+        return _layout(jnp.trace(full, axis1=1, axis2=3), n, m, out_shape, True)
+    raise E.KernelalgError(BAD_METHOD.format(method=method))
+
+
+def _structured(fn: Callable, params: Any, x1: Any, x2: Any, out_shape: tuple, trace: bool) -> jax.Array:
+    """J J^T of a Dense/activation chain from layer inputs h and output cotangents g (see the module doc)."""
+    from kernelalg.finite._twins import FiniteNet
+    twin = getattr(fn, "__self__", None)
+    if not isinstance(twin, FiniteNet) or getattr(fn, "__func__", None) is not FiniteNet.apply:
+        raise E.KernelalgError(STRUCTURED_NEEDS.format(why=f"fn={fn!r}"))
+    x1 = jnp.asarray(x1)
+    if x1.ndim != 2 or len(out_shape) != 1:
+        raise E.KernelalgError(STRUCTURED_NEEDS.format(why=f"inputs of shape {x1.shape}"))
+    for layer, pr in zip(twin.chain, params):
+        if layer.name != "Dense" and jax.tree_util.tree_leaves(pr):
+            raise E.KernelalgError(STRUCTURED_NEEDS.format(why=f"a {layer.name} layer with parameters"))
+    parts = twin._parts(tuple(x1.shape[1:]))
+    dense = [layer.name == "Dense" for layer in twin.chain]
+    k = out_shape[-1]
+
+    def features(x: jax.Array) -> tuple[list, list]:
+        n = x.shape[0]
+        eps0 = [jnp.zeros((n,) + tuple(p[2]), x.dtype) if d else None for p, d in zip(parts, dense)]
+
+        def run(eps: list) -> tuple:
+            hs, y = [], x
+            for (_, ap, _), d, pr, e in zip(parts, dense, params, eps):
+                if d:
+                    hs.append(y)
+                    y = ap(pr, y) + e
+                else:
+                    y = ap(pr, y)
+            return _outputs_2d(y, n), hs
+
+        y, vjp, hs = jax.vjp(run, eps0, has_aux=True)
+        basis = jnp.broadcast_to(jnp.eye(k, dtype=y.dtype)[:, None, :], (k,) + y.shape)
+        (gs,) = jax.vmap(vjp)(basis)  # per Dense layer: (k, n, out)
+        return hs, [g for g, d in zip(gs, dense) if d]
+
+    h1, g1 = features(x1)
+    h2, g2 = (h1, g1) if x2 is None else features(jnp.asarray(x2))
+    hi = jax.lax.Precision.HIGHEST
+    total = 0.0
+    for layer, a, b, ga, gb in zip([c for c, d in zip(twin.chain, dense) if d], h1, h2, g1, g2):
+        p, standard = dict(layer.params), dict(layer.static)["parameterization"] == "standard"
+        cw = 1.0 if standard else p["W_std"] ** 2 / a.shape[-1]
+        cb = 0.0 if p.get("b_std") is None else (1.0 if standard else p["b_std"] ** 2)
+        hh = cw * jnp.matmul(a, b.T, precision=hi) + cb
+        if trace:
+            gg = jnp.einsum("cni,cmi->nm", ga, gb, precision=hi) / k
+            total = total + hh * gg
+        else:
+            gg = jnp.einsum("cni,dmi->nmcd", ga, gb, precision=hi)
+            total = total + hh[:, :, None, None] * gg
+    return total
+
+
+def empirical_ntk_fn(fn: Callable, method: str = "jacobian", trace: bool = True,
+                     vmap_examples: bool = True) -> Callable:
+    """A jitted ``ntk(x1, x2, params)`` of ``fn`` (argument order as neural-tangents' ``empirical_ntk_fn``).
+
+    Args:
+        fn: ``fn(params, x) -> outputs`` with the batch axis first.
+        method: "jacobian" (Jacobian contraction), "ntvp" (NTK-vector products) or "structured"
+            (``ka.finite(...).apply`` of Dense/activation chains; see the module docstring).
+        trace: Average over the output channel axis (neural-tangents' default ``trace_axes=(-1,)``).
+        vmap_examples: Per-example Jacobians (assumes examples do not interact, true for every ``ka.finite``
+            network); False differentiates the whole batch at once.
+    """
+    if method not in METHODS:
+        raise E.KernelalgError(BAD_METHOD.format(method=method))
+    return jax.jit(lambda x1, x2, params: ntk_block(fn, params, x1, x2, method, trace, vmap_examples))
+
+
+def empirical_ntk(fn: Callable, params: Any, x1: Any, x2: Any = None, *, method: str = "jacobian",
+                  trace: bool = True, batch_size: int | None = None, vmap_examples: bool = True) -> jax.Array:
+    """Empirical NTK ``J(x1) J(x2)^T`` of ``fn`` at ``params`` (x2=None: x1), optionally in tiles.
+
+    Args:
+        fn: ``fn(params, x) -> outputs`` (batch first), e.g. ``ka.finite(net, 512).apply``.
+        params: Parameters (any pytree).
+        x1: Inputs (N, ...) (or a pytree batch such as ``ka.Sequences``).
+        x2: Inputs (M, ...) or None.
+        method: "jacobian", "ntvp" or "structured" (see the module docstring).
+        trace: Average over the output channels (shape (N, M, *spatial, *spatial)); False: full kernel.
+        batch_size: Tile size in rows (bounded memory for large N, M); with x2=None only the upper
+            triangle of tiles is computed and mirrored.
+        vmap_examples: See :func:`empirical_ntk_fn`.
+
+    Returns:
+        The kernel array.
+    """
+    f = _cached_fn(fn, method, trace, vmap_examples)
+    if batch_size is None:
+        return f(x1, x2, params)
+    bs = int(batch_size)
+    n = _batch_len(x1)
+    sym = x2 is None
+    xb = x1 if sym else x2
+    m = _batch_len(xb)
+    rows = []
+    blocks: dict = {}
+    for i in range(0, n, bs):
+        row = []
+        for j in range(0, m, bs):
+            if sym and j < i:
+                blk = jnp.swapaxes(blocks[(j, i)], 0, 1)
+                if blk.ndim > 2:  # (N, M, *A, *A): swap the two groups of trailing axes as well
+                    h = (blk.ndim - 2) // 2
+                    blk = jnp.moveaxis(blk, tuple(range(2 + h, blk.ndim)), tuple(range(2, 2 + h)))
+            else:
+                a = _take(x1, slice(i, i + bs))
+                blk = f(a, None, params) if sym and i == j else f(a, _take(xb, slice(j, j + bs)), params)
+                blocks[(i, j)] = blk
+            row.append(blk)
+        rows.append(jnp.concatenate(row, axis=1))
+    return jnp.concatenate(rows, axis=0)
+
+
+_FN_CACHE: dict = {}
+
+
+def _cached_fn(fn: Callable, method: str, trace: bool, vmap_examples: bool) -> Callable:
+    key = (fn, method, trace, vmap_examples)
+    hit = _FN_CACHE.get(key)
+    if hit is None:
+        if len(_FN_CACHE) > 64:
+            _FN_CACHE.clear()
+        hit = _FN_CACHE[key] = empirical_ntk_fn(fn, method, trace, vmap_examples)
+    return hit
+
+
+def empirical_nngp(fn: Callable, params: Any, x1: Any, x2: Any = None, trace: bool = True) -> jax.Array:
+    """Empirical output covariance ``f(x1) f(x2)^T`` of one network, averaged over the output channels
+    (trace=True; shape (N, M, *spatial, *spatial)), the one-sample estimate of the NNGP kernel."""
+    y1 = _outputs_2d(fn(params, x1), _batch_len(x1))
+    y2 = y1 if x2 is None else _outputs_2d(fn(params, x2), _batch_len(x2))
+    return output_covariance(y1, y2, trace)
+
+
+def output_covariance(y1: jax.Array, y2: jax.Array, trace: bool = True) -> jax.Array:
+    """(N, *out) x (M, *out) -> (N, M, *S, *S) channel-averaged products (or (N, M, *out, *out))."""
+    n, m = y1.shape[0], y2.shape[0]
+    out_shape = tuple(y1.shape[1:])
+    if trace:
+        s, ch = math.prod(out_shape[:-1]), out_shape[-1]
+        k = jnp.matmul(y1.reshape(n * s, ch), y2.reshape(m * s, ch).T, precision=jax.lax.Precision.HIGHEST)
+    else:
+        k = jnp.outer(y1.reshape(-1), y2.reshape(-1))
+    return _layout(k, n, m, out_shape, trace)

@@ -1,0 +1,264 @@
+"""Finite-width twins: the real JAX network behind every architecture expression.
+
+``ka.finite(net, width)`` walks the layer tree and composes each leaf's ``finite`` record (its sampler:
+``(hyperparameters, static, input shape, width) -> (init, apply, output shape)``), with the same
+parametrization as the kernel (NTK parametrization: unit Gaussian trainable W, b; standard: W, b drawn
+with the layer's variances). Combinators are generic: ``serial`` chains, ``parallel`` maps branch i to
+child i, ``FanOut``/``FanInSum`` have their own samplers (tuples of shapes in, one shape out), so any new
+layer (convolutional, recurrent, ...) plugs in by providing ``finite``.
+
+Output width (the readout rule). The *readout layer* is the last affine leaf of the top-level serial chain
+(``Dense`` -> ``out_dim``, ``Conv`` -> ``out_chan``; see :func:`register_readout`) provided every leaf after
+it is linear and parameter-free (``Identity``, pooling, ``Flatten``; :func:`register_transparent`). Its
+output width is, in order: its own ``out_dim``/``out_chan`` if set (an explicit layer setting is kept; a
+conflicting ``out_dim`` argument raises), else the ``out_dim`` argument, else 1 (a scalar-output network,
+the setting of the kernel formulas). Every other width-carrying layer uses its own ``out_dim``/``out_chan``
+if set, else ``width``. A network without a readout layer (ending in an activation, a branch sum, a
+recurrent layer) keeps its own output width and refuses an ``out_dim`` argument.
+
+References:
+    Novak et al. (2020), Neural Tangents (stax init_fn/apply_fn conventions); Jacot et al. (2018).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kernelalg.core import _errors as E
+from kernelalg.core._layer import Layer, as_layer
+
+#: Leaf name -> static key of its output width, for layers that can be the readout (affine layers).
+READOUT_KEYS: dict[str, str] = {"Dense": "out_dim", "Conv": "out_chan"}
+#: Linear, parameter-free, channel-preserving leaves that may follow the readout layer.
+TRANSPARENT: set[str] = {"Identity", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten"}
+
+NO_FINITE = ("{layer} has no finite-width twin (its `finite` record is None). Fix: give the layer a finite "
+             "sampler (see kernelalg.core._layer.Layer.finite), or build the network from layers that have one.")
+NO_READOUT = ("ka.finite(..., out_dim={out_dim}): the network has no readout layer (its top-level chain does not "
+              "end in an affine layer such as Dense/Conv, followed only by pooling/Flatten/Identity), so there is "
+              "no layer whose width out_dim could set. Fix: end the network with a readout, e.g. "
+              "net >> ka.Dense(1.0, out_dim={out_dim}), or pass out_dim=None to keep its own output width.")
+OUT_DIM_CONFLICT = ("ka.finite(..., out_dim={out_dim}) conflicts with the readout layer's own {key}={own}. "
+                    "Fix: drop one of them (the layer's {key} is used when out_dim=None).")
+BAD_WIDTH = "{name} must be a positive integer, got {value!r}. Fix: e.g. {name}=512."
+BAD_SHAPE = ("input_shape {shape} does not fit this network (expected {rank} axes without the batch axis, or "
+             "{rank_b} with it). Fix: pass the shape of one input, e.g. {example}.")
+
+
+def register_readout(name: str, width_key: str) -> None:
+    """Declare that leaves named ``name`` are affine and can be the readout (width in static ``width_key``)."""
+    READOUT_KEYS[name] = width_key
+
+
+def register_transparent(name: str) -> None:
+    """Declare that leaves named ``name`` are linear, parameter-free and may follow the readout layer."""
+    TRANSPARENT.add(name)
+
+
+def _positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and int(value) >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise E.KernelalgError(BAD_WIDTH.format(name=name, value=value))
+    return int(value)
+
+
+def _leaf_parts(layer: Layer, in_shape: Any, width: int) -> tuple[Callable, Callable, Any]:
+    """(init, apply, out_shape) of any layer: serial / parallel generically, leaves through ``finite``."""
+    if layer.name == "serial":
+        parts, shape = [], in_shape
+        for child in layer.children:
+            init, apply, shape = _leaf_parts(child, shape, width)
+            parts.append((init, apply))
+        return _serial_init([p[0] for p in parts]), _serial_apply([p[1] for p in parts]), shape
+    if layer.name == "parallel":
+        if not isinstance(in_shape, tuple) or not in_shape or not isinstance(in_shape[0], tuple):
+            raise E.LayerOrderError(E.FANOUT_MISMATCH.format(got=len(layer.children), expected=1))
+        if len(in_shape) != len(layer.children):
+            raise E.LayerOrderError(E.FANOUT_MISMATCH.format(got=len(layer.children), expected=len(in_shape)))
+        return parallel_parts([_leaf_parts(c, s, width) for c, s in zip(layer.children, in_shape)])
+    if layer.finite is None:
+        raise E.KernelalgError(NO_FINITE.format(layer=layer.name))
+    p = {k: v for k, v in layer.params if v is not None}
+    return layer.finite(p, dict(layer.static), in_shape, width)
+
+
+def parallel_parts(parts: list) -> tuple[Callable, Callable, tuple]:
+    """The (init, apply, output shapes) of ``parallel``: branch i gets input i and its own parameters."""
+    def init_p(key: jax.Array) -> list:
+        return [p[0](k) for p, k in zip(parts, jax.random.split(key, len(parts)))]
+
+    def apply_p(params: list, xs: Any) -> tuple:
+        return tuple(p[1](pr, x) for p, pr, x in zip(parts, params, xs))
+    return init_p, apply_p, tuple(p[2] for p in parts)
+
+
+def _serial_init(inits: list[Callable]) -> Callable:
+    def init(key: jax.Array) -> list:
+        return [i(k) for i, k in zip(inits, jax.random.split(key, max(len(inits), 1)))]
+    return init
+
+
+def _serial_apply(applies: list[Callable]) -> Callable:
+    def apply(params: list, x: Any) -> Any:
+        for ap, pr in zip(applies, params):
+            x = ap(pr, x)
+        return x
+    return apply
+
+
+def readout_index(chain: tuple[Layer, ...]) -> int | None:
+    """Index of the readout layer in a top-level chain (see the module docstring), or None."""
+    for i in range(len(chain) - 1, -1, -1):
+        leaf = chain[i]
+        if leaf.children:
+            return None
+        if leaf.name in READOUT_KEYS:
+            return i
+        if leaf.name not in TRANSPARENT:
+            return None
+    return None
+
+
+def input_shape_of(x: Any) -> tuple:
+    """Shape of one input (no batch axis) of an array or of a pytree input such as ``ka.Sequences``."""
+    if hasattr(x, "shape") and not hasattr(x, "mask"):
+        return tuple(x.shape[1:])
+    inner = getattr(x, "x", None)
+    if inner is not None:
+        return tuple(inner.shape[1:])
+    leaves = jax.tree_util.tree_leaves(x)
+    return tuple(leaves[0].shape[1:])
+
+
+@dataclass(frozen=True, eq=False)
+class FiniteNet:
+    """A finite-width network with the architecture and parametrization of a kernel expression.
+
+    Attributes:
+        net: The architecture expression.
+        width: Width of the hidden layers without their own ``out_dim``/``out_chan``.
+        out_dim: Output width of the readout layer (None when the network has none).
+        readout: Index of the readout layer in the top-level chain, or None.
+        chain: The top-level chain with the readout width filled in.
+
+    Example:
+        >>> twin = ka.finite(ka.Dense(1.5, 0.1) >> ka.Relu() >> ka.Dense(1.5, 0.1), width=512)  # doctest: +SKIP
+        >>> params = twin.init(jax.random.PRNGKey(0), (8,))       # input shape without the batch axis
+        >>> y = twin.apply(params, x)                             # (N, 1)
+    """
+
+    net: Layer
+    width: int
+    out_dim: int | None
+    readout: int | None
+    chain: tuple[Layer, ...]
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def _parts(self, in_shape: tuple) -> list:
+        hit = self._cache.get(in_shape)
+        if hit is None:
+            hit, shape = [], in_shape
+            for layer in self.chain:
+                init, apply, shape = _leaf_parts(layer, shape, self.width)
+                hit.append((init, apply, shape))
+            self._cache[in_shape] = hit
+        return hit
+
+    def _in_shape(self, input_shape: Any) -> tuple:
+        from kernelalg.core._inputs import layout_of
+        shape = tuple(int(s) for s in input_shape)
+        rank = layout_of(self.net).rank - 1
+        if len(shape) == rank + 1:
+            return shape[1:]
+        if len(shape) != rank:
+            ex = (8,) if rank == 1 else (16, 16, 3)[-rank:] if rank <= 3 else (8,) * rank
+            raise E.InputError(BAD_SHAPE.format(shape=shape, rank=rank, rank_b=rank + 1, example=ex))
+        return shape
+
+    def init(self, key: Any, input_shape: Any) -> list:
+        """Sample parameters: ``key`` (PRNG key or int seed), ``input_shape`` of one input (a leading batch
+        axis, as in neural-tangents' ``init_fn(key, (-1, d))``, is accepted and ignored)."""
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            key = jax.random.PRNGKey(int(key))
+        parts = self._parts(self._in_shape(input_shape))
+        keys = jax.random.split(key, max(len(parts), 1))
+        return [p[0](k) for p, k in zip(parts, keys)]
+
+    def apply(self, params: list, x: Any) -> Any:
+        """The network's output for the batch ``x`` (array (N, ...) or a pytree input such as ``ka.Sequences``)."""
+        # JAX arrays in the enabled precision (a NumPy float64 batch becomes float32 unless x64 is on)
+        x = jax.tree_util.tree_map(jnp.asarray, x)
+        for (_, ap, _), pr in zip(self._parts(input_shape_of(x)), params):
+            x = ap(pr, x)
+        return x
+
+    def output_shape(self, input_shape: Any) -> tuple:
+        """Shape of one output (no batch axis)."""
+        parts = self._parts(self._in_shape(input_shape))
+        return parts[-1][2] if parts else self._in_shape(input_shape)
+
+    def features(self, params: list, x: Any) -> Any:
+        """The readout layer's input (the last hidden representation). Requires a readout layer."""
+        if self.readout is None:
+            raise E.KernelalgError(NO_READOUT.format(out_dim=1))
+        for (_, ap, _), pr in zip(self._parts(input_shape_of(x))[:self.readout], params[:self.readout]):
+            x = ap(pr, x)
+        return x
+
+    @property
+    def readout_layer(self) -> Layer | None:
+        return None if self.readout is None else self.chain[self.readout]
+
+    def readout_is_last(self) -> bool:
+        """True when the readout layer is the network's last layer and a Dense (its conditional NNGP given the
+        features is then exact: W_std^2 h.h'/fan_in + b_std^2)."""
+        return self.readout is not None and self.readout == len(self.chain) - 1 and self.chain[-1].name == "Dense"
+
+
+def finite(net: Layer, width: int, out_dim: int | None = None) -> FiniteNet:
+    """The finite-width twin of ``net``: a real JAX network with the kernel's parametrization.
+
+    Args:
+        net: Architecture expression.
+        width: Width (channels, hidden units) of every layer without its own ``out_dim``/``out_chan``.
+        out_dim: Output width of the readout layer (the last affine layer of the top-level chain, followed
+            only by pooling/Flatten/Identity). None: the layer's own ``out_dim``/``out_chan`` if set, else 1.
+            An explicit layer setting wins; a different ``out_dim`` here raises. Networks without a readout
+            layer keep their own output width and need ``out_dim=None``.
+
+    Returns:
+        A :class:`FiniteNet` with ``init(key, input_shape)`` and ``apply(params, x)``.
+
+    References:
+        Jacot et al. (2018); Lee et al. (2019); Novak et al. (2020) for the parametrizations.
+    """
+    net = as_layer(net)
+    width = _positive_int("width", width)
+    out_dim = _positive_int("out_dim", out_dim, allow_none=True)
+    chain = net.children if net.name == "serial" else (net,)
+    idx = readout_index(chain)
+    if idx is None:
+        if out_dim is not None:
+            raise E.KernelalgError(NO_READOUT.format(out_dim=out_dim))
+        return FiniteNet(net, width, None, None, tuple(chain))
+    leaf = chain[idx]
+    key = READOUT_KEYS[leaf.name]
+    static = dict(leaf.static)
+    own = static.get(key)
+    if own is not None and out_dim is not None and int(own) != out_dim:
+        raise E.KernelalgError(OUT_DIM_CONFLICT.format(out_dim=out_dim, key=key, own=own))
+    out = int(own) if own is not None else (out_dim or 1)
+    new_leaf = dataclasses.replace(leaf, static=tuple((k, out if k == key else v) for k, v in leaf.static))
+    chain = tuple(chain[:idx]) + (new_leaf,) + tuple(chain[idx + 1:])
+    return FiniteNet(net, width, out, idx, chain)

@@ -1,0 +1,174 @@
+"""Activation layers: each is its forward function phi (sympy) and its closed-form dual.
+
+The kernel maps act per input pair: for (u, v) ~ N(0, [[q1, c], [c, q2]]),
+``q1 <- T(q1, q1, q1)``, ``c <- T(q1, c, q2)``, ``Theta <- Tdot(q1, c, q2) Theta``.
+Names, keywords and defaults follow neural-tangents' stax.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import sympy as sp
+
+from kernelalg.core import _duals
+from kernelalg.core import _errors as E
+from kernelalg.core._layer import Layer, check_number, require_gaussian
+from kernelalg.core._program import Builder, Stats
+
+X = sp.Symbol("x", real=True)
+
+PhiFn = Callable[..., sp.Expr]
+
+
+def _activation_kernel(name: str, dual: Callable[..., _duals.Dual], static_args: Sequence[str]):
+    def kernel(b: Builder, st: Stats, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> Stats:
+        require_gaussian(st, name)
+        kw = dict(p, **{k: static[k] for k in static_args})
+        d1 = dual(st.var1, st.cov, st.var2, **kw)
+        var2 = d1.Tdiag if st.var2 == st.var1 else dual(st.var2, st.cov, st.var1, **kw).Tdiag
+        return Stats(d1.Tdiag, var2, d1.T, d1.Tdot * st.ntk, gaussian=False, width=st.width,
+                     after=name, layout=st.layout)
+    return kernel
+
+
+def _activation_finite(phi: PhiFn, static_args: Sequence[str]):
+    def finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
+        from kernelalg.backends import lower_elementwise  # local import: backends import this package's types
+        kw = dict({k: sp.Float(v, 17) for k, v in p.items()}, **{k: static[k] for k in static_args})
+        f = lower_elementwise(phi(X, **kw), X)
+        return (lambda key: {}), (lambda params, x: f(x)), in_shape
+    return finite
+
+
+def activation(name: str, dual: Callable[..., _duals.Dual], phi: PhiFn,
+               params: Sequence[tuple[str, float]] = (), static: Sequence[tuple[str, Any]] = (),
+               static_args: Sequence[str] = ()) -> Layer:
+    """Build an activation layer from its dual and its forward function.
+
+    Args:
+        name: Layer name.
+        dual: ``dual(s11, s12, s22, **hyperparameters) -> Dual`` (see :mod:`kernelalg.core._duals`).
+        phi: ``phi(x, **hyperparameters) -> sympy expression`` (used by the finite-width twin).
+        params: Hyperparameters that become symbols.
+        static: Structural settings.
+        static_args: Names in ``static`` that are passed to ``dual`` and ``phi``.
+    """
+    params = tuple((k, check_number(name, k, v)) for k, v in params)
+    return Layer(name, _activation_kernel(name, dual, tuple(static_args)), params, tuple(static),
+                 _activation_finite(phi, tuple(static_args)))
+
+
+def Relu() -> Layer:
+    """ReLU, max(x, 0)."""
+    return activation("Relu", _duals.relu, lambda x: sp.Max(x, 0))
+
+
+def ABRelu(a: float, b: float) -> Layer:
+    """a min(x, 0) + b max(x, 0)."""
+    return activation("ABRelu", _duals.abrelu, lambda x, a, b: a * sp.Min(x, 0) + b * sp.Max(x, 0),
+                      params=(("a", a), ("b", b)))
+
+
+def LeakyRelu(alpha: float) -> Layer:
+    """max(x, 0) + alpha min(x, 0)."""
+    return activation("LeakyRelu", lambda s11, s12, s22, alpha: _duals.abrelu(s11, s12, s22, alpha, 1),
+                      lambda x, alpha: sp.Max(x, 0) + alpha * sp.Min(x, 0), params=(("alpha", alpha),))
+
+
+def Abs() -> Layer:
+    """|x|."""
+    return activation("Abs", lambda s11, s12, s22: _duals.abrelu(s11, s12, s22, -1, 1), lambda x: sp.Abs(x))
+
+
+def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
+    """a erf(b x) + c."""
+    return activation("Erf", _duals.erf, lambda x, a, b, c: a * sp.erf(b * x) + c,
+                      params=(("a", a), ("b", b), ("c", c)))
+
+
+def _gelu_phi(x: sp.Expr, approximate: bool) -> sp.Expr:
+    if approximate:
+        return x / 2 * (1 + sp.tanh(sp.sqrt(2 / sp.pi) * (x + sp.Float("0.044715") * x**3)))
+    return x / 2 * (1 + sp.erf(x / sp.sqrt(2)))
+
+
+def Gelu(approximate: bool = False) -> Layer:
+    """GELU x Phi(x). The kernel is always that of the exact GELU; ``approximate=True`` uses the tanh
+    approximation in the finite-width twin only (as neural-tangents)."""
+    return activation("Gelu", lambda s11, s12, s22, approximate: _duals.gelu(s11, s12, s22), _gelu_phi,
+                      static=(("approximate", bool(approximate)),), static_args=("approximate",))
+
+
+def Sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
+    """a sin(b x + c)."""
+    return activation("Sin", _duals.sin, lambda x, a, b, c: a * sp.sin(b * x + c),
+                      params=(("a", a), ("b", b), ("c", c)))
+
+
+def Cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
+    """a cos(b x + c)."""
+    return activation("Cos", _duals.cos, lambda x, a, b, c: a * sp.cos(b * x + c),
+                      params=(("a", a), ("b", b), ("c", c)))
+
+
+def Sign() -> Layer:
+    """sign(x). Its derivative is 0 almost everywhere, so its NTK factor is 0 (see SG-NTK)."""
+    return activation("Sign", _duals.sign, lambda x: sp.sign(x))
+
+
+def _check_degree(name: str, degree: Any) -> int:
+    if int(degree) != degree or degree < 0:
+        raise E.KernelalgError(f"{name}: degree must be a non-negative integer, got {degree!r}. "
+                               f"Fix: e.g. {name}(degree=2).")
+    return int(degree)
+
+
+def Monomial(degree: int) -> Layer:
+    """x^degree."""
+    return activation("Monomial", _duals.monomial, lambda x, degree: x**degree,
+                      static=(("degree", _check_degree("Monomial", degree)),), static_args=("degree",))
+
+
+def RectifiedMonomial(degree: int) -> Layer:
+    """max(x, 0)^degree (arc-cosine kernel of that degree)."""
+    return activation("RectifiedMonomial", _duals.rectified_monomial,
+                      lambda x, degree: sp.Heaviside(x, 1) if degree == 0 else sp.Max(x, 0) ** degree,
+                      static=(("degree", _check_degree("RectifiedMonomial", degree)),),
+                      static_args=("degree",))
+
+
+def Polynomial(coef: Sequence[float]) -> Layer:
+    """sum_i coef[i] x^i."""
+    coef = tuple(coef)
+    if not coef:
+        raise E.KernelalgError("Polynomial: coef is empty. Fix: e.g. Polynomial([0., 1., 0.5]).")
+    names = tuple(f"c{i}" for i in range(len(coef)))
+
+    def dual(s11: sp.Expr, s12: sp.Expr, s22: sp.Expr, **kw: sp.Expr) -> _duals.Dual:
+        return _duals.polynomial(s11, s12, s22, tuple(kw[n] for n in names))
+
+    def phi(x: sp.Expr, **kw: sp.Expr) -> sp.Expr:
+        return sum((kw[n] * x**i for i, n in enumerate(names)), sp.Integer(0))
+
+    return activation("Polynomial", dual, phi, params=tuple(zip(names, coef)))
+
+
+def Exp(a: float = 1.0, b: float = 1.0) -> Layer:
+    """a exp(b x)."""
+    return activation("Exp", _duals.exp, lambda x, a, b: a * sp.exp(b * x), params=(("a", a), ("b", b)))
+
+
+def Gaussian(a: float = 1.0, b: float = -1.0) -> Layer:
+    """a exp(b x^2)."""
+    return activation("Gaussian", _duals.gaussian, lambda x, a, b: a * sp.exp(b * x**2),
+                      params=(("a", a), ("b", b)))
+
+
+def Rbf(gamma: float = 1.0) -> Layer:
+    """sqrt(2) sin(sqrt(2 gamma) x + pi/4): its NNGP dual is exp(-gamma |u - v|^2) (neural-tangents' Rbf)."""
+    if float(gamma) < 0:
+        raise E.KernelalgError(f"Rbf: gamma must be >= 0, got {gamma!r}. Fix: e.g. Rbf(gamma=1.0).")
+    return activation("Rbf", _duals.rbf,
+                      lambda x, gamma: sp.sqrt(2) * sp.sin(sp.sqrt(2 * gamma) * x + sp.pi / 4),
+                      params=(("gamma", gamma),))

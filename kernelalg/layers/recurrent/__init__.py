@@ -1,0 +1,1 @@
+"""kernelalg.layers.recurrent."""

@@ -1,0 +1,170 @@
+"""Convolution layers: the convolutional NTK (CNTK) and its finite-width twin.
+
+Conventions follow neural-tangents' ``stax.Conv`` (Novak et al., ICLR 2020), images NHWC (NLC, NDHWC for
+1-D and 3-D). NTK parametrization: ``y = W_std / sqrt(C_in |F|) conv(x, W) + b_std b`` with W, b ~ N(0, 1)
+(|F| = prod(filter_shape), one bias per output channel); standard parametrization:
+``y = conv(x, W) + b`` with W ~ N(0, W_std^2 / (C_in |F|)), b ~ N(0, b_std^2).
+
+Kernel map (Arora et al., "On Exact Computation with an Infinitely Wide Neural Net", NeurIPS 2019), with
+``A`` the aligned window mean on the pixel-pair grid, ``A[K](p, p') = (1/|F|) sum_{a in F} K(p + a, p' + a)``
+(strided, zero-padded for SAME, periodic for CIRCULAR; see :func:`kernelalg.layers.spatial._grid.pair_conv`):
+
+    K     <- W_std^2 A[K] + b_std^2
+    ntk:      Theta <- K_new + W_std^2 A[Theta]
+    standard: Theta <- C_in |F| A[K] + W_std^2 A[Theta] (+ 1 with a bias)
+
+The per-pixel variances follow the same map restricted to p = p' (a window mean of the diagonal).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import sympy as sp
+
+from kernelalg.core import _errors as E
+from kernelalg.layers.spatial import _grid as S
+from kernelalg.layers.spatial import _inputs  # noqa: F401  (registers the image input layouts)
+from kernelalg.layers._dense import affine_init
+from kernelalg.finite._twins import register_readout
+from kernelalg.core._layer import Layer, check_std
+from kernelalg.core._program import Builder, Stats
+
+_PARAMETERIZATIONS = ("ntk", "standard")
+
+STANDARD_NEEDS_CHANNELS = (
+    "Conv(parameterization='standard') after a layer of unknown width: in the standard parametrization the "
+    "NTK depends on the fan-in C_in * prod(filter_shape). Fix: give the previous Conv/Dense out_chan/out_dim, "
+    "e.g. Conv((3, 3), out_chan=256, parameterization='standard')."
+)
+
+
+def conv_map(lay: S.SpatialState, filt: tuple, strides: tuple, padding: str):
+    """The unscaled conv map ``A`` on (var1, var2, cov, ntk) arrays of layout ``lay``."""
+    k = lay.ndim
+    q = math.prod(filt)
+    unprimed, primed = tuple(range(2, 2 + k)), tuple(range(2 + k, 2 + 2 * k))
+
+    def diag_box(x: Any, axes: tuple) -> Any:
+        return None if x is None else S.box(x, axes, filt, strides, padding, "Conv") / q
+
+    def fn(v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx) -> tuple:
+        if lay.mode == "diag":
+            return tuple(diag_box(x, unprimed) for x in (v1, v2, cov, ntk))
+        grid = (lambda x: None if x is None else S.pair_conv(x, filt, strides, padding, "Conv"))
+        return diag_box(v1, unprimed), diag_box(v2, primed), *ctx.isolated(lambda a, b: (grid(a), grid(b)), cov, ntk)
+
+    return fn
+
+
+def _conv_kernel(b: Builder, st: Stats, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> Stats:
+    filt, strides, padding = static["filter_shape"], static["strides"], static["padding"]
+    lay = S.require_spatial(st, "Conv", len(filt), "filter_shape", "filter_shape=(3,) * ndim")
+    a1, a2, acov, antk = S.spatial_op(b, st, conv_map(lay, filt, strides, padding), "conv")[:4]
+    w2 = p["W_std"] ** 2
+    has_bias = "b_std" in p
+    b2 = p["b_std"] ** 2 if has_bias else sp.Integer(0)
+    var1, var2, cov = (w2 * a + b2 for a in (a1, a2, acov))
+    if static["parameterization"] == "ntk":
+        ntk = cov + w2 * antk
+    else:
+        if st.width is None:
+            raise E.LayerOrderError(STANDARD_NEEDS_CHANNELS)
+        ntk = st.width * math.prod(filt) * acov + w2 * antk + (1 if has_bias else 0)
+    return Stats(var1, var2, cov, ntk, gaussian=True, width=static["out_chan"], after="Conv", layout=lay)
+
+
+def conv_out_shape(in_shape: tuple, filt: tuple, strides: tuple, padding: str) -> tuple:
+    """Spatial output shape of a finite conv (CIRCULAR keeps SAME's shape)."""
+    pad = "SAME" if padding == "CIRCULAR" else padding
+    return tuple(S.pads(n, f, s, pad)[2] for n, f, s in zip(in_shape, filt, strides))
+
+
+def _dimension_numbers(k: int) -> tuple[str, str, str]:
+    sp_axes = "DHW"[3 - k:]
+    return f"N{sp_axes}C", f"{sp_axes}IO", f"N{sp_axes}C"
+
+
+def circular_pad(x: jax.Array, filt: tuple, strides: tuple) -> jax.Array:
+    """Wrap-pad the spatial axes of (B, *S, C) so that a VALID window op gives SAME's output shape."""
+    cfg = [(0, 0)] + [S.pads(n, f, s, "SAME")[:2] for n, f, s in zip(x.shape[1:-1], filt, strides)] + [(0, 0)]
+    return jnp.pad(x, cfg, mode="wrap")
+
+
+def _conv_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
+    filt, strides, padding = static["filter_shape"], static["strides"], static["padding"]
+    k = len(filt)
+    if len(in_shape) != k + 1:
+        raise E.LayerOrderError(S.WRONG_NDIM.format(layer="Conv", what="filter_shape", got=k,
+                                                    ndim=len(in_shape) - 1, example=(3,) * (len(in_shape) - 1)))
+    c_in, out = in_shape[-1], static["out_chan"] or width
+    fan_in = c_in * math.prod(filt)
+    w_std, b_std = p["W_std"], p.get("b_std")
+    standard = static["parameterization"] == "standard"
+    dn = _dimension_numbers(k)
+
+    def init(key: jax.Array) -> dict:
+        return affine_init(key, tuple(filt) + (c_in, out), fan_in, w_std, b_std, standard)
+
+    def apply(params: dict, x: jax.Array) -> jax.Array:
+        x = jnp.asarray(x)
+        if padding == "CIRCULAR":
+            x = circular_pad(x, filt, strides)
+        w = params["W"].astype(x.dtype)
+        y = jax.lax.conv_general_dilated(x, w, strides, "VALID" if padding == "CIRCULAR" else padding,
+                                         dimension_numbers=dn, precision=jax.lax.Precision.HIGHEST)
+        if not standard:
+            y = (w_std / math.sqrt(fan_in)) * y
+        if "b" in params:
+            bias = params["b"].astype(x.dtype)
+            y = y + (bias if standard else b_std * bias)
+        return y
+
+    return init, apply, conv_out_shape(in_shape[:-1], filt, strides, padding) + (out,)
+
+
+def Conv(filter_shape: Any, strides: Any = None, padding: str = "VALID", W_std: float = 1.0,
+         b_std: float | None = None, parameterization: str = "ntk", *, out_chan: int | None = None) -> Layer:
+    """Convolution over the spatial axes of (batch, *spatial, channels) inputs (1-D, 2-D or 3-D).
+
+    Args:
+        filter_shape: Filter size per spatial axis, e.g. (3, 3).
+        strides: Stride per spatial axis (default all 1).
+        padding: "VALID" (default, as neural-tangents), "SAME" (zero padding) or "CIRCULAR" (periodic).
+        W_std: Weight standard deviation (>= 0).
+        b_std: Bias standard deviation, or None for no bias.
+        parameterization: "ntk" (default) or "standard".
+        out_chan: Output channels: used by the finite-width twin and, in the standard parametrization,
+            as the fan-in of the next layer. It does not enter the NTK-parametrized kernel.
+
+    Returns:
+        The layer.
+
+    Example:
+        >>> net = ka.Conv((3, 3), padding="SAME") >> ka.Relu() >> ka.GlobalAvgPool() >> ka.Dense()  # doctest: +SKIP
+    """
+    filt = S.check_tuple("Conv", "filter_shape", filter_shape, "filter_shape=(3, 3)")
+    strides = (1,) * len(filt) if strides is None else S.check_tuple("Conv", "strides", strides, "strides=(1, 1)")
+    if len(strides) != len(filt):
+        raise E.KernelalgError(f"Conv: strides {strides} and filter_shape {filt} have different lengths. "
+                               f"Fix: give one stride per spatial axis, e.g. strides={(1,) * len(filt)}.")
+    padding = S.check_padding("Conv", padding)
+    if parameterization not in _PARAMETERIZATIONS:
+        raise E.KernelalgError(E.BAD_PARAMETERIZATION.format(layer="Conv", value=parameterization))
+    if out_chan is not None and (int(out_chan) != out_chan or out_chan < 1):
+        raise E.KernelalgError(f"Conv: out_chan must be a positive integer, got {out_chan!r}. "
+                               "Fix: e.g. out_chan=256, or leave it None.")
+    params: tuple[tuple[str, float], ...] = (("W_std", check_std("Conv", "W_std", W_std)),)
+    if b_std is not None:
+        params += (("b_std", check_std("Conv", "b_std", b_std)),)
+    static = (("filter_shape", filt), ("strides", strides), ("padding", padding),
+              ("parameterization", parameterization), ("out_chan", None if out_chan is None else int(out_chan)))
+    return Layer("Conv", _conv_kernel, params, static, _conv_finite, positive=frozenset({"W_std", "b_std"}),
+                 input_layout=S.layout_name(len(filt)))
+
+
+register_readout("Conv", "out_chan")  # Conv can be the readout layer of a finite twin (kernelalg.finite._twins)

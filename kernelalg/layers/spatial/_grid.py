@@ -1,0 +1,334 @@
+"""Pixel-pair kernel states of image networks and the linear maps behind Conv and pooling.
+
+A conv net's kernel lives on pixel pairs (Arora et al., "On Exact Computation with an Infinitely Wide
+Neural Net", NeurIPS 2019; Novak et al., ICLR 2019): with S the spatial shape, the state of a pair of
+images is an array over (p, p') in S x S. Nonlinearities act per pixel pair (elementwise, so the
+activation layers apply unchanged); convolutions and pooling are linear maps on the grid, emitted as
+:class:`~kernelalg.core._program.Op` s that act on JAX arrays. Two storage modes, chosen once per network by
+a pre-pass (:func:`kernelalg.layers.spatial._inputs.plan`, as neural-tangents' ``diagonal_spatial``):
+
+* ``"diag"``: only matching pixels p = p' (enough when the readout is Flatten and nothing pools):
+  cov/ntk (B1, B2, *S), var1 (B1, 1 or B2, *S), var2 likewise.
+* ``"full"``: all pixel pairs: cov/ntk (B1, B2, *S, *S') (the pixels of x1 first, then those of x2),
+  var1 (.., *S, 1..1), var2 (.., 1..1, *S') -- per-pixel variances broadcast against the grid.
+
+Batch axes (B1, B2): in the usual *chunked* evaluation (one readout; :mod:`kernelalg.layers.spatial._pairs`)
+they are (pairs in the chunk, 1). Otherwise ("batch" evaluation: kernels that keep pixel axes, several
+readouts) they are (N, M). Pooling mixes pixels, so after it the per-pixel variance of x needs x's own
+pixel-pair grid ("self grid"): chunked, it is recorded from the pair (x, x) first; batched with
+x2 = None, it is the batch diagonal; batched with x2 given, the batch axes are *extended* by one:
+entry (i, M) holds the self grid of x1[i] and (N, j) that of x2[j] (entry (N, M) is a placeholder).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import sympy as sp
+
+from kernelalg.core import _errors as E
+from kernelalg.core._program import Builder, Stats
+
+#: Bound to a :class:`Ctx` at evaluation time (how the batch axes of the arrays are organised).
+CTX = sp.Symbol("spatial_ctx")
+#: Chunked mode: bound to the raw images x1 (N, *S, C) and x2 (M, *S, C) or None.
+IMG1 = sp.Symbol("img1")
+IMG2 = sp.Symbol("img2")
+PADDINGS = ("SAME", "VALID", "CIRCULAR")
+
+NOT_SPATIAL = (
+    "{layer} needs inputs with spatial axes, but it follows {after}, whose output has none. "
+    "Fix: put {layer} before the readout (Flatten, GlobalAvgPool, GlobalSumPool), and give the network "
+    "images (batch, *spatial, channels)."
+)
+WRONG_NDIM = (
+    "{layer}: {what} has {got} spatial dimension(s) but the input images have {ndim}. "
+    "Fix: give one entry per spatial axis, e.g. {example}."
+)
+TOO_SMALL = (
+    "{layer}: the window {window} does not fit the {size} pixels of spatial axis {axis} with padding "
+    "'VALID'. Fix: use padding='SAME', a smaller window, or larger images."
+)
+BAD_PADDING = "{layer}: padding must be one of {choices}, got {got!r}. Fix: e.g. padding='SAME'."
+BAD_SHAPE = "{layer}: {what} must be a non-empty sequence of positive integers, got {got!r}. Fix: e.g. {example}."
+
+_LAYOUT_NAMES = {1: "spatial1d", 2: "spatial2d", 3: "spatial3d"}
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """Evaluation context of the spatial Ops (a static Python value bound to :data:`CTX`).
+
+    Attributes:
+        ext: Batch mode: the batch axes carry the self-grid extension (N+1, M+1).
+        phase: 0 batch mode; 1 chunked self pairs (each pair is an image with itself); 2 chunked pairs of
+            different images, whose per-pixel variances after pooling come from ``rec``.
+        rec: Phase 2: {pooling op key: (var1, var2)} gathered from phase 1.
+    """
+
+    ext: bool = False
+    phase: int = 0
+    rec: Any = None
+    live: Any = None
+
+    def isolated(self, fn: Any, *arrays: Any) -> Any:
+        """``fn(*arrays)`` as a computation of its own: inputs and outputs materialised, nothing fused across.
+
+        XLA's CPU fusion otherwise inlines each layer's producers into every tap of the next stencil (and the
+        stencil into each of the activation's fusions), recomputing earlier layers per output entry
+        (|F|^depth work); ``optimization_barrier`` does not stop that on CPU, a conditional does. ``live`` is
+        a runtime-true predicate that XLA cannot fold; the zero branch is never taken.
+        """
+        if self.live is None:
+            return fn(*arrays)
+        shapes = jax.eval_shape(fn, *arrays)
+        zeros = (lambda *a: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
+        return jax.lax.cond(self.live, fn, zeros, *arrays)
+
+
+@dataclass(frozen=True)
+class SpatialState:
+    """Layout record of a kernel state on pixel pairs (the ``layout`` field of :class:`Stats`).
+
+    Attributes:
+        ndim: Number of spatial axes (1, 2, 3).
+        mode: "diag" (matching pixels only) or "full" (all pixel pairs).
+        self_grids: Full mode with pooling: self grids are carried (batch diagonal or extension).
+        spatial_out: The network ends without a readout (its kernel keeps pixel axes).
+        chunked: One readout: everything before it runs pair by pair in chunks (see
+            :mod:`kernelalg.layers.spatial._pairs`); the per-pair arrays then have batch axes (b, 1).
+    """
+
+    ndim: int
+    mode: str
+    self_grids: bool = False
+    spatial_out: bool = False
+    chunked: bool = False
+    name: str = "spatial"
+
+
+def layout_name(ndim: int) -> str:
+    """Name of the input layout of images with ``ndim`` spatial axes."""
+    return _LAYOUT_NAMES[ndim]
+
+
+def check_tuple(layer: str, what: str, value: Any, example: str) -> tuple[int, ...]:
+    """Validate a filter/window/stride shape: a non-empty tuple of positive integers (1 to 3 entries)."""
+    try:
+        out = tuple(int(v) for v in value)
+        ok = 1 <= len(out) <= 3 and all(o == v and o >= 1 for o, v in zip(out, value))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise E.KernelalgError(BAD_SHAPE.format(layer=layer, what=what, got=value, example=example))
+    return out
+
+
+def check_padding(layer: str, padding: Any) -> str:
+    if not isinstance(padding, str) or padding.upper() not in PADDINGS:
+        raise E.KernelalgError(BAD_PADDING.format(layer=layer, choices=PADDINGS, got=padding))
+    return padding.upper()
+
+
+def require_spatial(st: Stats, layer: str, ndim: int | None = None, what: str = "", example: str = "") -> SpatialState:
+    """The state's :class:`SpatialState`, or a :class:`LayerOrderError` naming the fix."""
+    lay = st.layout
+    if not isinstance(lay, SpatialState):
+        raise E.LayerOrderError(NOT_SPATIAL.format(layer=layer, after=st.after))
+    if ndim is not None and ndim != lay.ndim:
+        raise E.LayerOrderError(WRONG_NDIM.format(layer=layer, what=what, got=ndim, ndim=lay.ndim,
+                                                  example=example))
+    return lay
+
+
+def spatial_op(b: Builder, st: Stats, fn: Any, label: str, n_extra: int = 0, tag: Any = None) -> list:
+    """Emit one Op ``fn(var1, var2, cov, ntk, ctx) -> (var1', var2', cov', ntk', *extra)`` on the state.
+
+    Entries that are the number 0 (the NTK of the input) are passed as None and must come back as None
+    (they stay 0: every map here is linear). ``ctx`` is the :class:`Ctx` bound to :data:`CTX`.
+    Returns the four new entries followed by ``n_extra`` further symbols. ``tag`` is stored on the Op's
+    function as ``op.pool_key`` (pooling ops whose last output is a phase-1 record).
+    """
+    exprs = st.exprs
+    live = [i for i, e in enumerate(exprs) if not (e.is_Number and e == 0)]
+    # a constant variance (e.g. 1 after Sign, whose output is +-1 everywhere) becomes a per-pixel array
+    consts = {i: float(exprs[i]) for i in live if exprs[i].is_Number and i in (0, 1)}
+    arrays_in = [i for i in live if i not in consts]
+    if 2 not in arrays_in or any(not exprs[i].is_Symbol for i in arrays_in):
+        raise E.KernelalgError(f"{label}: internal error, unmaterialised state {exprs}.")
+
+    def op(*arrays: Any) -> tuple:
+        args: list = [None] * 4
+        for i, a in zip(arrays_in, arrays):
+            args[i] = a
+        for i, c in consts.items():
+            args[i] = jnp.full(_var_shape(st.layout, args[2].shape, i), c, args[2].dtype)
+        outs = fn(*args, arrays[-1])
+        return tuple(outs[i] for i in live) + tuple(outs[4:])
+
+    op.pool_key = tag  # type: ignore[attr-defined]
+    syms = b.emit(op, [exprs[i] for i in arrays_in] + [CTX], len(live) + n_extra, stem="s", label=label)
+    out: list = list(exprs)
+    for i, sym in zip(live, syms):
+        out[i] = sym
+    return out + list(syms[len(live):])
+
+
+def _var_shape(lay: SpatialState, cov_shape: tuple, i: int) -> tuple:
+    """Shape of var1 (i = 0) or var2 (i = 1) next to a cov array of ``cov_shape`` (see the module docstring)."""
+    if lay.mode == "diag":
+        return cov_shape
+    k = lay.ndim
+    ones = (1,) * k
+    return cov_shape[:2] + (cov_shape[2:2 + k] + ones if i == 0 else ones + cov_shape[2 + k:2 + 2 * k])
+
+
+# ----------------------------------------------------------------------------------- window arithmetic
+
+
+def pads(n: int, f: int, s: int, padding: str, layer: str = "Conv", axis: int = 0) -> tuple[int, int, int]:
+    """(pad_lo, pad_hi, out_size) of one axis, lax's rules ('CIRCULAR' pads like 'SAME')."""
+    if padding == "VALID":
+        lo = hi = 0
+        if n < f:
+            raise E.KernelalgError(TOO_SMALL.format(layer=layer, window=f, size=n, axis=axis))
+    else:
+        out = -(-n // s)
+        total = max((out - 1) * s + f - n, 0)
+        lo, hi = total // 2, total - total // 2
+    return lo, hi, (n + lo + hi - f) // s + 1
+
+
+def _wrap_pad(x: jax.Array, axes: Sequence[int], amounts: Sequence[tuple[int, int]]) -> jax.Array:
+    cfg = [(0, 0)] * x.ndim
+    for a, p in zip(axes, amounts):
+        cfg[a] = p
+    return jnp.pad(x, cfg, mode="wrap") if any(p != (0, 0) for p in cfg) else x
+
+
+def _tap(x: jax.Array, axes: Sequence[int], shifts: Sequence[int], strides: Sequence[int],
+         outs: Sequence[int]) -> jax.Array | None:
+    """y(i) = x(s i + shift) on ``axes`` (zero where that is outside x), as a slice padded back to size.
+
+    Returns None when no output reads inside x. (A padded slice fuses into the consumer's loop; padding
+    x first would write a padded copy.)
+    """
+    start, limit, step, cfg = [0] * x.ndim, list(x.shape), [1] * x.ndim, [(0, 0, 0)] * x.ndim
+    for ax, sh, s, out in zip(axes, shifts, strides, outs):
+        lo = (-sh + s - 1) // s if sh < 0 else 0  # first i with s i + sh >= 0
+        hi = min(out - 1, (x.shape[ax] - 1 - sh) // s)  # last i with s i + sh <= n - 1
+        if hi < lo:
+            return None
+        start[ax], limit[ax], step[ax] = s * lo + sh, s * hi + sh + 1, s
+        cfg[ax] = (lo, out - 1 - hi, 0)
+    y = jax.lax.slice(x, start, limit, step)
+    return jax.lax.pad(y, jnp.zeros((), x.dtype), cfg) if any(c != (0, 0, 0) for c in cfg) else y
+
+
+def _window_sum(x: jax.Array, axes: Sequence[int], offsets: Any, padding: Sequence[tuple[int, int]],
+                strides: Sequence[int], outs: Sequence[int], circular: bool) -> jax.Array:
+    """sum over offset tuples o (one entry per axis) of x(s i + o - pad_lo) on ``axes``; zero outside x
+    (SAME/VALID) or periodic (CIRCULAR, wrap-padded by ``padding`` first, as neural-tangents)."""
+    pad_lo = [p[0] for p in padding]
+    if circular:
+        x = _wrap_pad(x, axes, padding)
+        pad_lo = [0] * len(axes)
+    acc = None
+    for offs in offsets:
+        w = _tap(x, axes, [o - lo for o, lo in zip(offs, pad_lo)], strides, outs)
+        if w is not None:
+            acc = w if acc is None else acc + w
+    if acc is None:
+        shape = list(x.shape)
+        for a, o in zip(axes, outs):
+            shape[a] = o
+        acc = jnp.zeros(shape, x.dtype)
+    return acc
+
+
+def pair_conv(x: jax.Array, filt: Sequence[int], strides: Sequence[int], padding: str, layer: str = "Conv") -> jax.Array:
+    """Aligned window mean on the full pixel-pair grid: the conv stencil of Arora et al. (2019).
+
+    out(i, i') = (1/|F|) sum_{a in F} x(s i + a - lo, s i' + a - lo) (zero outside the image for SAME,
+    periodic for CIRCULAR): one pass summing |F| shifted slices.
+
+    Args:
+        x: (B1, B2, *S, *S') array.
+    """
+    k = len(filt)
+    axes, amounts, outs, st = [], [], [], []
+    for d in range(k):
+        for ax in (2 + d, 2 + k + d):
+            lo, hi, out = pads(x.shape[ax], filt[d], strides[d], padding, layer, d)
+            axes.append(ax), amounts.append((lo, hi)), outs.append(out), st.append(strides[d])
+    offsets = [tuple(o for o in offs for _ in (0, 1)) for offs in itertools.product(*(range(f) for f in filt))]
+    return _window_sum(x, axes, offsets, amounts, st, outs, padding == "CIRCULAR") / math.prod(filt)
+
+
+def box(x: jax.Array, axes: Sequence[int], window: Sequence[int], strides: Sequence[int], padding: str,
+        layer: str = "Conv") -> jax.Array:
+    """Window sums along ``axes`` (axis ``axes[j]`` uses ``window[j]``, ``strides[j]``), one axis at a time
+    (separable: sum_j f_j taps instead of prod_j f_j)."""
+    for a, f, s in zip(axes, window, strides):
+        if f == 1 and s == 1:
+            continue
+        lo, hi, out = pads(x.shape[a], f, s, padding, layer, a)
+        x = _window_sum(x, (a,), [(o,) for o in range(f)], [(lo, hi)], (s,), (out,), padding == "CIRCULAR")
+    return x
+
+
+def window_counts(n: int, f: int, s: int, padding: str) -> np.ndarray:
+    """Number of in-image pixels in each output window of one axis (for normalize_edges)."""
+    lo, hi, out = pads(n, f, s, padding)
+    if padding != "SAME":
+        return np.full(out, float(f))
+    inside = np.r_[np.zeros(lo), np.ones(n), np.zeros(hi)]
+    return np.array([inside[i * s:i * s + f].sum() for i in range(out)])
+
+
+def pixel_diag(g: jax.Array, k: int) -> jax.Array:
+    """(..., *S, *S) -> (..., *S): the matching-pixel entries p = p'."""
+    s = g.shape[g.ndim - 2 * k:g.ndim - k]
+    p = math.prod(s)
+    flat = g.reshape(g.shape[:g.ndim - 2 * k] + (p, p))
+    return jnp.diagonal(flat, axis1=-2, axis2=-1).reshape(g.shape[:g.ndim - 2 * k] + s)
+
+
+def ext_vars(d1: jax.Array, d2: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """Per-pair variance arrays of the extended batch from per-pixel variances d1 (N, *S), d2 (M, *S)."""
+    n, m, s = d1.shape[0], d2.shape[0], d1.shape[1:]
+    one = jnp.ones((1, 1) + s, d1.dtype)
+    top = jnp.broadcast_to(d1[:, None], (n, m + 1) + s)
+    v1 = jnp.concatenate([top, jnp.concatenate([d2[None], one], axis=1)], axis=0)
+    left = jnp.broadcast_to(d2[None], (n + 1, m) + d2.shape[1:])
+    v2 = jnp.concatenate([left, jnp.concatenate([d1[:, None], one], axis=0)], axis=1)
+    ones = (1,) * k
+    return v1.reshape(v1.shape + ones), v2.reshape(v2.shape[:2] + ones + v2.shape[2:])
+
+
+def own_vars(d: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """var1 (B, 1, *S, 1..1) and var2 (B, 1, 1..1, *S) from per-pixel variances d (B, 1, *S)."""
+    s, ones = d.shape[2:], (1,) * k
+    return d.reshape(d.shape[:2] + s + ones), d.reshape(d.shape[:2] + ones + s)
+
+
+def self_pixel_vars(g: jax.Array, ext: bool, k: int) -> tuple[jax.Array, jax.Array]:
+    """var1/var2 of a batch-mode full state from its (pooled) grid ``g`` that holds the self grids."""
+    if ext:
+        n, m = g.shape[0] - 1, g.shape[1] - 1
+        return ext_vars(pixel_diag(g[:n, m], k), pixel_diag(g[n, :m], k), k)
+    d = pixel_diag(jnp.moveaxis(jnp.diagonal(g, axis1=0, axis2=1), -1, 0), k)  # (N, *S): the batch diagonal
+    ones = (1,) * k
+    return d[:, None].reshape((d.shape[0], 1) + d.shape[1:] + ones), d[None].reshape((1, d.shape[0]) + ones + d.shape[1:])
+
+
+def strip(g: jax.Array, ext: bool) -> jax.Array:
+    """Drop the self-grid extension of the batch axes."""
+    return g[:-1, :-1] if ext else g

@@ -1,0 +1,156 @@
+"""Image input layouts (NLC, NHWC, NDHWC): the pre-pass over the network and the input arrays.
+
+Registers the input layouts "spatial1d", "spatial2d", "spatial3d" (inputs (batch, *spatial, channels),
+input kernel x(p).x'(p')/C as neural-tangents). ``plan`` decides, once per network, how its kernel is
+stored and evaluated (see :mod:`kernelalg.layers.spatial._grid`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import sympy as sp
+
+from kernelalg.core import _errors as E
+from kernelalg.backends._compile import check_input
+from kernelalg.core._inputs import InputLayout, register_input_layout
+from kernelalg.core._layer import Layer
+from kernelalg.core._program import Q1, Q2, C, D, Stats
+from kernelalg.layers.spatial._grid import (
+    CTX,
+    IMG1,
+    IMG2,
+    Ctx,
+    SpatialState,
+    ext_vars,
+    layout_name,
+    own_vars,
+)
+
+POOLS = frozenset({"AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool"})
+READOUTS = frozenset({"Flatten", "GlobalAvgPool", "GlobalSumPool"})
+#: Batch evaluation: automatic tiles keep one per-pair array of the pixel-pair grid below this many bytes.
+TILE_BYTES = 2**27
+
+BAD_IMAGE_RANK = (
+    "{name} must be a {rank}-D array (batch, {axes}, channels) for this network, got shape {shape}. "
+    "Fix: {fix}."
+)
+SPATIAL_OUT_NEEDS_SYMMETRIC = (
+    "This network pools (AvgPool/SumPool) but ends without a readout, so its kernel keeps pixel axes; with "
+    "x2 given that case is not supported (tiles with x2 included). Fix: end the network with Flatten(), "
+    "GlobalAvgPool() or GlobalSumPool(), or call the kernel with x2=None and batch_size=None."
+)
+
+_AXES = {1: "length", 2: "height, width", 3: "depth, height, width"}
+
+
+def _stats(lay: SpatialState) -> Stats:
+    return Stats(Q1, Q2, C, sp.Integer(0), gaussian=False, width=D, after="the input", layout=lay)
+
+
+def _env(lay: SpatialState, x1: jax.Array, x2: jax.Array | None) -> dict:
+    ch = x1.shape[-1]
+    if lay.chunked:  # the readout's Op builds the pixel-pair arrays chunk by chunk from the images
+        return {D: float(ch), IMG1: x1, IMG2: x2}
+    hi = jax.lax.Precision.HIGHEST
+    k, s = lay.ndim, x1.shape[1:-1]
+    other = x1 if x2 is None else x2
+    d1 = jnp.sum(x1 * x1, axis=-1) / ch
+    d2 = d1 if x2 is None else jnp.sum(other * other, axis=-1) / ch
+    first = x1.reshape(-1)[0]
+    env = {D: float(ch), CTX: Ctx(live=jnp.isfinite(first) | ~jnp.isfinite(first))}  # true, not foldable
+    if lay.mode == "diag":
+        c = jnp.einsum("n...c,m...c->nm...", x1, other, precision=hi) / ch
+        env.update({Q1: d1[:, None], Q2: d2[None], C: c})
+        return env
+    a, bb = x1.reshape(len(x1), -1, ch), other.reshape(len(other), -1, ch)
+    c = jnp.einsum("npc,mqc->nmpq", a, bb, precision=hi) / ch
+    ones = (1,) * k
+    if lay.self_grids and x2 is not None:
+        if lay.spatial_out:
+            raise E.InputError(SPATIAL_OUT_NEEDS_SYMMETRIC)
+        p = a.shape[1]
+        g1 = jnp.einsum("npc,nqc->npq", a, a, precision=hi) / ch
+        g2 = jnp.einsum("npc,nqc->npq", bb, bb, precision=hi) / ch
+        top = jnp.concatenate([c, g1[:, None]], axis=1)
+        bottom = jnp.concatenate([g2[None], jnp.zeros((1, 1, p, p), c.dtype)], axis=1)
+        c = jnp.concatenate([top, bottom], axis=0)
+        v1, v2 = ext_vars(d1, d2, k)
+        env.update({Q1: v1, Q2: v2, C: c.reshape(c.shape[:2] + s + s), CTX: Ctx(ext=True, live=env[CTX].live)})
+        return env
+    env.update({Q1: d1.reshape((len(x1), 1) + s + ones), Q2: d2.reshape((1, len(other)) + ones + s),
+                C: c.reshape(c.shape[:2] + s + s)})
+    return env
+
+
+def pair_inputs(lay: SpatialState, a: jax.Array, b: jax.Array) -> dict:
+    """Input arrays of a chunk of image pairs a[i], b[i] (each (B, *S, C)): batch axes (B, 1)."""
+    hi = jax.lax.Precision.HIGHEST
+    ch, s, k = a.shape[-1], a.shape[1:-1], lay.ndim
+    d1 = (jnp.sum(a * a, axis=-1) / ch)[:, None]
+    d2 = (jnp.sum(b * b, axis=-1) / ch)[:, None]
+    if lay.mode == "diag":
+        c = jnp.sum(a * b, axis=-1)[:, None] / ch
+        return {Q1: d1, Q2: d2, C: c}
+    fa, fb = a.reshape(len(a), -1, ch), b.reshape(len(b), -1, ch)
+    c = jnp.einsum("npc,nqc->npq", fa, fb, precision=hi) / ch
+    v1, v2 = own_vars(d1, k)[0], own_vars(d2, k)[1]
+    return {Q1: v1, Q2: v2, C: c.reshape((len(a), 1) + s + s)}
+
+
+def _prepare(ndim: int, x1: Any, x2: Any) -> tuple[Any, Any]:
+    rank = ndim + 2
+    fix = {1: "x[..., None] for one channel", 2: "x[..., None] for grey images (NHWC)",
+           3: "x[..., None] for one channel (NDHWC)"}[ndim]
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is not None and np.ndim(x) != rank:
+            raise E.InputError(BAD_IMAGE_RANK.format(name=name, rank=rank, axes=_AXES[ndim],
+                                                     shape=tuple(np.shape(x)), fix=fix))
+    x1 = check_input("x1", x1, fix, rank)
+    if x2 is not None:
+        x2 = check_input("x2", x2, fix, rank)
+        if x1.shape[1:] != x2.shape[1:]:
+            raise E.InputError(E.FEATURE_MISMATCH.format(d1=x1.shape[1:], d2=x2.shape[1:]))
+    return x1, x2
+
+
+def _auto_batch(lay: SpatialState, x1: Any, x2: Any) -> int | None:
+    if lay.spatial_out or lay.chunked:  # chunked: memory is bounded inside the jitted program
+        return None
+    p = math.prod(x1.shape[1:-1])
+    pair = (p * p if lay.mode == "full" else p) * np.dtype(x1.dtype).itemsize
+    return max(1, math.isqrt(max(1, TILE_BYTES // pair)))
+
+
+def plan(net: Layer, ndim: int) -> SpatialState:
+    """Pre-pass over the network (as neural-tangents' ``diagonal_spatial`` requirements).
+
+    Full pixel-pair grids iff some layer pools (or the kernel keeps pixel axes), the matching-pixel
+    diagonal otherwise (Flatten readout). With exactly one readout, everything before it is evaluated
+    pair by pair in chunks (bounded memory, symmetric half when x2 is None).
+    """
+    names = [leaf.name for leaf in net.leaves()]
+    pooled = any(n in POOLS for n in names)
+    readouts = sum(n in READOUTS for n in names)
+    mode = "full" if pooled or not readouts else "diag"
+    return SpatialState(ndim, mode, self_grids=pooled, spatial_out=not readouts, chunked=readouts == 1)
+
+
+def _specialize(base: InputLayout, ndim: int, net: Layer) -> InputLayout:
+    lay = plan(net, ndim)
+    return dataclasses.replace(base, stats=partial(_stats, lay), env=partial(_env, lay),
+                               auto_batch=partial(_auto_batch, lay), specialize=None)
+
+
+for _k in (1, 2, 3):
+    _base = InputLayout(layout_name(_k), _k + 2, partial(_stats, SpatialState(_k, "full")),
+                        partial(_env, SpatialState(_k, "full")),
+                        rank_fix=f"reshape to (batch, {_AXES[_k]}, channels)", prepare=partial(_prepare, _k))
+    register_input_layout(dataclasses.replace(_base, specialize=partial(_specialize, _base, _k)))
