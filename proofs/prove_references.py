@@ -84,7 +84,7 @@ def prove_recurrent_step() -> Proof:
     step (W_std = 1, bias b) applied to the concatenated input [h_(t-1); x_t], whose kernel is
     W^2 K_prev + U^2 K_in and whose NTK is W^2 D_prev Theta_prev + U^2 Theta_in."""
     from kernelalg.layers._dense import Dense
-    from kernelalg.core._program import Builder, Stats
+    from kernelalg.core._program import Builder, KernelState
 
     p = Proof("recurrent_step", covers=())
     for layer, dual in ((ka.Erf(), _duals.erf), (ka.Relu(), _duals.relu)):
@@ -106,8 +106,8 @@ def prove_recurrent_step() -> Proof:
         dense = Dense(1.0, 0.1)
         kc = w**2 * sym["K_prev"] + u**2 * sym["K_in"]
         tc = w**2 * sym["D_prev"] * sym["Theta_prev"] + u**2 * sym["Theta_in"]
-        out = dense.kernel(Builder(), Stats(kc, kc, kc, tc), {"W_std": sp.Integer(1), "b_std": b}, dict(dense.static))
-        p.equal(out.cov, m["S"], f"{name}: S == Dense step of the concatenated input's kernel")
+        out = dense.kernel(Builder(), KernelState(kc, kc, kc, tc), {"W_std": sp.Integer(1), "b_std": b}, dict(dense.static))
+        p.equal(out.nngp, m["S"], f"{name}: S == Dense step of the concatenated input's kernel")
         p.equal(out.ntk, m["Theta"], f"{name}: Theta == Dense step of the concatenated input's NTK")
     return p
 

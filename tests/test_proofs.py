@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the proofs/ pack
 
 import kernelalg as ka  # noqa: E402
 from kernelalg.core import _duals  # noqa: E402
-from kernelalg.core._program import Builder, Stats  # noqa: E402
+from kernelalg.core._program import Builder, KernelState  # noqa: E402
 from proofs import _common, prove_arccos as pa, prove_gelu as pg, prove_smooth as ps  # noqa: E402
 from proofs._algebra import radical_zero  # noqa: E402
 from proofs._common import PD, S11, S12, S22, Proof  # noqa: E402
@@ -120,12 +120,12 @@ def test_layer_wiring(name: str) -> None:
     p = {k: sp.nsimplify(v) for k, v in layer.params}
     static = dict(layer.static)
     theta = sp.Symbol("theta_in", positive=True)
-    out = layer.kernel(Builder(), Stats(S11, S22, S12, theta), p, static)
+    out = layer.kernel(Builder(), KernelState(S11, S22, S12, theta), p, static)
     d = dual(p)
-    assert _same(out.cov, d.T), "cov must be the proven T"
+    assert _same(out.nngp, d.T), "cov must be the proven T"
     assert _same(out.ntk, d.Tdot * theta), "ntk must be Tdot * Theta"
-    assert _same(out.var1, d.Tdiag), "var1 must be the proven Tdiag"
-    assert _same(out.var2, d.Tdiag.subs(S11, S22)), "var2 must be Tdiag at s22"
+    assert _same(out.cov1, d.Tdiag), "var1 must be the proven Tdiag"
+    assert _same(out.cov2, d.Tdiag.subs(S11, S22)), "var2 must be Tdiag at s22"
     if phi is None:
         return
     xs = np.array([-2.3, -1.0, -0.4, 0.3, 0.9, 1.7, 2.5])

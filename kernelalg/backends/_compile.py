@@ -124,7 +124,7 @@ class CompiledKernel:
         self._param_symbols = {s.name: s for s in self.symbolic.params}
         outs: list[sp.Expr] = []
         for st in self.symbolic.outputs:
-            outs += [st.var1, st.var2] + [st.cov if n == "nngp" else st.ntk for n in self.names]
+            outs += [st.cov1, st.cov2] + [st.nngp if n == "nngp" else st.ntk for n in self.names]
         self._n_out = len(self.symbolic.outputs)
         run = lower_program(self.symbolic.program, outs, self.symbolic.blocks)
         self._jitted = jax.jit(lambda x1, x2, p: self._assemble(run(self._env(x1, x2, p)), x1, x2))
@@ -292,7 +292,7 @@ def reference_kernel(net: Layer, x1: Any, x2: Any = None, get: str = "ntk", dps:
     x2 = x1 if x2 is None else np.asarray(check_input("x2", x2), dtype=np.float64)
     sk = trace(as_layer(net), keep_symbols=False)
     st = sk.outputs[0]
-    out_expr = st.cov if get == "nngp" else st.ntk
+    out_expr = st.nngp if get == "nngp" else st.ntk
     d = x1.shape[-1]
     if dps is None:
         env = {Q1: (x1 * x1).sum(-1)[:, None] / d, Q2: (x2 * x2).sum(-1)[None, :] / d, C: x1 @ x2.T / d, D: float(d)}

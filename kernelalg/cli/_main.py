@@ -159,7 +159,7 @@ def _program_text(sk: Any, which: Sequence[str], fmt: str) -> str:
             lines.append(render(ins.target) + eq + render(ins.expr))
     for name in which:
         for b, st in enumerate(sk.outputs):
-            val = render(st.cov if name == "nngp" else st.ntk)
+            val = render(st.nngp if name == "nngp" else st.ntk)
             tag = name if len(sk.outputs) == 1 else f"{name}[{b}]"
             lines.append(f"\\mathrm{{{tag}}} &= {val}" if fmt == "latex" else f"{tag} = {val}")
     if fmt == "latex":
@@ -189,7 +189,7 @@ def _evaluate_at(net: Any, which: Sequence[str], at: dict[str, float]) -> list[s
     env.setdefault(symbols["d"], np.float64(1.0))
     lines = []
     for name in which:
-        outs = [st.cov if name == "nngp" else st.ntk for st in sk.outputs]
+        outs = [st.nngp if name == "nngp" else st.ntk for st in sk.outputs]
         vals = evaluate_program(sk.program, outs, env, NUMPY_TABLE)
         for b, val in enumerate(vals):
             tag = name if len(vals) == 1 else f"{name}[{b}]"

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import sympy as sp
 
 from kernelalg.core import _errors as E
-from kernelalg.core._program import C, D, Q1, Q2, Stats
+from kernelalg.core._program import C, D, Q1, Q2, KernelState
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class InputLayout:
     Attributes:
         name: Layout name ("dense", ...).
         rank: Expected ``x.ndim`` including the batch axis.
-        stats: () -> the symbolic :class:`Stats` of the raw input.
+        stats: () -> the symbolic :class:`KernelState` of the raw input.
         env: (x1, x2 or None) -> {symbol: array} for the input symbols (JAX arrays; batch axes first:
             per-sample arrays of shape (N, 1, ...) / (1, M, ...), per-pair arrays (N, M, ...)).
         rank_fix: Advice shown when the rank is wrong.
@@ -41,7 +41,7 @@ class InputLayout:
 
     name: str
     rank: int
-    stats: Callable[[], Stats]
+    stats: Callable[[], KernelState]
     env: Callable[[Any, Any], dict]
     rank_fix: str = "reshape to (batch, features), e.g. x.reshape(len(x), -1)"
     prepare: Callable[[Any, Any], tuple[Any, Any]] | None = None
@@ -69,8 +69,8 @@ def layout_of(net: Any) -> InputLayout:
     return LAYOUTS["dense"]
 
 
-def _dense_stats() -> Stats:
-    return Stats(Q1, Q2, C, sp.Integer(0), gaussian=False, width=D, after="the input", layout="dense")
+def _dense_stats() -> KernelState:
+    return KernelState(Q1, Q2, C, sp.Integer(0), gaussian=False, width=D, after="the input", layout="dense")
 
 
 def _dense_env(x1: jax.Array, x2: jax.Array | None) -> dict:

@@ -15,10 +15,10 @@ from typing import Any, Callable, Mapping, Sequence
 import sympy as sp
 
 from kernelalg.core import _errors as E
-from kernelalg.core._program import Block, Builder, State, Stats, flatten_states
+from kernelalg.core._program import Block, Builder, State, KernelState, flatten_states
 
 #: Symbolic map of a leaf layer: (builder, state, hyperparameter exprs, static settings) -> new state.
-KernelMap = Callable[[Builder, Stats, Mapping[str, sp.Expr], Mapping[str, Any]], State]
+KernelMap = Callable[[Builder, KernelState, Mapping[str, sp.Expr], Mapping[str, Any]], State]
 #: Finite-width sampler: (hyperparameters, static, input shape (no batch), width) ->
 #: (init(key) -> params, apply(params, x) -> y, output shape).
 FiniteFn = Callable[..., tuple[Callable, Callable, tuple]]
@@ -113,7 +113,7 @@ def as_layer(obj: Any) -> Layer:
     return obj
 
 
-def require_gaussian(st: Stats, layer: str) -> None:
+def require_gaussian(st: KernelState, layer: str) -> None:
     """Raise :class:`LayerOrderError` unless the state is Gaussian (the output of an affine layer)."""
     if not st.gaussian:
         raise E.LayerOrderError(E.NOT_GAUSSIAN.format(layer=layer, after=st.after))

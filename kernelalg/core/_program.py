@@ -1,6 +1,6 @@
 """Kernel state and the straight-line program that symbolic layers write into.
 
-A network's kernel is built layer by layer. Each layer maps the symbolic kernel state (:class:`Stats`)
+A network's kernel is built layer by layer. Each layer maps the symbolic kernel state (:class:`KernelState`)
 to a new one; the plumbing in :class:`Builder` then *materialises* the new state: common
 subexpressions are extracted (``sympy.cse``) and every state entry is bound to a fresh symbol. The
 next layer therefore only ever sees symbols, so the program grows linearly with depth, whatever the
@@ -32,13 +32,13 @@ D = sp.Symbol("d", positive=True, integer=True)
 
 
 @dataclass(frozen=True)
-class Stats:
+class KernelState:
     """Symbolic kernel state of one branch (per input pair).
 
     Attributes:
-        var1: Variance E[f(x)^2] of the current pre-/post-activation at x (per unit).
-        var2: The same at x'.
-        cov: Covariance E[f(x) f(x')] (the NNGP).
+        cov1: Variance E[f(x)^2] of the current pre-/post-activation at x (per unit); the NNGP at (x, x).
+        cov2: The same at x'.
+        nngp: Covariance E[f(x) f(x')] (the NNGP).
         ntk: Neural tangent kernel Theta(x, x') of the current representation.
         gaussian: True when the representation is Gaussian in the infinite-width limit (the output of an
             affine layer), so that a nonlinearity's closed-form dual applies.
@@ -49,24 +49,24 @@ class Stats:
             per input pair; spatial layers use other layouts).
     """
 
-    var1: Expr
-    var2: Expr
-    cov: Expr
+    cov1: Expr
+    cov2: Expr
+    nngp: Expr
     ntk: Expr
     gaussian: bool = True
     width: Any = None
     after: str = "the input"
     layout: Any = "dense"
 
-    def replace(self, **changes: Any) -> "Stats":
+    def replace(self, **changes: Any) -> "KernelState":
         return dataclasses.replace(self, **changes)
 
     @property
     def exprs(self) -> tuple[Expr, Expr, Expr, Expr]:
-        return (self.var1, self.var2, self.cov, self.ntk)
+        return (self.cov1, self.cov2, self.nngp, self.ntk)
 
 
-State = Union[Stats, tuple["Stats", ...]]
+State = Union[KernelState, tuple["KernelState", ...]]
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ class Builder:
     def fresh(self, stem: str, **assumptions: bool) -> sp.Symbol:
         return sp.Symbol(f"{stem}_{len(self.program)}", **assumptions)
 
-    def materialize(self, st: Stats) -> Stats:
+    def materialize(self, st: KernelState) -> KernelState:
         """Bind each entry of ``st`` to a fresh symbol, sharing common subexpressions."""
         exprs = st.exprs
         todo = [i for i, e in enumerate(exprs) if not (e.is_Symbol or e.is_Number)]
@@ -156,7 +156,7 @@ class Builder:
             sym = self.fresh(stem, positive=True) if pos else self.fresh(stem, real=True)
             self.program.append(Assign(sym, red))
             out[i] = sym
-        return st.replace(var1=out[0], var2=out[1], cov=out[2], ntk=out[3])
+        return st.replace(cov1=out[0], cov2=out[1], nngp=out[2], ntk=out[3])
 
     def emit(self, fn: Callable[..., tuple[Any, ...]], sources: Sequence[sp.Symbol], n_out: int,
              stem: str = "s", label: str = "") -> tuple[sp.Symbol, ...]:
@@ -188,7 +188,7 @@ def number(value: float) -> Expr:
     return sp.Integer(int(v)) if v.is_integer() else sp.Float(repr(v), 15)
 
 
-def flatten_states(state: State) -> tuple[Stats, ...]:
+def flatten_states(state: State) -> tuple[KernelState, ...]:
     return state if isinstance(state, tuple) else (state,)
 
 

@@ -15,7 +15,7 @@ import sympy as sp
 from kernelalg.core._duals import plain
 from kernelalg.core._inputs import layout_of
 from kernelalg.core._layer import Layer, as_layer, build
-from kernelalg.core._program import C, D, Q1, Q2, Builder, Instruction, Stats, expand, flatten_states, program_size
+from kernelalg.core._program import C, D, Q1, Q2, Builder, Instruction, KernelState, expand, flatten_states, program_size
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,7 +34,7 @@ class SymbolicKernel:
 
     net: Layer
     program: tuple[Instruction, ...]
-    outputs: tuple[Stats, ...]
+    outputs: tuple[KernelState, ...]
     params: dict[sp.Symbol, float]
     keep_symbols: bool
     routes: dict[str, str] = field(default_factory=dict)
@@ -55,7 +55,7 @@ class SymbolicKernel:
     @cached_property
     def nngp(self) -> sp.Expr:
         """NNGP kernel K(x, x') in q1, q2, c (a tuple for several output branches)."""
-        return self._single("cov")
+        return self._single("nngp")
 
     @cached_property
     def ntk(self) -> sp.Expr:
@@ -63,14 +63,24 @@ class SymbolicKernel:
         return self._single("ntk")
 
     @cached_property
-    def var1(self) -> sp.Expr:
-        """K(x, x) in q1."""
-        return self._single("var1")
+    def cov1(self) -> sp.Expr:
+        """K(x, x) in q1 (the name of :class:`Kernel`'s field)."""
+        return self._single("cov1")
 
     @cached_property
-    def var2(self) -> sp.Expr:
+    def cov2(self) -> sp.Expr:
         """K(x', x') in q2."""
-        return self._single("var2")
+        return self._single("cov2")
+
+    @property
+    def var1(self) -> sp.Expr:
+        """Deprecated alias of :attr:`cov1`."""
+        return self.cov1
+
+    @property
+    def var2(self) -> sp.Expr:
+        """Deprecated alias of :attr:`cov2`."""
+        return self.cov2
 
     @property
     def symbols(self) -> dict[str, sp.Symbol]:
@@ -102,8 +112,7 @@ class SymbolicKernel:
             expr = getattr(self, which)
             return sp.latex(expr) if not isinstance(expr, tuple) else ",\\;".join(map(sp.latex, expr))
         lines = [f"{sp.latex(i.target)} &= {sp.latex(i.expr)}" for i in self.program if hasattr(i, "expr")]
-        key = "cov" if which == "nngp" else which
-        lines += [f"\\mathrm{{{which}}} &= {sp.latex(getattr(s, key))}" for s in self.outputs]
+        lines += [f"\\mathrm{{{which}}} &= {sp.latex(getattr(s, which))}" for s in self.outputs]
         return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
 
     def subs(self, **values: float) -> dict[str, sp.Expr]:

@@ -14,7 +14,7 @@ import sympy as sp
 from kernelalg.core import _duals
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, check_number, require_gaussian
-from kernelalg.core._program import Builder, Stats
+from kernelalg.core._program import Builder, KernelState
 
 X = sp.Symbol("x", real=True)
 
@@ -22,12 +22,12 @@ PhiFn = Callable[..., sp.Expr]
 
 
 def _activation_kernel(name: str, dual: Callable[..., _duals.Dual], static_args: Sequence[str]):
-    def kernel(b: Builder, st: Stats, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> Stats:
+    def kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
         require_gaussian(st, name)
         kw = dict(p, **{k: static[k] for k in static_args})
-        d1 = dual(st.var1, st.cov, st.var2, **kw)
-        var2 = d1.Tdiag if st.var2 == st.var1 else dual(st.var2, st.cov, st.var1, **kw).Tdiag
-        return Stats(d1.Tdiag, var2, d1.T, d1.Tdot * st.ntk, gaussian=False, width=st.width,
+        d1 = dual(st.cov1, st.nngp, st.cov2, **kw)
+        var2 = d1.Tdiag if st.cov2 == st.cov1 else dual(st.cov2, st.nngp, st.cov1, **kw).Tdiag
+        return KernelState(d1.Tdiag, var2, d1.T, d1.Tdot * st.ntk, gaussian=False, width=st.width,
                      after=name, layout=st.layout)
     return kernel
 

@@ -19,23 +19,23 @@ import sympy as sp
 
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, check_std
-from kernelalg.core._program import Builder, State, Stats, flatten_states
+from kernelalg.core._program import Builder, State, KernelState, flatten_states
 
 _PARAMETERIZATIONS = ("ntk", "standard")
 
 
-def _dense_kernel(b: Builder, st: Stats, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> Stats:
+def _dense_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
     w2 = p["W_std"] ** 2
     has_bias = "b_std" in p
     b2 = p["b_std"] ** 2 if has_bias else sp.Integer(0)
-    var1, var2, cov = (w2 * s + b2 for s in (st.var1, st.var2, st.cov))
+    var1, var2, cov = (w2 * s + b2 for s in (st.cov1, st.cov2, st.nngp))
     if static["parameterization"] == "ntk":
         ntk = cov + w2 * st.ntk
     else:
         if st.width is None:
             raise E.LayerOrderError(E.STANDARD_NEEDS_WIDTH)
-        ntk = st.width * st.cov + (1 if has_bias else 0) + w2 * st.ntk
-    return Stats(var1, var2, cov, ntk, gaussian=True, width=static["out_dim"], after="Dense",
+        ntk = st.width * st.nngp + (1 if has_bias else 0) + w2 * st.ntk
+    return KernelState(var1, var2, cov, ntk, gaussian=True, width=static["out_dim"], after="Dense",
                  layout=st.layout)
 
 
@@ -99,7 +99,7 @@ def Dense(W_std: float = 1.0, b_std: float | None = None, parameterization: str 
     return Layer("Dense", _dense_kernel, params, static, _dense_finite, positive=frozenset({"W_std", "b_std"}))
 
 
-def _identity_kernel(b: Builder, st: Stats, p: Mapping, static: Mapping) -> Stats:
+def _identity_kernel(b: Builder, st: KernelState, p: Mapping, static: Mapping) -> KernelState:
     return st
 
 
@@ -112,7 +112,7 @@ def Identity() -> Layer:
     return Layer("Identity", _identity_kernel, finite=_identity_finite)
 
 
-def _fanout_kernel(b: Builder, st: Stats, p: Mapping, static: Mapping) -> State:
+def _fanout_kernel(b: Builder, st: KernelState, p: Mapping, static: Mapping) -> State:
     return (st,) * static["num"]
 
 
@@ -136,7 +136,7 @@ def _fanin_combine(builder: Builder, state: State, children: tuple) -> State:
     if len(widths) > 1:
         raise E.LayerOrderError(f"FanInSum: branches have different widths {sorted(map(str, widths))}. "
                                 "Fix: give the last Dense of every branch the same out_dim.")
-    summed = Stats(*(sp.Add(*vals) for vals in zip(*(s.exprs for s in states))),
+    summed = KernelState(*(sp.Add(*vals) for vals in zip(*(s.exprs for s in states))),
                    gaussian=all(s.gaussian for s in states), width=next(iter(widths), None),
                    after="FanInSum", layout=states[0].layout)
     return builder.materialize(summed)

@@ -27,7 +27,7 @@ from kernelalg.core import _errors as E
 from kernelalg.layers._activations import X
 from kernelalg.core._duals import Dual
 from kernelalg.core._layer import Layer, require_gaussian
-from kernelalg.core._program import Builder, Stats
+from kernelalg.core._program import Builder, KernelState
 
 
 def _terms(expr: sp.Expr) -> list[tuple[sp.Expr, int, sp.Expr]] | None:
@@ -177,11 +177,11 @@ def Elementwise(fn: Callable[[Any], Any], name: str | None = None, deg: int = 32
         dual = quadrature_dual(name, fn, dfn, None, None, deg)
         phi_sym = None
 
-    def kernel(b: Builder, st: Stats, p: Mapping, static: Mapping) -> Stats:
+    def kernel(b: Builder, st: KernelState, p: Mapping, static: Mapping) -> KernelState:
         require_gaussian(st, name)
         b.routes[name] = route
-        d1, d2 = dual(st.var1, st.cov, st.var2), dual(st.var2, st.cov, st.var1)
-        return Stats(d1.Tdiag, d2.Tdiag, d1.T, d1.Tdot * st.ntk, gaussian=False, width=st.width, after=name,
+        d1, d2 = dual(st.cov1, st.nngp, st.cov2), dual(st.cov2, st.nngp, st.cov1)
+        return KernelState(d1.Tdiag, d2.Tdiag, d1.T, d1.Tdot * st.ntk, gaussian=False, width=st.width, after=name,
                      layout=st.layout)
 
     def finite(p: Mapping, static: Mapping, in_shape: tuple, width: int) -> tuple:

@@ -51,7 +51,7 @@ from kernelalg.core import _duals
 from kernelalg.core import _errors as E
 from kernelalg.core._duals import Dual, corr, plain
 from kernelalg.core._layer import Layer, as_layer, check_number, require_gaussian
-from kernelalg.core._program import Builder, Stats
+from kernelalg.core._program import Builder, KernelState
 
 Expr = sp.Expr
 
@@ -226,15 +226,15 @@ def surrogate_dual(kind: str, s11: Expr, s12: Expr, s22: Expr, m: Expr | None = 
 def _kernel(kind: str):
     name = _NAMES[kind]
 
-    def kernel(b: Builder, st: Stats, p: Mapping[str, Expr], static: Mapping[str, Any]) -> Stats:
+    def kernel(b: Builder, st: KernelState, p: Mapping[str, Expr], static: Mapping[str, Any]) -> KernelState:
         require_gaussian(st, name)
         sur = static["surrogate"]
         if sur != "true":
             b.asymmetric = True  # Theta_hat[i, j] = J(x1_i) J_tilde(x2_j)^T: tiles are never mirrored
         m, a = p.get("m"), p.get("a")
-        d = surrogate_dual(kind, st.var1, st.cov, st.var2, m, a, sur)
-        var2 = d.Tdiag if st.var2 == st.var1 else _tdiag(kind, st.var2, m)
-        return Stats(d.Tdiag, var2, d.T, d.Tdot * st.ntk, gaussian=False, width=st.width, after=name,
+        d = surrogate_dual(kind, st.cov1, st.nngp, st.cov2, m, a, sur)
+        var2 = d.Tdiag if st.cov2 == st.cov1 else _tdiag(kind, st.cov2, m)
+        return KernelState(d.Tdiag, var2, d.T, d.Tdot * st.ntk, gaussian=False, width=st.width, after=name,
                      layout=st.layout)
     return kernel
 

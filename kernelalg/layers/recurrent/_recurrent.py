@@ -31,7 +31,7 @@ import sympy as sp
 
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, _symbol_name, as_layer, check_std
-from kernelalg.core._program import Assign, Builder, Stats
+from kernelalg.core._program import Assign, Builder, KernelState
 from kernelalg.layers.recurrent._sequences import SequenceState
 
 _READOUTS = ("last", "mean", "sequence")
@@ -65,7 +65,7 @@ S1, S2 = sp.symbols("S_11 S_22", positive=True)  # S(t, t) of x and S(t', t') of
 KD_PREV, KD_IN = sp.symbols("Kdiag_prev Kdiag_in", nonnegative=True)
 
 
-def step_maps(builder: Builder, st: Stats, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> dict:
+def step_maps(builder: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> dict:
     """The per-step maps of the recursion as sympy expressions in the step symbols above.
 
     Returns:
@@ -77,9 +77,9 @@ def step_maps(builder: Builder, st: Stats, p: Mapping[str, sp.Expr], static: Map
     has_bias = "b_std" in p
     b2 = p["b_std"] ** 2 if has_bias else sp.Integer(0)
     s = w2 * K_PREV + u2 * K_IN + b2
-    inner = Stats(S1, S2, s, sp.Integer(1), gaussian=True, width=None, after="Recurrent")
+    inner = KernelState(S1, S2, s, sp.Integer(1), gaussian=True, width=None, after="Recurrent")
     out = act.kernel(builder, inner, {k: p[k] for k, _ in act.params}, dict(act.static))
-    if not isinstance(out, Stats):
+    if not isinstance(out, KernelState):
         raise E.KernelalgError(BAD_ACTIVATION.format(got=act))
     if static["parameterization"] == "ntk":
         grads = s
@@ -89,8 +89,8 @@ def step_maps(builder: Builder, st: Stats, p: Mapping[str, sp.Expr], static: Map
             raise E.LayerOrderError(STANDARD_NEEDS_WIDTHS)
         grads = n * K_PREV + m * K_IN + (1 if has_bias else 0)
     sd = w2 * KD_PREV + u2 * KD_IN + b2
-    return {"S": s, "K": out.cov, "D": out.ntk, "Theta": grads + w2 * D_PREV * TH_PREV + u2 * TH_IN,
-            "S_diag": sd, "K_diag": out.var1.xreplace({S1: sd})}
+    return {"S": s, "K": out.nngp, "D": out.ntk, "Theta": grads + w2 * D_PREV * TH_PREV + u2 * TH_IN,
+            "S_diag": sd, "K_diag": out.cov1.xreplace({S1: sd})}
 
 
 def recurrent_step_map(layer: Layer, keep_symbols: bool = True) -> dict[str, sp.Expr]:
@@ -127,7 +127,7 @@ def recurrent_step_map(layer: Layer, keep_symbols: bool = True) -> dict[str, sp.
                                "Fix: pass ka.Recurrent(activation, W_std, U_std, b_std).")
     b = Builder(keep_symbols=keep_symbols)
     p = {k: b.param(1, _symbol_name(k), v, k in layer.positive) for k, v in layer.params if v is not None}
-    st = Stats(sp.Symbol("q1"), sp.Symbol("q2"), sp.Symbol("c"), sp.Integer(0), width=sp.Symbol("d"))
+    st = KernelState(sp.Symbol("q1"), sp.Symbol("q2"), sp.Symbol("c"), sp.Integer(0), width=sp.Symbol("d"))
     return step_maps(b, st, p, dict(layer.static))
 
 
@@ -138,7 +138,7 @@ def _lower(outputs: list[sp.Expr]) -> Callable[[dict], list]:
     return lower_program([Assign(s, e) for s, e in reps], reduced)
 
 
-def _recurrent_kernel(builder: Builder, st: Stats, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> Stats:
+def _recurrent_kernel(builder: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
     from kernelalg.layers.recurrent._scan import make_op
     seq = st.layout
     if not isinstance(seq, SequenceState):
@@ -159,7 +159,7 @@ def _recurrent_kernel(builder: Builder, st: Stats, p: Mapping[str, sp.Expr], sta
     if raw is not None:
         inputs.update(x1=raw[0], x2=raw[1])
     else:
-        inputs.update(var1=st.var1, var2=st.var2, cov=st.cov, ntk=st.ntk)
+        inputs.update(cov1=st.cov1, cov2=st.cov2, nngp=st.nngp, ntk=st.ntk)
     if has_self and (readout != "last"):
         inputs.update(self1=seq.self1, self2=seq.self2)
     fn, names, out_names = make_op(runners, extra, inputs, readout, static["bidirectional"])
@@ -177,11 +177,11 @@ def _recurrent_kernel(builder: Builder, st: Stats, p: Mapping[str, sp.Expr], sta
     outs = dict(zip(out_names, builder.emit(op, syms, len(out_names), stem="r", label=label)))
     width = static["out_dim"] * (2 if static["bidirectional"] else 1) if static["out_dim"] else None
     if readout != "sequence":
-        return Stats(outs["var1"], outs["var2"], outs["cov"], outs["ntk"], gaussian=False, width=width,
+        return KernelState(outs["cov1"], outs["cov2"], outs["nngp"], outs["ntk"], gaussian=False, width=width,
                      after="Recurrent", layout="dense")
-    key = (outs["var1"], outs["var2"], outs["cov"], outs["ntk"])
+    key = (outs["cov1"], outs["cov2"], outs["nngp"], outs["ntk"])
     layout = SequenceState(seq.mask1, seq.mask2, outs.get("self1"), outs.get("self2"), key=key)
-    return Stats(*key, gaussian=False, width=width, after="Recurrent", layout=layout)
+    return KernelState(*key, gaussian=False, width=width, after="Recurrent", layout=layout)
 
 
 def _recurrent_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):

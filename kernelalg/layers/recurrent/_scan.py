@@ -110,7 +110,7 @@ def _direction(runners: dict, env: dict, a: dict, m1: jax.Array, m2: jax.Array, 
                      (jnp.swapaxes(x2, 0, 1),
                       lambda xt: (jnp.einsum("ad,asd->as", xt, x2, precision=_HI)[:, None] / d, None))]
     else:
-        xs = (jnp.moveaxis(a["cov"], 2, 0), None if a["ntk"] is None else jnp.moveaxis(a["ntk"], 2, 0))
+        xs = (jnp.moveaxis(a["nngp"], 2, 0), None if a["ntk"] is None else jnp.moveaxis(a["ntk"], 2, 0))
         cross_row = lambda xt: xt  # noqa: E731
         self_rows = [(jnp.moveaxis(a[k], 1, 0)[:, :, None], lambda xt: (xt, None)) for k in ("self1", "self2")
                      ] if need_self else []
@@ -128,14 +128,14 @@ def _direction(runners: dict, env: dict, a: dict, m1: jax.Array, m2: jax.Array, 
 
 def _assemble(o: dict, m1: jax.Array, m2: jax.Array, readout: str, need_self: bool) -> dict:
     if readout == "last":
-        return {"var1": o["kd1"][:, -1:], "var2": o["kd2"][None, :, -1], "cov": o["k_last"], "ntk": o["n_last"]}
+        return {"cov1": o["kd1"][:, -1:], "cov2": o["kd2"][None, :, -1], "nngp": o["k_last"], "ntk": o["n_last"]}
     if readout == "mean":
         l1, l2 = m1.sum(1), m2.sum(1)
         norm = l1[:, None] * l2[None, :]
-        return {"var1": (o["self1_sum"] / l1**2)[:, None], "var2": (o["self2_sum"] / l2**2)[None, :],
-                "cov": o["sum_k"] / norm, "ntk": o["sum_n"] / norm}
-    res = {"var1": o["kd1"][:, None, :, None], "var2": o["kd2"][None, :, None, :],
-           "cov": o["grid_k"], "ntk": o["grid_n"]}
+        return {"cov1": (o["self1_sum"] / l1**2)[:, None], "cov2": (o["self2_sum"] / l2**2)[None, :],
+                "nngp": o["sum_k"] / norm, "ntk": o["sum_n"] / norm}
+    res = {"cov1": o["kd1"][:, None, :, None], "cov2": o["kd2"][None, :, None, :],
+           "nngp": o["grid_k"], "ntk": o["grid_n"]}
     if need_self:
         res.update(self1=o["self1"][:, None], self2=o["self2"][None])
     return res
@@ -152,9 +152,9 @@ def run_recurrent(runners: dict, env: dict, a: dict, readout: str, bidirectional
         d = a["x1"].shape[-1]
         b.update(x1=a["x1"], x2=a["x2"], kd1=jnp.sum(a["x1"] ** 2, -1) / d, kd2=jnp.sum(a["x2"] ** 2, -1) / d)
     else:
-        b["kd1"] = jnp.broadcast_to(a["var1"], (n, 1, t1, 1))[:, 0, :, 0]
-        b["kd2"] = jnp.broadcast_to(a["var2"], (1, m, 1, t2))[0, :, 0, :]
-        b["cov"] = jnp.broadcast_to(a["cov"], (n, m, t1, t2))
+        b["kd1"] = jnp.broadcast_to(a["cov1"], (n, 1, t1, 1))[:, 0, :, 0]
+        b["kd2"] = jnp.broadcast_to(a["cov2"], (1, m, 1, t2))[0, :, 0, :]
+        b["nngp"] = jnp.broadcast_to(a["nngp"], (n, m, t1, t2))
         b["ntk"] = None if isinstance(a["ntk"], float) and a["ntk"] == 0 else jnp.broadcast_to(a["ntk"], (n, m, t1, t2))
         if need_self:
             b["self1"] = jnp.broadcast_to(a["self1"], (n, 1, t1, t1))[:, 0]
@@ -168,7 +168,7 @@ def run_recurrent(runners: dict, env: dict, a: dict, readout: str, bidirectional
                 r[k] = None if v is None else _take(v, i1, 1)
             elif k in ("x2", "kd2"):
                 r[k] = _take(v, i2, 1)
-            elif k in ("cov", "ntk"):
+            elif k in ("nngp", "ntk"):
                 r[k] = _pair_take(v, i1, i2)
             else:  # own grids (A, T, T)
                 i = i1 if k == "self1" else i2
@@ -187,7 +187,7 @@ def run_recurrent(runners: dict, env: dict, a: dict, readout: str, bidirectional
 def make_op(runners: dict, extra: list, inputs: dict, readout: str, bidirectional: bool):
     """The Op function: (input arrays in ``names`` order, then the ``extra`` symbols' values) -> outputs."""
     names = list(inputs)
-    out_names = ["var1", "var2", "cov", "ntk"]
+    out_names = ["cov1", "cov2", "nngp", "ntk"]
     if readout == "sequence" and "self1" in inputs:
         out_names += ["self1", "self2"]
 

@@ -28,7 +28,7 @@ import sympy as sp
 
 from kernelalg.core import _errors as E
 from kernelalg.core._inputs import InputLayout, register_input_layout
-from kernelalg.core._program import C, D, Q1, Q2, Stats
+from kernelalg.core._program import C, D, Q1, Q2, KernelState
 
 #: Validity masks (1 on a sequence's own steps, 0 on padding): (N, 1, T, 1) and (1, M, 1, T').
 MASK1 = sp.Symbol("mask1", nonnegative=True)
@@ -243,7 +243,7 @@ def prepare(x1: Any, x2: Any) -> tuple[Sequences, Sequences | None]:
 
 @dataclass(frozen=True)
 class SequenceState:
-    """Layout record of a kernel state over time pairs (the ``layout`` field of :class:`Stats`).
+    """Layout record of a kernel state over time pairs (the ``layout`` field of :class:`KernelState`).
 
     Attributes:
         mask1: Symbol of the (N, 1, T, 1) validity mask of x1; ``mask2`` (1, M, 1, T') of x2.
@@ -263,15 +263,15 @@ class SequenceState:
     raw: tuple | None = None
     name: str = "sequence"
 
-    def current(self, st: Stats) -> bool:
+    def current(self, st: KernelState) -> bool:
         """Whether the self grids (and raw sequences) describe the state ``st``."""
         return self.key == st.exprs
 
 
-def _seq_stats() -> Stats:
+def _seq_stats() -> KernelState:
     zero = sp.Integer(0)
     state = SequenceState(MASK1, MASK2, GRAM1, GRAM2, key=(Q1, Q2, C, zero), raw=(SEQ1, SEQ2))
-    return Stats(Q1, Q2, C, zero, gaussian=False, width=D, after="the input", layout=state)
+    return KernelState(Q1, Q2, C, zero, gaussian=False, width=D, after="the input", layout=state)
 
 
 def _seq_env(x1: Sequences, x2: Sequences | None) -> dict:

@@ -32,7 +32,7 @@ from kernelalg.layers.spatial import _inputs  # noqa: F401  (registers the image
 from kernelalg.layers._dense import affine_init
 from kernelalg.finite._twins import register_readout
 from kernelalg.core._layer import Layer, check_std
-from kernelalg.core._program import Builder, Stats
+from kernelalg.core._program import Builder, KernelState
 
 _PARAMETERIZATIONS = ("ntk", "standard")
 
@@ -61,7 +61,7 @@ def conv_map(lay: S.SpatialState, filt: tuple, strides: tuple, padding: str):
     return fn
 
 
-def _conv_kernel(b: Builder, st: Stats, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> Stats:
+def _conv_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
     filt, strides, padding = static["filter_shape"], static["strides"], static["padding"]
     lay = S.require_spatial(st, "Conv", len(filt), "filter_shape", "filter_shape=(3,) * ndim")
     a1, a2, acov, antk = S.spatial_op(b, st, conv_map(lay, filt, strides, padding), "conv")[:4]
@@ -75,7 +75,7 @@ def _conv_kernel(b: Builder, st: Stats, p: Mapping[str, sp.Expr], static: Mappin
         if st.width is None:
             raise E.LayerOrderError(STANDARD_NEEDS_CHANNELS)
         ntk = st.width * math.prod(filt) * acov + w2 * antk + (1 if has_bias else 0)
-    return Stats(var1, var2, cov, ntk, gaussian=True, width=static["out_chan"], after="Conv", layout=lay)
+    return KernelState(var1, var2, cov, ntk, gaussian=True, width=static["out_chan"], after="Conv", layout=lay)
 
 
 def conv_out_shape(in_shape: tuple, filt: tuple, strides: tuple, padding: str) -> tuple:

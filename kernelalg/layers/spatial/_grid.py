@@ -34,7 +34,7 @@ import numpy as np
 import sympy as sp
 
 from kernelalg.core import _errors as E
-from kernelalg.core._program import Builder, Stats
+from kernelalg.core._program import Builder, KernelState
 
 #: Bound to a :class:`Ctx` at evaluation time (how the batch axes of the arrays are organised).
 CTX = sp.Symbol("spatial_ctx")
@@ -95,7 +95,7 @@ class Ctx:
 
 @dataclass(frozen=True)
 class SpatialState:
-    """Layout record of a kernel state on pixel pairs (the ``layout`` field of :class:`Stats`).
+    """Layout record of a kernel state on pixel pairs (the ``layout`` field of :class:`KernelState`).
 
     Attributes:
         ndim: Number of spatial axes (1, 2, 3).
@@ -137,7 +137,7 @@ def check_padding(layer: str, padding: Any) -> str:
     return padding.upper()
 
 
-def require_spatial(st: Stats, layer: str, ndim: int | None = None, what: str = "", example: str = "") -> SpatialState:
+def require_spatial(st: KernelState, layer: str, ndim: int | None = None, what: str = "", example: str = "") -> SpatialState:
     """The state's :class:`SpatialState`, or a :class:`LayerOrderError` naming the fix."""
     lay = st.layout
     if not isinstance(lay, SpatialState):
@@ -148,7 +148,7 @@ def require_spatial(st: Stats, layer: str, ndim: int | None = None, what: str = 
     return lay
 
 
-def spatial_op(b: Builder, st: Stats, fn: Any, label: str, n_extra: int = 0, tag: Any = None) -> list:
+def spatial_op(b: Builder, st: KernelState, fn: Any, label: str, n_extra: int = 0, tag: Any = None) -> list:
     """Emit one Op ``fn(var1, var2, cov, ntk, ctx) -> (var1', var2', cov', ntk', *extra)`` on the state.
 
     Entries that are the number 0 (the NTK of the input) are passed as None and must come back as None

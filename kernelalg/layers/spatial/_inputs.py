@@ -21,7 +21,7 @@ from kernelalg.core import _errors as E
 from kernelalg.backends._compile import check_input
 from kernelalg.core._inputs import InputLayout, register_input_layout
 from kernelalg.core._layer import Layer
-from kernelalg.core._program import Q1, Q2, C, D, Stats
+from kernelalg.core._program import Q1, Q2, C, D, KernelState
 from kernelalg.layers.spatial._grid import (
     CTX,
     IMG1,
@@ -51,8 +51,8 @@ SPATIAL_OUT_NEEDS_SYMMETRIC = (
 _AXES = {1: "length", 2: "height, width", 3: "depth, height, width"}
 
 
-def _stats(lay: SpatialState) -> Stats:
-    return Stats(Q1, Q2, C, sp.Integer(0), gaussian=False, width=D, after="the input", layout=lay)
+def _stats(lay: SpatialState) -> KernelState:
+    return KernelState(Q1, Q2, C, sp.Integer(0), gaussian=False, width=D, after="the input", layout=lay)
 
 
 def _env(lay: SpatialState, x1: jax.Array, x2: jax.Array | None) -> dict:

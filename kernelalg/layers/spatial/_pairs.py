@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import sympy as sp
 
 from kernelalg.layers.spatial import _grid as S
-from kernelalg.core._program import Q1, Q2, Builder, C, Op, Stats
+from kernelalg.core._program import Q1, Q2, Builder, C, Op, KernelState
 from kernelalg.layers.spatial._inputs import pair_inputs
 
 #: Pixel-pair entries per chunk (per array): 2^18 entries = 2 MB in float64 (stays in cache).
@@ -50,7 +50,7 @@ def _free_symbols(seg: tuple) -> list[sp.Symbol]:
     return sorted(free - {Q1, Q2, C, S.CTX}, key=str)
 
 
-def wrap_readout(b: Builder, st: Stats, lay: S.SpatialState, reduce: Callable[[jax.Array], jax.Array],
+def wrap_readout(b: Builder, st: KernelState, lay: S.SpatialState, reduce: Callable[[jax.Array], jax.Array],
                  label: str, npix: bool = False) -> list:
     """Replace the program built so far by one chunked Op that ends in ``reduce`` (per-pair readout).
 
@@ -117,7 +117,7 @@ def _map_pairs(body: Callable, total: int, size: int) -> Any:
     return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:total], out)
 
 
-def _run(seg: tuple, lay: S.SpatialState, st: Stats, reduce: Callable, free: list, pools: list, asym: bool,
+def _run(seg: tuple, lay: S.SpatialState, st: KernelState, reduce: Callable, free: list, pools: list, asym: bool,
          has_ntk: bool, npix: bool, img1: jax.Array, img2: jax.Array | None, *free_vals: Any) -> tuple:
     from kernelalg.backends import JAX_TABLE, run_program
     from kernelalg.backends._walker import evaluate as walk
@@ -140,7 +140,7 @@ def _run(seg: tuple, lay: S.SpatialState, st: Stats, reduce: Callable, free: lis
                     ins.expr, {**env, **dict(zip(shared[ins], vals))}, JAX_TABLE), *[env[v] for v in shared[ins]])
             else:
                 run_program((ins,), env, JAX_TABLE)
-        grid = env[st.cov]
+        grid = env[st.nngp]
         pixels.append(math.prod(grid.shape[2:2 + lay.ndim]))
         if has_ntk:
             cov, ntk = ctx.isolated(lambda a, b: (reduce(a), reduce(b)), grid, env[st.ntk])

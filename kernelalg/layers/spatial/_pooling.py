@@ -30,7 +30,7 @@ from kernelalg.layers.spatial import _grid as S
 from kernelalg.layers.spatial._conv import circular_pad, conv_out_shape
 from kernelalg.finite._twins import register_transparent
 from kernelalg.core._layer import Layer
-from kernelalg.core._program import Builder, Stats
+from kernelalg.core._program import Builder, KernelState
 from kernelalg.layers.spatial._pairs import wrap_readout
 
 _KEYS = itertools.count()  # ids of pooling ops (their phase-1 records, see kernelalg.layers.spatial._pairs)
@@ -79,13 +79,13 @@ def _pool_map(lay: S.SpatialState, window: tuple, strides: tuple, padding: str, 
 
 
 def _pool_kernel(name: str, avg: bool):
-    def kernel(b: Builder, st: Stats, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> Stats:
+    def kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
         window, strides, padding = static["window_shape"], static["strides"], static["padding"]
         lay = S.require_spatial(st, name, len(window), "window_shape", "window_shape=(2,) * ndim")
         _need_full(lay, name)
         fn, key = _pool_map(lay, window, strides, padding, avg, static.get("normalize_edges", False))
         v1, v2, cov, ntk = S.spatial_op(b, st, fn, name.lower(), n_extra=1, tag=key)[:4]
-        return st.replace(var1=v1, var2=v2, cov=cov, ntk=ntk, after=name)
+        return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after=name)
     return kernel
 
 
@@ -146,14 +146,14 @@ def SumPool(window_shape: Any, strides: Any = None, padding: str = "VALID") -> L
 
 
 def _global_kernel(name: str, avg: bool):
-    def kernel(b: Builder, st: Stats, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> Stats:
+    def kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
         lay = S.require_spatial(st, name)
         _need_full(lay, name)
         axes = tuple(range(2, 2 + 2 * lay.ndim))
         if lay.chunked:
             reduce = (lambda x: (jnp.mean if avg else jnp.sum)(x, axis=(1,) + axes))
             v1, v2, cov, ntk = wrap_readout(b, st, lay, reduce, name.lower())
-            return st.replace(var1=v1, var2=v2, cov=cov, ntk=ntk, after=name, layout="dense")
+            return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after=name, layout="dense")
 
         def fn(v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx) -> tuple:
             red = (lambda x: None if x is None else (jnp.mean if avg else jnp.sum)(x, axis=axes))
@@ -165,7 +165,7 @@ def _global_kernel(name: str, avg: bool):
             return d[:, None], d[None, :], g, t
 
         v1, v2, cov, ntk = S.spatial_op(b, st, fn, name.lower())[:4]
-        return st.replace(var1=v1, var2=v2, cov=cov, ntk=ntk, after=name, layout="dense")
+        return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after=name, layout="dense")
     return kernel
 
 
@@ -190,7 +190,7 @@ def GlobalSumPool() -> Layer:
 # ------------------------------------------------------------------------------------------------ Flatten
 
 
-def _flatten_kernel(b: Builder, st: Stats, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> Stats:
+def _flatten_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
     lay = S.require_spatial(st, "Flatten")
     k = lay.ndim
     if lay.chunked:
@@ -200,7 +200,7 @@ def _flatten_kernel(b: Builder, st: Stats, p: Mapping[str, sp.Expr], static: Map
             reduce = (lambda x: jnp.mean(S.pixel_diag(x, k), axis=tuple(range(1, 2 + k))))
         v1, v2, cov, ntk, npix = wrap_readout(b, st, lay, reduce, "flatten", npix=True)
         width = None if st.width is None else st.width * npix
-        return Stats(v1, v2, cov, ntk, gaussian=False, width=width, after="Flatten", layout="dense")
+        return KernelState(v1, v2, cov, ntk, gaussian=False, width=width, after="Flatten", layout="dense")
 
     def fn(v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx) -> tuple:
         ext = ctx.ext
@@ -217,7 +217,7 @@ def _flatten_kernel(b: Builder, st: Stats, p: Mapping[str, sp.Expr], static: Map
 
     v1, v2, cov, ntk, npix = S.spatial_op(b, st, fn, "flatten", n_extra=1)
     width = None if st.width is None else st.width * npix
-    return Stats(v1, v2, cov, ntk, gaussian=False, width=width, after="Flatten", layout="dense")
+    return KernelState(v1, v2, cov, ntk, gaussian=False, width=width, after="Flatten", layout="dense")
 
 
 def _flatten_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
