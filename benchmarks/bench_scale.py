@@ -138,7 +138,7 @@ def bench_cnn(depth: int, n: int, tile: int) -> dict:
         cpu = time.process_time() - cpu0  # CPU seconds of all threads: robust to other jobs on the machine
         per_tile = [r["seconds"] for r in st.records().values()]
     pairs_per_tile = tile * tile
-    from kernelalg.scale._gram import evaluator  # XLA's peak bytes per device of one tile call
+    from kernelalg.scale._tiles import evaluator  # XLA's peak bytes per device of one tile call
     import jax
     f = ka.compile(net, ("ntk",))
     ev = evaluator(f, 1, np.float32, None, jax.devices()[:1])

@@ -33,7 +33,7 @@ from kernelalg.scale._gram import GramPlan, gram, plan_gram
 from kernelalg.scale._store import GramStore, open_gram
 from kernelalg.layers._parse import parse
 
-__version__ = "0.1.0"
+from kernelalg._version import __version__  # noqa: E402
 
 __all__ = [
     # layers

@@ -213,13 +213,13 @@ def test_predicted_loss_is_the_mean_over_gaussian_initial_functions() -> None:
 def test_verify_fails_with_a_wrong_kernel(capsys: pytest.CaptureFixture, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A kernel 30% off must be caught: exit 1 and FAILED in the report."""
-    import kernelalg.backends._compile as api
-    true_kernel = api.kernel
+    import kernelalg.cli._verify_report as report
+    true_kernel = report.kernel
 
     def wrong(*args, **kwargs):
         k = true_kernel(*args, **kwargs)
         return ka.Kernel(np.asarray(k.nngp) * 1.3, np.asarray(k.ntk) * 1.3, k.cov1, k.cov2)
-    monkeypatch.setattr(api, "kernel", wrong)
+    monkeypatch.setattr(report, "kernel", wrong)
     code, out, _ = run(capsys, "verify", "--out", str(tmp_path / "r"), *TINY)
     assert code == 1 and "FAILED" in out
     assert (tmp_path / "r" / "summary.md").read_text().startswith("# kernelalg verify: FAILED")

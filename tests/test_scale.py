@@ -103,7 +103,7 @@ def test_memory_plan_is_bounded():
         assert plan.tile_bytes * 1.1 ** 2 > budget
     assert small.tile < big.tile < 1000
     # XLA's own figure for the chosen tile size is the one the plan reports
-    from kernelalg.scale._gram import TileEvaluator
+    from kernelalg.scale._tiles import TileEvaluator
     ev = TileEvaluator(ka.compile(NET, ("ntk",)), small.tile, np.float64, None, [jax.devices()[0]])
     assert ev.tile_bytes(x) == small.tile_bytes
     with pytest.raises(ka.KernelalgError, match="memory"):

@@ -90,7 +90,7 @@ def check() -> list[str]:
             top = name.split(".")[0]
             where = f"{path.relative_to(ROOT)}:{line}"
             if top != "kernelalg":
-                if local and top not in OPTIONAL and name not in OPTIONAL:
+                if local and not any(name == o or name.startswith(o + ".") for o in OPTIONAL):
                     errors.append(f"{where}: function-local import of {name} (only optional dependencies may be "
                                   "imported inside functions; move it to the top of the module)")
                 continue

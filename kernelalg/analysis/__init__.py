@@ -5,7 +5,7 @@
   (eigenvalues / n of Gram matrices on uniform sphere samples), :func:`decay_exponent` (mu_k ~ k^{-(d-1)-2s}
   from the singular expansion of k(t) at t = +-1).
 * Loss: :func:`power_law_loss`, :func:`spectral_loss`, :func:`sphere_loss_curve`, :func:`kernel_flow_loss`,
-  :func:`linearized_gd_loss`.
+  :func:`linearized_gd_loss`, :func:`gd_loss` (expected loss of linearized GD, asymmetric NTKs too).
 * Dynamics (neural-tangents' ``predict`` conventions: loss 1/(2N)|f - y|^2, N = y.size):
   :func:`gradient_descent_mse`, :func:`gradient_descent_mse_ensemble`, :func:`gp_inference`,
   :func:`max_learning_rate`.
@@ -28,7 +28,7 @@ from ._decay import DecayExponent, PowerFit, decay_exponent, singular_exponent
 from ._dynamics import Gaussian, gp_inference, gradient_descent_mse, gradient_descent_mse_ensemble, max_learning_rate
 from ._early import EarlyTimeConstants, early_time_constants, early_time_error, first_layer_ntk, linear_model_ntk
 from ._evolution import Training, centered_alignment, kernel_distance, kernel_velocity, train_finite
-from ._loss import (kernel_flow_loss, linearized_gd_loss, power_law_loss, spectral_loss, sphere_loss_curve,
+from ._loss import (gd_loss, kernel_flow_loss, linearized_gd_loss, power_law_loss, spectral_loss, sphere_loss_curve,
                     zonal_target)
 from ._plots import plot_gram_spectrum, plot_loss_curves, plot_spectrum
 from ._spectrum import Spectrum, TraceCheck, exact_eigenvalue, gram_spectrum, mercer_spectrum
@@ -42,7 +42,7 @@ __all__ = [
     "sphere_constant", "gegenbauer_table", "sphere_points",
     # loss
     "power_law_loss", "spectral_loss", "sphere_loss_curve", "zonal_target", "kernel_flow_loss",
-    "linearized_gd_loss",
+    "linearized_gd_loss", "gd_loss",
     # dynamics
     "gradient_descent_mse", "gradient_descent_mse_ensemble", "gp_inference", "max_learning_rate", "Gaussian",
     # early time

@@ -27,7 +27,7 @@ import numpy as np
 import sympy as sp
 
 from kernelalg.core import _errors as E
-from ._sphere import T, DotProductKernel, as_kernel, check_dim
+from ._sphere import T, DotProductKernel, _angle_form, as_kernel, check_dim
 
 NO_CLOSED_FORM = ("decay_exponent needs the closed form of k(t) (got {label} without one). Fix: pass a network or "
                   "a sympy expression, or fit the decay numerically with mercer_spectrum(...).fit().")
@@ -109,7 +109,6 @@ def _leading_odd(ser: sp.Expr, var: sp.Symbol) -> tuple[Any, Any]:
 
 def _series_exponent(expr: sp.Expr, sign: int, order: int = 8) -> tuple[Any, Any]:
     """Leading singular term at t = sign via a Puiseux series (in the angle when the closed form allows)."""
-    from ._spectrum import _angle_form
     expr = expr.subs(T, sign * T)
     th = sp.Symbol("theta", positive=True)
     form = _angle_form(sp.nsimplify(expr, rational=True), th)

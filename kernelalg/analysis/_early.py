@@ -20,6 +20,10 @@ import numpy as np
 import sympy as sp
 
 from kernelalg.core import _errors as E
+from kernelalg.layers._activations import Erf, Gelu, Relu, Sin
+from kernelalg.layers._dense import Dense
+from ._sphere import from_network
+from ._sphere import sphere_points
 
 G = sp.Symbol("g", real=True)
 
@@ -28,7 +32,6 @@ UNKNOWN_ACTIVATION = ("activation {name!r} is not in the table {known}. Fix: pas
 
 
 def _table() -> dict[str, tuple[sp.Expr, Any]]:
-    from kernelalg.layers._activations import Erf, Gelu, Relu, Sin
     return {"relu": (sp.Max(0, G), Relu()), "erf": (sp.erf(G), Erf()),
             "gelu": (G / 2 * (1 + sp.erf(G / sp.sqrt(2))), Gelu()), "sin": (sp.sin(G), Sin())}
 
@@ -100,8 +103,6 @@ def first_layer_ntk(x: Any, activation: Any, layer: Any = None) -> np.ndarray:
     Evaluated from the library's closed form of ``Dense(1, 0) >> phi >> Dense(1, 0)`` (NTK minus NNGP) as a
     function of the cosine.
     """
-    from kernelalg.layers._dense import Dense
-    from ._sphere import from_network
     if layer is None:
         if not isinstance(activation, str) or activation.lower() not in _table():
             raise E.KernelalgError(UNKNOWN_ACTIVATION.format(name=activation, known=sorted(_table())))
@@ -120,7 +121,6 @@ def first_layer_ntk(x: Any, activation: Any, layer: Any = None) -> np.ndarray:
 def early_time_error(activation: Any, dims: Any, ratio: float = 1.0, seed: int = 0, layer: Any = None) -> np.ndarray:
     """Relative spectral-norm error |Theta - Theta_lin|_2 / |Theta|_2 on n = ratio d points of the sphere of
     radius sqrt(d), for each d in ``dims`` (it decreases as d grows, Hu et al. 2020, Thm. 2.1)."""
-    from ._sphere import sphere_points
     out = []
     for i, d in enumerate(dims):
         x = sphere_points(max(2, int(round(ratio * d))), int(d), seed=seed + i)

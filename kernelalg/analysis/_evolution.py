@@ -21,6 +21,11 @@ from typing import Any
 import numpy as np
 
 from kernelalg.core import _errors as E
+import jax
+import jax.numpy as jnp
+from kernelalg.finite._empirical import empirical_ntk
+from kernelalg.finite._train import gd_scan, mse_loss
+from kernelalg.finite._twins import finite
 
 BAD_GRAM = "{name} must be a square matrix, got shape {shape}. Fix: pass an (n, n) Gram matrix."
 
@@ -107,10 +112,6 @@ def train_finite(net: Any, x: Any, y: Any, width: int, learning_rate: float, ste
         seed: PRNG seed of the initialisation.
         record_every: Record the empirical NTK every this many steps (None: only at 0 and at the end).
     """
-    import jax
-    import jax.numpy as jnp
-    from kernelalg.finite._empirical import empirical_ntk
-    from kernelalg.finite._twins import finite
 
     with jax.enable_x64(True):
         x = jnp.asarray(np.asarray(x, dtype=np.float64))
@@ -118,26 +119,21 @@ def train_finite(net: Any, x: Any, y: Any, width: int, learning_rate: float, ste
         twin = finite(net, width, out_dim=y2.shape[1])
         params = twin.init(jax.random.PRNGKey(seed), x.shape[1:])
         params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
-        size = y2.size
-
-        def loss_fn(p: Any) -> jax.Array:
-            return 0.5 * jnp.sum((twin.apply(p, x).reshape(y2.shape) - y2) ** 2) / size
-
-        @jax.jit
-        def step(p: Any) -> tuple[Any, jax.Array]:
-            val, g = jax.value_and_grad(loss_fn)(p)
-            return jax.tree_util.tree_map(lambda a, b: a - learning_rate * b, p, g), val
-
+        loss_fn = mse_loss(twin.apply, x, y2)
+        segment = jax.jit(gd_scan, static_argnums=(0, 3))
         every = steps if record_every is None else max(1, int(record_every))
         f0 = np.asarray(twin.apply(params, x)).reshape(y2.shape)
-        losses, ntk_steps, ntks = [], [], []
-        for s in range(steps + 1):
-            if s % every == 0 or s == steps:
-                ntk_steps.append(s)
-                ntks.append(np.asarray(empirical_ntk(twin.apply, params, x)).reshape(x.shape[0], x.shape[0]))
+        losses: list[float] = []
+        ntk_steps, ntks = [], []
+        s = 0
+        while True:  # record the NTK at multiples of ``every`` and at the end; train between records
+            ntk_steps.append(s)
+            ntks.append(np.asarray(empirical_ntk(twin.apply, params, x)).reshape(x.shape[0], x.shape[0]))
             if s == steps:
-                losses.append(float(loss_fn(params)))
                 break
-            params, val = step(params)
-            losses.append(float(val))
+            k = min(every - s % every, steps - s)
+            params, vals = segment(loss_fn, params, learning_rate, k)
+            losses.extend(float(v) for v in np.asarray(vals)[:-1])
+            s += k
+        losses.append(float(loss_fn(params)))
     return Training(np.array(losses), f0, np.array(ntk_steps), ntks, params)

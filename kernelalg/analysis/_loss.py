@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from kernelalg.core import _errors as E
+from ._sphere import gegenbauer_table
 
 
 def power_law_loss(t: Any, K: float, kappa: float, Lam: float, nu: float) -> np.ndarray:
@@ -56,7 +57,6 @@ def sphere_loss_curve(spectrum: Any, target_coefficients: Any, t: Any) -> np.nda
 
 def zonal_target(x: np.ndarray, coefficients: Any, dim: int, direction: Any = None) -> np.ndarray:
     """f*(x) = sum_k a_k P_k(d; <x/|x|, e>) on points x (e = first axis unless ``direction`` is given)."""
-    from ._sphere import gegenbauer_table
     x = np.asarray(x, dtype=np.float64)
     e = np.zeros(dim) if direction is None else np.asarray(direction, dtype=np.float64)
     if direction is None:
@@ -82,17 +82,56 @@ def kernel_flow_loss(gram: Any, y: Any, t: Any, f0: Any = None) -> np.ndarray:
     return spectral_loss(t, np.maximum(ev, 0.0) / n, proj)
 
 
+def gd_loss(ntk: Any, y: Any, learning_rate: float, steps: int, f0: Any = None, nngp: Any = None) -> np.ndarray:
+    """Expected loss 1/(2N) E|f_s - y|^2 of discrete GD on the linearized model, s = 0..steps (N = y.size).
+
+    Residuals follow r_{s+1} = A r_s, A = I - (eta/N) Theta (neural-tangents' MSE convention), from
+    r_0 = f0 - y. With ``nngp`` the initial outputs are f0 ~ GP(mean f0, nngp) per output column, which adds
+    tr(A^s K A^s^T) / (2N) per column. This is the one predicted-loss routine of kernelalg (the verification
+    report and :func:`linearized_gd_loss` use it).
+
+    Theta may be asymmetric (a surrogate-gradient NTK J J~^T, Eilers et al. 2024): the residual map is then
+    applied as it is, never symmetrised; a symmetric Theta takes the eigendecomposition route.
+
+    Args:
+        ntk: Theta on the training points (n, n).
+        y: Targets (n,) or (n, c).
+        learning_rate: eta.
+        steps: Number of GD steps.
+        f0: Initial outputs (same shape as y), default 0.
+        nngp: Covariance of the initial outputs (n, n), default none (f0 deterministic).
+
+    Returns:
+        Array (steps + 1,) of losses.
+    """
+    k = np.asarray(ntk, dtype=np.float64)
+    n = k.shape[0]
+    y2 = np.asarray(y, dtype=np.float64).reshape(n, -1)
+    r = (np.zeros_like(y2) if f0 is None else np.asarray(f0, dtype=np.float64).reshape(y2.shape)) - y2
+    size, cols = y2.size, y2.shape[1]
+    cov = None if nngp is None else np.asarray(nngp, dtype=np.float64)
+    scale = max(float(np.max(np.abs(k))), np.finfo(float).tiny)
+    if np.max(np.abs(k - k.T)) <= 1e-12 * scale:
+        ev, vec = np.linalg.eigh(0.5 * (k + k.T))
+        factor = (1.0 - learning_rate * ev / size)[None, :] ** np.arange(steps + 1)[:, None]
+        out = np.einsum("si,ic->s", factor ** 2, (vec.T @ r) ** 2)
+        if cov is not None:
+            out = out + cols * (factor ** 2) @ np.einsum("ij,ik,kj->j", vec, cov, vec)
+        return 0.5 / size * out
+    a = np.eye(n) - learning_rate * k / size
+    out = np.empty(steps + 1)
+    for s in range(steps + 1):
+        out[s] = np.sum(r * r) + (0.0 if cov is None else cols * np.trace(cov))
+        r = a @ r
+        if cov is not None:
+            cov = a @ cov @ a.T
+    return 0.5 / size * out
+
+
 def linearized_gd_loss(ntk: Any, y: Any, f0: Any, learning_rate: float, steps: int) -> np.ndarray:
     """Loss 1/(2N) |f_s - y|^2 of discrete GD on the linearized model, s = 0..steps (N = y.size).
 
-    Residuals follow r_{s+1} = (I - (eta/N) Theta) r_s (neural-tangents' MSE convention).
+    Residuals follow r_{s+1} = (I - (eta/N) Theta) r_s (neural-tangents' MSE convention); see :func:`gd_loss`
+    (an asymmetric Theta is not symmetrised).
     """
-    k = np.asarray(ntk, dtype=np.float64)
-    y2 = np.asarray(y, dtype=np.float64).reshape(k.shape[0], -1)
-    r = np.asarray(f0, dtype=np.float64).reshape(y2.shape) - y2
-    size = y2.size
-    ev, vec = np.linalg.eigh(0.5 * (k + k.T))
-    coef = vec.T @ r
-    s = np.arange(steps + 1)[:, None]
-    factor = (1.0 - learning_rate * ev / size)[None, :] ** s
-    return 0.5 / size * np.einsum("si,ic->s", factor ** 2, coef ** 2)
+    return gd_loss(ntk, y, learning_rate, steps, f0=f0)

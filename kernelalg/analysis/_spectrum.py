@@ -28,8 +28,10 @@ import sympy as sp
 from scipy.special import roots_legendre
 
 from kernelalg.core import _errors as E
-from ._sphere import (T, DotProductKernel, as_kernel, check_dim, gegenbauer_sympy, gegenbauer_table,
+from ._decay import PowerFit
+from ._sphere import (_angle_form, DotProductKernel, as_kernel, check_dim, gegenbauer_sympy, gegenbauer_table,
                       multiplicity, sphere_constant, sphere_points)
+from ._plots import plot_spectrum
 
 NOT_FINITE = ("{label}: k(t) is not finite at some t in (-1, 1). Fix: check the kernel (the sphere spectrum needs "
               "a kernel that is finite on the whole sphere).")
@@ -108,7 +110,6 @@ class Spectrum:
         Returns:
             A :class:`~kernelalg.analysis.PowerFit` or None when too few degrees qualify.
         """
-        from ._decay import PowerFit
         kmax = int(self.k[-1]) if kmax is None else kmax
         y = self.mu * (self.multiplicity if weighted else 1)
         sel = (self.k >= max(kmin, 1)) & (self.k <= kmax)
@@ -131,7 +132,6 @@ class Spectrum:
 
     def plot(self, path: Any, derived: Any = None, fit: Any = "auto", title: str | None = None) -> Any:
         """Log-log plot of mu_k (PNG); see :func:`kernelalg.analysis.plot_spectrum`."""
-        from ._plots import plot_spectrum
         return plot_spectrum(self, path, derived=derived, fit=fit, title=title)
 
     def as_rows(self) -> list[tuple[int, int, float]]:
@@ -250,26 +250,6 @@ def mercer_spectrum(net: Any, dim: int, kmax: int = 60, which: str = "ntk", *, q
 
 
 # ------------------------------------------------------------------------------------------ exact route
-
-
-def _angle_form(expr: sp.Expr, th: sp.Symbol) -> sp.Expr:
-    """Rewrite k(cos th) using acos(cos th) = th and sqrt(1 - cos^2 th) = sin th (th in [0, pi])."""
-    e = expr.subs(T, sp.cos(th))
-
-    def fix_acos(arg: sp.Expr) -> sp.Expr:
-        if sp.expand(arg - sp.cos(th)) == 0:
-            return th
-        return sp.pi - th if sp.expand(arg + sp.cos(th)) == 0 else sp.acos(arg)
-
-    def fix_asin(arg: sp.Expr) -> sp.Expr:
-        return sp.pi / 2 - fix_acos(arg)
-
-    def is_sin_sq(base: sp.Expr) -> bool:
-        c = sp.Dummy("c")
-        return sp.expand(base.subs(sp.cos(th), c) - (1 - c ** 2)) == 0
-    e = e.replace(sp.acos, fix_acos).replace(sp.asin, fix_asin)
-    e = e.replace(lambda a: a.is_Pow and a.exp == sp.Rational(1, 2) and is_sin_sq(a.base), lambda a: sp.sin(th))
-    return e
 
 
 def _integrate_angle(poly_expr: sp.Expr, th: sp.Symbol) -> sp.Expr:

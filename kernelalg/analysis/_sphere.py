@@ -22,6 +22,9 @@ import numpy as np
 import sympy as sp
 
 from kernelalg.core import _errors as E
+from kernelalg.core._program import C, Q1, Q2
+from kernelalg.core._symbolic import symbolic
+from kernelalg.core._layer import Layer
 
 #: The variable of every dot-product kernel expression in this package.
 T = sp.Symbol("t", real=True)
@@ -153,8 +156,6 @@ def from_network(net: Any, which: str = "ntk", q: float = 1.0) -> DotProductKern
         KernelalgError: ``which`` unknown, several output branches, or a kernel that is not a dot-product
             kernel (depends on the input dimension or is not built from dense inputs).
     """
-    from kernelalg.core._program import C, Q1, Q2
-    from kernelalg.core._symbolic import symbolic
     if which not in WHICH:
         raise E.KernelalgError(BAD_WHICH.format(which=which))
     what = repr(net)
@@ -174,7 +175,6 @@ def from_network(net: Any, which: str = "ntk", q: float = 1.0) -> DotProductKern
 
 def as_kernel(obj: Any, which: str = "ntk", q: float = 1.0) -> DotProductKernel:
     """Accept a network, a :class:`DotProductKernel`, a sympy expression in one symbol, or a callable k(t)."""
-    from kernelalg.core._layer import Layer
     if isinstance(obj, DotProductKernel):
         return obj
     if isinstance(obj, Layer):
@@ -234,3 +234,23 @@ def sphere_points(n: int, dim: int, seed: int = 0, radius: float | None = None) 
     x = rng.standard_normal((int(n), int(dim)))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x * (math.sqrt(dim) if radius is None else float(radius))
+
+
+def _angle_form(expr: sp.Expr, th: sp.Symbol) -> sp.Expr:
+    """Rewrite k(cos th) using acos(cos th) = th and sqrt(1 - cos^2 th) = sin th (th in [0, pi])."""
+    e = expr.subs(T, sp.cos(th))
+
+    def fix_acos(arg: sp.Expr) -> sp.Expr:
+        if sp.expand(arg - sp.cos(th)) == 0:
+            return th
+        return sp.pi - th if sp.expand(arg + sp.cos(th)) == 0 else sp.acos(arg)
+
+    def fix_asin(arg: sp.Expr) -> sp.Expr:
+        return sp.pi / 2 - fix_acos(arg)
+
+    def is_sin_sq(base: sp.Expr) -> bool:
+        c = sp.Dummy("c")
+        return sp.expand(base.subs(sp.cos(th), c) - (1 - c ** 2)) == 0
+    e = e.replace(sp.acos, fix_acos).replace(sp.asin, fix_asin)
+    e = e.replace(lambda a: a.is_Pow and a.exp == sp.Rational(1, 2) and is_sin_sq(a.base), lambda a: sp.sin(th))
+    return e

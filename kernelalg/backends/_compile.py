@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +20,9 @@ from kernelalg.core._layer import Layer, as_layer
 from kernelalg.core._inputs import layout_of
 from kernelalg.core._program import C, D, Q1, Q2
 from kernelalg.core._symbolic import SymbolicKernel, trace
+from kernelalg.backends._jax import lower_program
+import mpmath
+from kernelalg.backends._reference import MPMATH_TABLE, NUMPY_TABLE, evaluate_program
 
 _GETS = ("nngp", "ntk")
 
@@ -112,7 +115,6 @@ class CompiledKernel:
     """
 
     def __init__(self, net: Layer, get: Any = _GETS, backend: str = "jax"):
-        from kernelalg.backends._jax import lower_program
         if backend != "jax":
             raise E.KernelalgError(E.BAD_BACKEND.format(backend=backend))
         self.net = as_layer(net)
@@ -285,9 +287,7 @@ def reference_kernel(net: Layer, x1: Any, x2: Any = None, get: str = "ntk", dps:
 
     Slow; meant for testing the JAX lowering.
     """
-    import mpmath
 
-    from kernelalg.backends._reference import MPMATH_TABLE, NUMPY_TABLE, evaluate_program
     x1 = np.asarray(check_input("x1", x1), dtype=np.float64)
     x2 = x1 if x2 is None else np.asarray(check_input("x2", x2), dtype=np.float64)
     sk = trace(as_layer(net), keep_symbols=False)

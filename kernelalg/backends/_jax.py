@@ -19,6 +19,7 @@ import sympy as sp
 from kernelalg.core._duals import corr
 from kernelalg.core._program import C, Q1, Q2, Assign, Instruction
 from ._walker import Table, evaluate, run_program
+from ._scan import find_runs, run_program_scanned
 
 #: The input symbols of the dense layout (per-sample q1, q2 and the pair covariance c).
 DENSE_INPUTS = frozenset((Q1, Q2, C))
@@ -217,7 +218,6 @@ def lower_program(program: Sequence[Instruction], outputs: Sequence[sp.Expr],
     program on large inputs runs, on CPU, on row tiles of the pair arrays (``lax.map``), all layers per
     tile, so that the per-layer state is read and written in cache instead of main memory.
     """
-    from ._scan import find_runs, run_program_scanned
     program = tuple(program)
     runs = find_runs(program, blocks, outputs) if blocks else []
     elementwise = all(isinstance(ins, Assign) for ins in program)

@@ -20,6 +20,23 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from kernelalg.core._errors import KernelalgError
+from kernelalg._version import __version__
+import sympy as sp
+from kernelalg.core._program import Op
+import numpy as np
+from kernelalg.core._symbolic import trace
+from kernelalg.backends import NUMPY_TABLE, evaluate_program
+from kernelalg.layers._parse import parse
+from kernelalg.core._symbolic import symbolic
+from kernelalg.cli._io import OUT_SUFFIX, load_array
+from kernelalg.scale._store import open_gram
+from kernelalg.scale._gram import gram
+from kernelalg.backends._compile import compile as compile_kernel
+from kernelalg.cli._io import open_npy, tile_plan
+from kernelalg.core._inputs import layout_of
+from kernelalg.cli._verify_report import VerifyConfig, run_verify
+from kernelalg.cli._spectrum_report import spectrum_command
+from kernelalg.layers._parse import FORMULA_FUNCTIONS, _signature, layer_constructors
 
 DEFAULT_ARCH = "Dense(1.5, 0.05) >> Relu() >> Dense(1.5, 0.05)"
 NO_SYMBOL = ("--at {name}=...: unknown symbol {name!r}. Fix: use the input symbols q1, q2, c, d or the "
@@ -44,7 +61,6 @@ def _int_list(text: str) -> list[int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from kernelalg import __version__
     p = argparse.ArgumentParser(
         prog="kernelalg",
         description="Exact infinite-width kernels (NNGP, NTK) of neural networks: closed forms, fast "
@@ -144,9 +160,7 @@ def _at_values(items: Sequence[str] | None) -> dict[str, float]:
 
 
 def _program_text(sk: Any, which: Sequence[str], fmt: str) -> str:
-    import sympy as sp
 
-    from kernelalg.core._program import Op
     render = {"text": sp.sstr, "pretty": sp.sstr, "latex": sp.latex}[fmt]
     lines = []
     for ins in sk.program:
@@ -169,11 +183,7 @@ def _program_text(sk: Any, which: Sequence[str], fmt: str) -> str:
 
 def _evaluate_at(net: Any, which: Sequence[str], at: dict[str, float]) -> list[str]:
     """The kernels at given input statistics (and hyperparameter overrides), by the NumPy reference backend."""
-    import numpy as np
 
-    from kernelalg.core._program import Op
-    from kernelalg.core._symbolic import trace
-    from kernelalg.backends import NUMPY_TABLE, evaluate_program
     sk = trace(net, keep_symbols=True)
     if any(isinstance(i, Op) for i in sk.program):
         raise KernelalgError(AT_OPS)
@@ -199,11 +209,7 @@ def _evaluate_at(net: Any, which: Sequence[str], at: dict[str, float]) -> list[s
 
 
 def cmd_formula(args: argparse.Namespace) -> int:
-    import sympy as sp
 
-    from kernelalg.layers._parse import parse
-    from kernelalg.core._program import Op
-    from kernelalg.core._symbolic import symbolic
     net = parse(args.arch)
     sk = symbolic(net, keep_symbols=args.symbols)
     which = ("nngp", "ntk") if args.kernel == "both" else (args.kernel,)
@@ -247,17 +253,13 @@ def cmd_formula(args: argparse.Namespace) -> int:
 
 def _pad(x: Any, rows: int) -> Any:
     """``x`` padded to ``rows`` rows with copies of its first row (valid inputs; the extra rows are dropped)."""
-    import numpy as np
     if len(x) == rows:
         return x
     return np.concatenate([x, np.repeat(x[:1], rows - len(x), axis=0)])
 
 
 def cmd_kernel(args: argparse.Namespace) -> int:
-    import numpy as np
 
-    from kernelalg.cli._io import OUT_SUFFIX, load_array
-    from kernelalg.layers._parse import parse
     net = parse(args.arch)
     suffix = Path(args.output).suffix.lower()
     if suffix not in (".npy", ".zarr"):
@@ -282,8 +284,6 @@ def cmd_kernel(args: argparse.Namespace) -> int:
 
 def _kernel_zarr(args: argparse.Namespace, net: Any, x1: Any, x2: Any, names: tuple[str, ...]) -> None:
     """Resumable zarr store through ka.gram (per-tile completion records; optional Dask LocalCluster)."""
-    from kernelalg.scale._store import open_gram
-    from kernelalg.scale._gram import gram
     path = Path(args.output)
     before = None
     if path.exists() and not args.overwrite and (path / "kernelalg.json").exists():
@@ -304,11 +304,7 @@ def _kernel_zarr(args: argparse.Namespace, net: Any, x1: Any, x2: Any, names: tu
 
 def _kernel_npy(args: argparse.Namespace, net: Any, x1: Any, x2: Any, names: tuple[str, ...]) -> None:
     """Tile by tile into memory-mapped .npy files (memory bounded by the tile)."""
-    import numpy as np
 
-    from kernelalg.backends._compile import compile as compile_kernel
-    from kernelalg.cli._io import open_npy, tile_plan
-    from kernelalg.core._inputs import layout_of
     f = compile_kernel(net, names)
     if len(f.symbolic.outputs) != 1:
         raise KernelalgError(MULTI_OUTPUT.format(n=len(f.symbolic.outputs)))
@@ -338,8 +334,6 @@ def _kernel_npy(args: argparse.Namespace, net: Any, x1: Any, x2: Any, names: tup
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from kernelalg.layers._parse import parse
-    from kernelalg.cli._verify_report import VerifyConfig, run_verify
     net = parse(args.arch)
     cfg = VerifyConfig.make(arch=args.arch, data=args.data, n=args.n, dim=args.dim, widths=args.widths,
                             samples=args.samples, steps=args.steps, out=args.out, seed=args.seed,
@@ -350,8 +344,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_spectrum(args: argparse.Namespace) -> int:
-    from kernelalg.layers._parse import parse
-    from kernelalg.cli._spectrum_report import spectrum_command
     net = parse(args.arch)
     print(spectrum_command(net, args.arch, dim=args.dim, kmax=args.kmax, which=args.kernel, png=args.output,
                            csv=args.csv))
@@ -359,7 +351,6 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    from kernelalg.layers._parse import FORMULA_FUNCTIONS, _signature, layer_constructors
     print("Layer constructors allowed in architecture expressions:")
     for name, fn in sorted(layer_constructors().items(), key=lambda kv: kv[0].lower()):
         doc = (fn.__doc__ or "").strip().splitlines()

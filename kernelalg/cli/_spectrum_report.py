@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from kernelalg.cli._checks import Check, _close
 from kernelalg.core._errors import KernelalgError
+import kernelalg.analysis as analysis
+from kernelalg.core._inputs import layout_of
 
 #: Tolerance of the trace identity (the tail beyond kmax is a fitted power law, good to ~1e-4).
 TRACE_RTOL = 1e-3
@@ -33,7 +36,6 @@ NOT_DENSE = ("The spectrum on the sphere is defined for networks on vector input
 def _analysis() -> tuple[Any, Any]:
     """(mercer_spectrum, decay_exponent or None); raises KernelalgError(NO_ANALYSIS) when unavailable."""
     try:
-        from kernelalg import analysis
         ms = analysis.mercer_spectrum
     except (ImportError, AttributeError) as err:
         raise KernelalgError(NO_ANALYSIS.format(err=err)) from None
@@ -41,7 +43,6 @@ def _analysis() -> tuple[Any, Any]:
 
 
 def _check_dense(net: Any, arch: str) -> None:
-    from kernelalg.core._inputs import layout_of
     layout = layout_of(net)
     if layout.name != "dense":
         raise KernelalgError(NOT_DENSE.format(arch=arch, layout=layout.name))
@@ -75,7 +76,6 @@ def _derived(decay: Any, net: Any, dim: int, which: str) -> Any:
 
 def _plot(spec: Any, path: str, derived: Any) -> None:
     """Log-log plot of mu_k with the fitted and (when a power law is derived) the derived slope."""
-    from kernelalg.cli._verify_report import _close
     kwargs = {"derived": derived} if derived is not None and derived.rate is not None else {}
     try:
         spec.plot(path, **kwargs)
@@ -85,7 +85,6 @@ def _plot(spec: Any, path: str, derived: Any) -> None:
 
 def check_spectrum(net: Any, cfg: Any, out: Path) -> Any:
     """The verify check: trace identity and fitted vs derived decay exponent of the NTK spectrum."""
-    from kernelalg.cli._verify_report import Check
     name = "Mercer spectrum on the sphere"
     try:
         _check_dense(net, cfg.arch)

@@ -24,13 +24,27 @@ import json
 import math
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from kernelalg.cli._checks import Check, _close, _pyplot
 from kernelalg.core._errors import KernelalgError
+import jax
+from kernelalg._version import __version__
+from kernelalg.finite._montecarlo import convergence
+from kernelalg.finite._verify import verify
+import jax.numpy as jnp
+from kernelalg.finite._train import gd_scan, mse_loss
+from kernelalg.finite._twins import finite
+from kernelalg.finite._montecarlo import extrapolate
+from kernelalg.backends._compile import kernel
+from kernelalg.cli._io import load_data
+from kernelalg.cli._spectrum_report import check_spectrum
+from kernelalg.core._inputs import layout_of
+from kernelalg.analysis._loss import gd_loss
 
 DEFAULTS = {"n": 24, "widths": (64, 256, 1024, 4096), "samples": 32, "steps": 200}
 QUICK = {"n": 8, "widths": (32, 128), "samples": 8, "steps": 30}
@@ -93,18 +107,6 @@ class VerifyConfig:
 
 
 @dataclass
-class Check:
-    """One check of the report: status is "passed", "failed" or "skipped"."""
-
-    name: str
-    status: str
-    detail: str
-    plot: str | None = None
-    numbers: dict = field(default_factory=dict)
-    seconds: float = 0.0
-
-
-@dataclass
 class Summary:
     """The outcome of ``kernelalg verify``: ``passed`` iff no check failed and at least one passed."""
 
@@ -126,9 +128,7 @@ class Summary:
         return "\n".join(lines)
 
     def markdown(self) -> str:
-        import jax
 
-        from kernelalg import __version__
         cfg = self.config
         out = [f"# kernelalg verify: {'PASSED' if self.passed else 'FAILED'}", "",
                f"- architecture: `{cfg.arch}`", f"- data: {self.description}",
@@ -158,7 +158,6 @@ def _timed(fn, *args: Any) -> Check:
 
 def check_convergence(net: Any, x: np.ndarray, exact: Any, cfg: VerifyConfig, out: Path) -> Check:
     """Monte Carlo error across widths (``ka.convergence``) against noise floor + fitted bias."""
-    from kernelalg.finite._montecarlo import convergence
     conv = convergence(net, x, widths=cfg.widths, samples=cfg.samples, key=cfg.seed, exact=exact)
     conv.plot(str(out / "convergence.png"))
     _close()
@@ -182,7 +181,6 @@ def check_convergence(net: Any, x: np.ndarray, exact: Any, cfg: VerifyConfig, ou
 
 def check_entries(net: Any, x: np.ndarray, exact: Any, cfg: VerifyConfig, out: Path) -> Check:
     """Entrywise test of the width-extrapolated Monte Carlo at the two largest widths (``ka.verify``)."""
-    from kernelalg.finite._verify import verify
     res = verify(net, x, widths=cfg.widths[-2:], samples=cfg.samples, key=cfg.seed + 1, exact=exact,
                  z_threshold=Z_THRESHOLD, remainder=REMAINDER)
     res.plot(str(out / "verify.png"))
@@ -199,37 +197,21 @@ def predicted_loss(ntk: np.ndarray, nngp: np.ndarray, y: np.ndarray, lr: float, 
     """Infinite-width expected training loss L_t = (|A^t y|^2 + tr(A^t K A^t^T)) / (2N), A = I - lr Theta / N,
     of full-batch gradient descent on L = |f - y|^2 / (2N), t = 0..steps (f_0 ~ GP(0, K), Theta fixed; Theta
     may be asymmetric, e.g. a surrogate-gradient NTK J J~^T, for which the residual obeys the same map)."""
-    n = len(y)
-    a = np.eye(n) - lr * np.asarray(ntk, np.float64) / n
-    mean, cov = -np.asarray(y, np.float64), np.asarray(nngp, np.float64)
-    out = np.empty(steps + 1)
-    for t in range(steps + 1):
-        out[t] = (mean @ mean + np.trace(cov)) / (2 * n)
-        mean, cov = a @ mean, a @ cov @ a.T
-    return out
+    return gd_loss(ntk, y, lr, steps, nngp=nngp)
 
 
 def loss_curves(net: Any, x: np.ndarray, y: np.ndarray, width: int, samples: int, steps: int, lr: float,
                 seed: int) -> np.ndarray:
     """Training losses (samples, steps + 1) of ``samples`` finite networks (first output channel) under
     full-batch gradient descent with learning rate ``lr`` on L = |f - y|^2 / (2N), in float32."""
-    import jax
-    import jax.numpy as jnp
 
-    from kernelalg.finite._twins import finite
     twin = finite(net, width)
     xs, ys = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
 
-    def loss(p: Any) -> jax.Array:
-        f = twin.apply(p, xs).reshape(len(ys), -1)[:, 0]
-        return 0.5 * jnp.mean((f - ys) ** 2)
+    loss = mse_loss(twin.apply, xs, ys)
 
     def train(p: Any) -> jax.Array:
-        def step(p: Any, _: Any) -> tuple:
-            val, g = jax.value_and_grad(loss)(p)
-            return jax.tree_util.tree_map(lambda a, b: a - lr * b, p, g), val
-        p, vals = jax.lax.scan(step, p, None, length=steps)
-        return jnp.concatenate([vals, loss(p)[None]])
+        return gd_scan(loss, p, lr, steps)[1]
 
     shapes = jax.eval_shape(lambda k: twin.init(k, xs.shape), jax.random.PRNGKey(0))
     n_params = sum(math.prod(s.shape) for s in jax.tree_util.tree_leaves(shapes))
@@ -245,7 +227,6 @@ def loss_curves(net: Any, x: np.ndarray, y: np.ndarray, width: int, samples: int
 
 def check_loss(net: Any, x: np.ndarray, y: np.ndarray, exact: Any, cfg: VerifyConfig, out: Path) -> Check:
     """Mean training loss of finite networks vs the kernel prediction (two largest widths, extrapolated)."""
-    from kernelalg.finite._montecarlo import extrapolate
     ntk, nngp = np.asarray(exact.ntk, np.float64), np.asarray(exact.nngp, np.float64)
     n, steps = len(y), cfg.steps
     lr = float(n / np.max(np.abs(np.linalg.eigvals(ntk))))
@@ -290,17 +271,6 @@ def _plot_loss(path: Path, pred: np.ndarray, means: list, ses: list, widths: Seq
     plt.close(fig)
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _close() -> None:
-    _pyplot().close("all")
-
-
 # ----------------------------------------------------------------------------------------- run
 
 
@@ -308,10 +278,6 @@ def run_verify(net: Any, cfg: VerifyConfig) -> Summary:
     """Run every check of ``kernelalg verify`` and write the report folder ``cfg.out``."""
     from tqdm import tqdm
 
-    from kernelalg.backends._compile import kernel
-    from kernelalg.cli._io import load_data
-    from kernelalg.cli._spectrum_report import check_spectrum
-    from kernelalg.core._inputs import layout_of
     t0 = time.perf_counter()
     layout = layout_of(net).name
     if layout != "dense":

@@ -15,6 +15,10 @@ class LayerOrderError(KernelalgError):
     """A layer sequence is invalid (e.g. a nonlinearity applied to non-Gaussian inputs)."""
 
 
+class InternalError(RuntimeError):
+    """An invariant of kernelalg itself failed: a bug to report, not a mistake in the input."""
+
+
 class LoweringError(KernelalgError):
     """A symbolic expression contains a node the backend cannot lower."""
 

@@ -1,7 +1,8 @@
 """Input layouts: how raw input arrays become the symbolic input state and its arrays.
 
-Dense networks take (batch, features); spatial and recurrent layers register their own layouts
-(images NHWC, sequences NLC). The first leaf layer that declares ``input_layout`` decides.
+Dense networks take (batch, features) (:data:`DENSE`); spatial and recurrent layers declare their own
+layouts (images NHWC, sequences NLC) in their ``input_layout`` field. The first leaf layer that declares one
+decides; there is no registry.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import sympy as sp
 
-from kernelalg.core import _errors as E
 from kernelalg.core._program import C, D, Q1, Q2, KernelState
 
 
@@ -49,24 +49,13 @@ class InputLayout:
     auto_batch: Callable[[Any, Any], int | None] | None = None
 
 
-LAYOUTS: dict[str, InputLayout] = {}
-
-
-def register_input_layout(layout: InputLayout) -> None:
-    """Register an input layout under ``layout.name``."""
-    LAYOUTS[layout.name] = layout
-
-
 def layout_of(net: Any) -> InputLayout:
-    """The input layout a network expects (its first leaf with ``input_layout``, else dense)."""
+    """The input layout a network expects (its first leaf's ``input_layout``, else :data:`DENSE`)."""
     for leaf in net.leaves():
-        name = getattr(leaf, "input_layout", None)
-        if name:
-            if name not in LAYOUTS:
-                raise E.KernelalgError(f"Unknown input layout {name!r}. Fix: import the module that registers it.")
-            layout = LAYOUTS[name]
+        layout = leaf.input_layout
+        if layout is not None:
             return layout if layout.specialize is None else layout.specialize(net)
-    return LAYOUTS["dense"]
+    return DENSE
 
 
 def _dense_stats() -> KernelState:
@@ -82,4 +71,5 @@ def _dense_env(x1: jax.Array, x2: jax.Array | None) -> dict:
     return {Q1: q1, Q2: q2, C: c, D: float(d)}
 
 
-register_input_layout(InputLayout("dense", 2, _dense_stats, _dense_env))
+#: The input layout of dense networks: (batch, features), input kernel x.x'/d.
+DENSE = InputLayout("dense", 2, _dense_stats, _dense_env)

@@ -1,9 +1,15 @@
-"""The layer record and the composition plumbing (serial, parallel, FanOut, FanInSum).
+"""The layer record and the composition plumbing (serial, parallel).
 
 A layer is a small frozen record of pure functions: its symbolic kernel map and its finite-width
 sampler, plus its hyperparameters (named numbers, turned into sympy symbols by the plumbing) and its
 static settings (structure that never becomes a symbol). All bookkeeping -- parameter symbols, CSE
-and binding of the new state, branch handling -- lives here, so a layer file holds only its maths.
+and binding of the new state, branch handling, the asymmetry flag, quadrature routes -- lives here, so a
+layer file holds only its maths.
+
+A layer also *declares* what the rest of the system needs to know about it (its :attr:`Layer.role`, the
+static key of its output width, its spatial requirements, whether it makes the NTK asymmetric, the input
+layout it expects when it comes first). The finite-width twins, the layout planner, Monte Carlo and the
+empirical NTK query these fields; nothing outside a layer's own module tests ``layer.name``.
 """
 
 from __future__ import annotations
@@ -15,13 +21,36 @@ from typing import Any, Callable, Mapping, Sequence
 import sympy as sp
 
 from kernelalg.core import _errors as E
-from kernelalg.core._program import Block, Builder, State, KernelState, flatten_states
+from kernelalg.core._inputs import InputLayout
+from kernelalg.core._program import Block, Builder, KernelState, State, flatten_states
 
 #: Symbolic map of a leaf layer: (builder, state, hyperparameter exprs, static settings) -> new state.
 KernelMap = Callable[[Builder, KernelState, Mapping[str, sp.Expr], Mapping[str, Any]], State]
 #: Finite-width sampler: (hyperparameters, static, input shape (no batch), width) ->
 #: (init(key) -> params, apply(params, x) -> y, output shape).
 FiniteFn = Callable[..., tuple[Callable, Callable, tuple]]
+
+#: Roles a layer declares. "affine": a trainable linear map whose output width is ``static[width_arg]`` (it
+#: can be the readout of a finite twin); "activation": a pointwise nonlinearity on Gaussian inputs;
+#: "pooling": linear and parameter-free over positions (may follow the readout); "reshape": linear and
+#: parameter-free (Flatten; may follow the readout); "identity"; "recurrent": a recurrent cell with its own
+#: readout; "branch": FanOut; "combinator": serial, parallel, FanInSum.
+ROLES = frozenset({"affine", "activation", "pooling", "reshape", "identity", "recurrent", "branch", "combinator"})
+#: Roles of layers that are linear, parameter-free and channel-preserving: they may follow a twin's readout.
+TRANSPARENT_ROLES = frozenset({"pooling", "reshape", "identity"})
+
+
+@dataclass(frozen=True)
+class Spatial:
+    """What a layer needs from the spatial layout (neural-tangents' ``diagonal_spatial`` requirement).
+
+    Attributes:
+        pairs: The layer needs the covariance of every pixel pair (pooling), not only same-position pairs.
+        readout: The layer removes the spatial axes (GlobalAvgPool, GlobalSumPool, Flatten).
+    """
+
+    pairs: bool = False
+    readout: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,8 +66,16 @@ class Layer:
         children: Sub-layers of a combinator.
         combine: For combinators: (builder, state, children) -> state.
         positive: Names of hyperparameters that are standard deviations (positive symbols).
-        input_layout: Name of the input layout this layer expects when it comes first (see
+        input_layout: The input layout this layer expects when it comes first (see
             :mod:`kernelalg.core._inputs`); None for layers that take any input.
+        role: What kind of layer this is (one of :data:`ROLES`).
+        width_arg: The static key that holds the layer's output width, or None: "out_dim" for a map of the
+            feature axis (Dense, Recurrent), "out_chan" for the channels of a spatial map (Conv).
+        spatial: Its spatial requirements (:class:`Spatial`), or None for layers that do not touch positions.
+        asymmetric: True when the layer makes the NTK asymmetric in (x, x') (surrogate gradients): tiles
+            of such a kernel are never mirrored.
+        routes: How the duals this layer uses are computed, ((activation name, route), ...), for duals that
+            are not library closed forms (``Elementwise``); the symbolic kernel reports them.
     """
 
     name: str
@@ -49,7 +86,37 @@ class Layer:
     children: tuple["Layer", ...] = ()
     combine: Callable[..., State] | None = None
     positive: frozenset[str] = frozenset()
-    input_layout: str | None = None
+    input_layout: InputLayout | None = None
+    role: str = "identity"
+    width_arg: str | None = None
+    spatial: Spatial | None = None
+    asymmetric: bool = False
+    routes: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise E.InternalError(f"Layer {self.name}: unknown role {self.role!r} (one of {sorted(ROLES)}).")
+
+    @property
+    def transparent(self) -> bool:
+        """Linear, parameter-free and channel-preserving: may follow the readout layer of a finite twin."""
+        return self.role in TRANSPARENT_ROLES
+
+    @property
+    def is_feature_affine(self) -> bool:
+        """An affine map of the feature axis, y = W x + b per sample (Dense): its parameter gradient is an
+        outer product, which the structured empirical NTK and the exact readout conditional use."""
+        return self.role == "affine" and self.width_arg == "out_dim"
+
+    @property
+    def is_serial(self) -> bool:
+        """A ``serial`` composition (children applied in order)."""
+        return self.role == "combinator" and self.combine is _serial_combine
+
+    @property
+    def is_parallel(self) -> bool:
+        """A ``parallel`` composition (child i applied to branch i)."""
+        return self.role == "combinator" and self.combine is _parallel_combine
 
     def __rshift__(self, other: "Layer") -> "Layer":
         return serial(self, other)
@@ -58,9 +125,9 @@ class Layer:
         return serial(other, self)
 
     def __repr__(self) -> str:
-        if self.name == "serial":
+        if self.is_serial:
             return " >> ".join(_wrap(c) for c in self.children) if self.children else "serial()"
-        if self.name == "parallel":
+        if self.is_parallel:
             return "parallel(" + ", ".join(repr(c) for c in self.children) + ")"
         args = [f"{k}={_fmt(v)}" for k, v in self.params + self.static if v is not None]
         return f"{self.name}({', '.join(args)})"
@@ -81,7 +148,7 @@ def _fmt(v: Any) -> str:
 
 
 def _wrap(layer: Layer) -> str:
-    return f"({layer!r})" if layer.name == "parallel" else repr(layer)
+    return f"({layer!r})" if layer.is_parallel else repr(layer)
 
 
 def check_std(layer: str, name: str, value: Any) -> float:
@@ -127,9 +194,9 @@ def build(layer: Layer, builder: Builder, state: State) -> State:
         raise E.LayerOrderError(
             f"{layer.name} received {len(state)} branches. Fix: merge them first with FanInSum() "
             f"(or apply {layer.name} inside parallel(...)).")
-    index = builder.next_layer_index()
-    p = {name: builder.param(index, _symbol_name(name), value, name in layer.positive)
-         for name, value in layer.params if value is not None}
+    p = bind_params(builder, layer, builder.next_layer_index())
+    builder.asymmetric |= layer.asymmetric
+    builder.routes.update(layer.routes)
     start = len(builder.program)
     new = layer.kernel(builder, state, p, dict(layer.static))
     if isinstance(new, tuple):
@@ -144,8 +211,10 @@ def build(layer: Layer, builder: Builder, state: State) -> State:
 _SYMBOL_NAMES = {"W_std": "sigma_w", "b_std": "sigma_b", "U_std": "sigma_u", "V_std": "sigma_v"}
 
 
-def _symbol_name(name: str) -> str:
-    return _SYMBOL_NAMES.get(name, name)
+def bind_params(builder: Builder, layer: Layer, index: int) -> dict[str, sp.Expr]:
+    """The expressions (symbols ``sigma_w_<index>``, ...) that stand for ``layer``'s hyperparameters."""
+    return {name: builder.param(index, _SYMBOL_NAMES.get(name, name), value, name in layer.positive)
+            for name, value in layer.params if value is not None}
 
 
 # ----------------------------------------------------------------------------------------- combinators
@@ -169,10 +238,10 @@ def serial(*layers: Layer) -> Layer:
     """Compose layers in sequence (``serial(a, b)`` is ``a >> b``)."""
     flat: list[Layer] = []
     for layer in map(as_layer, layers):
-        flat.extend(layer.children if layer.name == "serial" else (layer,))
-    return Layer("serial", children=tuple(flat), combine=_serial_combine)
+        flat.extend(layer.children if layer.is_serial else (layer,))
+    return Layer("serial", children=tuple(flat), combine=_serial_combine, role="combinator")
 
 
 def parallel(*layers: Layer) -> Layer:
     """Apply the i-th layer to the i-th branch (use after ``FanOut(n)``)."""
-    return Layer("parallel", children=tuple(map(as_layer, layers)), combine=_parallel_combine)
+    return Layer("parallel", children=tuple(map(as_layer, layers)), combine=_parallel_combine, role="combinator")

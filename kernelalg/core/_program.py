@@ -158,6 +158,14 @@ class Builder:
             out[i] = sym
         return st.replace(cov1=out[0], cov2=out[1], nngp=out[2], ntk=out[3])
 
+    def take_program(self) -> tuple[Instruction, ...]:
+        """Remove and return the program written so far, for a layer that runs it inside its own :class:`Op`
+        (a chunked readout); the layer blocks recorded for it are dropped (their indices would be stale)."""
+        seg = tuple(self.program)
+        self.program.clear()
+        self.blocks.clear()
+        return seg
+
     def emit(self, fn: Callable[..., tuple[Any, ...]], sources: Sequence[sp.Symbol], n_out: int,
              stem: str = "s", label: str = "") -> tuple[sp.Symbol, ...]:
         """Append an :class:`Op` and return its fresh output symbols."""

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from kernelalg.core import _errors as E
+from kernelalg.finite._twins import FiniteNet
 
 METHODS = ("jacobian", "ntvp", "structured")
 BAD_METHOD = ("method={method!r} is not known. Fix: use method='jacobian' (default), method='ntvp' or "
@@ -139,7 +140,6 @@ def ntk_block(fn: Callable, params: Any, x1: Any, x2: Any = None, method: str = 
 
 def _structured(fn: Callable, params: Any, x1: Any, x2: Any, out_shape: tuple, trace: bool) -> jax.Array:
     """J J^T of a Dense/activation chain from layer inputs h and output cotangents g (see the module doc)."""
-    from kernelalg.finite._twins import FiniteNet
     twin = getattr(fn, "__self__", None)
     if not isinstance(twin, FiniteNet) or getattr(fn, "__func__", None) is not FiniteNet.apply:
         raise E.KernelalgError(STRUCTURED_NEEDS.format(why=f"fn={fn!r}"))
@@ -147,10 +147,10 @@ def _structured(fn: Callable, params: Any, x1: Any, x2: Any, out_shape: tuple, t
     if x1.ndim != 2 or len(out_shape) != 1:
         raise E.KernelalgError(STRUCTURED_NEEDS.format(why=f"inputs of shape {x1.shape}"))
     for layer, pr in zip(twin.chain, params):
-        if layer.name != "Dense" and jax.tree_util.tree_leaves(pr):
+        if not layer.is_feature_affine and jax.tree_util.tree_leaves(pr):
             raise E.KernelalgError(STRUCTURED_NEEDS.format(why=f"a {layer.name} layer with parameters"))
     parts = twin._parts(tuple(x1.shape[1:]))
-    dense = [layer.name == "Dense" for layer in twin.chain]
+    dense = [layer.is_feature_affine for layer in twin.chain]
     k = out_shape[-1]
 
     def features(x: jax.Array) -> tuple[list, list]:

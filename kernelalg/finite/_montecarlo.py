@@ -35,6 +35,8 @@ from kernelalg.backends._compile import normalize_get, precision_of
 from kernelalg.finite._empirical import ntk_block, output_covariance
 from kernelalg.finite._twins import FiniteNet, finite, input_shape_of
 from kernelalg.core._layer import Layer, as_layer
+from kernelalg.layers._surrogate import true_gradient
+from kernelalg.backends._compile import kernel
 
 #: Bytes of Jacobians held at once while vectorizing over draws (draws are processed in chunks).
 CHUNK_BYTES = 256 * 2**20
@@ -144,7 +146,6 @@ def _sampler(twin: FiniteNet, in_shape: tuple, names: tuple[str, ...], ntk_units
 
     true_fn = None
     if _has_surrogate(twin.net):  # SG-NTK: J_true(x) J_surrogate(x')^T with shared parameters
-        from kernelalg.layers._surrogate import true_gradient
         true_twin = dataclasses.replace(twin, chain=tuple(true_gradient(c, _exact=True) for c in twin.chain),
                                         _cache={})
 
@@ -210,8 +211,8 @@ def monte_carlo(net: Layer, x1: Any, x2: Any = None, width: int = 512, samples: 
     samples = int(samples)
     probe = finite(net, width)
     rb = probe.readout_is_last() and out_dim is None
-    if out_dim is None and not rb and probe.readout is not None and dict(probe.chain[probe.readout].static).get(
-            "out_dim" if probe.chain[probe.readout].name == "Dense" else "out_chan") is None:
+    readout = probe.readout_layer
+    if out_dim is None and not rb and readout is not None and dict(readout.static).get(readout.width_arg) is None:
         out_dim = int(width)
     twin = probe if out_dim is None else finite(net, width, out_dim)
     x1 = _as_batch(x1)
@@ -242,7 +243,7 @@ def monte_carlo(net: Layer, x1: Any, x2: Any = None, width: int = 512, samples: 
 
 
 def _has_surrogate(net: Layer) -> bool:
-    return any(leaf.name in ("SurrogateSign", "SurrogateStep") for leaf in net.leaves())
+    return any(leaf.asymmetric for leaf in net.leaves())
 
 
 def width_dependent(net: Layer) -> bool:
@@ -330,7 +331,6 @@ def convergence(net: Layer, x1: Any, x2: Any = None, widths: Sequence[int] = (64
         exact: Precomputed exact kernel (a ``ka.Kernel``); None computes it with ``ka.kernel`` in float64.
         **kwargs: Passed to :func:`monte_carlo`.
     """
-    from kernelalg.backends._compile import kernel
     names, _ = normalize_get(get)
     widths = tuple(sorted(int(w) for w in widths))
     if len(set(widths)) < 2:

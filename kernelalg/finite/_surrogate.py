@@ -15,37 +15,10 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from kernelalg.core import _errors as E
-from kernelalg.finite._twins import parallel_parts
+from kernelalg.finite._twins import layer_parts
 from kernelalg.core._layer import Layer, as_layer
 from kernelalg.layers._surrogate import true_gradient
 
-TWIN_UNSUPPORTED = ("{layer} has no finite-width twin. Fix: build the network from layers with finite-width "
-                    "twins (Dense, activations, FanOut/parallel/FanInSum, SurrogateSign/SurrogateStep).")
-
-
-def _twin(layer: Layer, in_shape: Any, width: int) -> tuple[Callable, Callable, Any]:
-    """(init, apply, out_shape) of ``layer``'s finite-width network (serial / parallel / leaves)."""
-    if layer.name == "serial":
-        parts, shape = [], in_shape
-        for c in layer.children:
-            init, apply, shape = _twin(c, shape, width)
-            parts.append((init, apply))
-
-        def init_s(key: jax.Array) -> list:
-            return [i(k) for (i, _), k in zip(parts, jax.random.split(key, max(len(parts), 1)))]
-
-        def apply_s(params: list, x: Any) -> Any:
-            for (_, ap), pr in zip(parts, params):
-                x = ap(pr, x)
-            return x
-        return init_s, apply_s, shape
-    if layer.name == "parallel":
-        return parallel_parts([_twin(c, s, width) for c, s in zip(layer.children, in_shape)])
-    if layer.finite is None:
-        raise E.KernelalgError(TWIN_UNSUPPORTED.format(layer=layer.name))
-    p = {k: v for k, v in layer.params if v is not None}
-    return layer.finite(p, dict(layer.static), in_shape, width)
 
 
 @dataclass(frozen=True)
@@ -75,8 +48,8 @@ def surrogate_twins(net: Layer, input_shape: tuple, width: int) -> SurrogateTwin
         width: Hidden width of Dense layers without ``out_dim``.
     """
     net = as_layer(net)
-    init, apply_s, out = _twin(net, tuple(input_shape), int(width))
-    _, apply_t, _ = _twin(true_gradient(net, _exact=True), tuple(input_shape), int(width))
+    init, apply_s, out = layer_parts(net, tuple(input_shape), int(width))
+    _, apply_t, _ = layer_parts(true_gradient(net, _exact=True), tuple(input_shape), int(width))
     return SurrogateTwins(init, apply_t, apply_s, out)
 
 

@@ -8,8 +8,8 @@ child i, ``FanOut``/``FanInSum`` have their own samplers (tuples of shapes in, o
 layer (convolutional, recurrent, ...) plugs in by providing ``finite``.
 
 Output width (the readout rule). The *readout layer* is the last affine leaf of the top-level serial chain
-(``Dense`` -> ``out_dim``, ``Conv`` -> ``out_chan``; see :func:`register_readout`) provided every leaf after
-it is linear and parameter-free (``Identity``, pooling, ``Flatten``; :func:`register_transparent`). Its
+(``role == "affine"``: ``Dense`` -> ``out_dim``, ``Conv`` -> ``out_chan``, the layer's ``width_arg``) provided
+every leaf after it is linear and parameter-free (``layer.transparent``: ``Identity``, pooling, ``Flatten``). Its
 output width is, in order: its own ``out_dim``/``out_chan`` if set (an explicit layer setting is kept; a
 conflicting ``out_dim`` argument raises), else the ``out_dim`` argument, else 1 (a scalar-output network,
 the setting of the kernel formulas). Every other width-carrying layer uses its own ``out_dim``/``out_chan``
@@ -32,11 +32,7 @@ import numpy as np
 
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, as_layer
-
-#: Leaf name -> static key of its output width, for layers that can be the readout (affine layers).
-READOUT_KEYS: dict[str, str] = {"Dense": "out_dim", "Conv": "out_chan"}
-#: Linear, parameter-free, channel-preserving leaves that may follow the readout layer.
-TRANSPARENT: set[str] = {"Identity", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten"}
+from kernelalg.core._inputs import layout_of
 
 NO_FINITE = ("{layer} has no finite-width twin (its `finite` record is None). Fix: give the layer a finite "
              "sampler (see kernelalg.core._layer.Layer.finite), or build the network from layers that have one.")
@@ -51,16 +47,6 @@ BAD_SHAPE = ("input_shape {shape} does not fit this network (expected {rank} axe
              "{rank_b} with it). Fix: pass the shape of one input, e.g. {example}.")
 
 
-def register_readout(name: str, width_key: str) -> None:
-    """Declare that leaves named ``name`` are affine and can be the readout (width in static ``width_key``)."""
-    READOUT_KEYS[name] = width_key
-
-
-def register_transparent(name: str) -> None:
-    """Declare that leaves named ``name`` are linear, parameter-free and may follow the readout layer."""
-    TRANSPARENT.add(name)
-
-
 def _positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
@@ -73,20 +59,20 @@ def _positive_int(name: str, value: Any, allow_none: bool = False) -> int | None
     return int(value)
 
 
-def _leaf_parts(layer: Layer, in_shape: Any, width: int) -> tuple[Callable, Callable, Any]:
+def layer_parts(layer: Layer, in_shape: Any, width: int) -> tuple[Callable, Callable, Any]:
     """(init, apply, out_shape) of any layer: serial / parallel generically, leaves through ``finite``."""
-    if layer.name == "serial":
+    if layer.is_serial:
         parts, shape = [], in_shape
         for child in layer.children:
-            init, apply, shape = _leaf_parts(child, shape, width)
+            init, apply, shape = layer_parts(child, shape, width)
             parts.append((init, apply))
         return _serial_init([p[0] for p in parts]), _serial_apply([p[1] for p in parts]), shape
-    if layer.name == "parallel":
+    if layer.is_parallel:
         if not isinstance(in_shape, tuple) or not in_shape or not isinstance(in_shape[0], tuple):
             raise E.LayerOrderError(E.FANOUT_MISMATCH.format(got=len(layer.children), expected=1))
         if len(in_shape) != len(layer.children):
             raise E.LayerOrderError(E.FANOUT_MISMATCH.format(got=len(layer.children), expected=len(in_shape)))
-        return parallel_parts([_leaf_parts(c, s, width) for c, s in zip(layer.children, in_shape)])
+        return parallel_parts([layer_parts(c, s, width) for c, s in zip(layer.children, in_shape)])
     if layer.finite is None:
         raise E.KernelalgError(NO_FINITE.format(layer=layer.name))
     p = {k: v for k, v in layer.params if v is not None}
@@ -123,9 +109,9 @@ def readout_index(chain: tuple[Layer, ...]) -> int | None:
         leaf = chain[i]
         if leaf.children:
             return None
-        if leaf.name in READOUT_KEYS:
+        if leaf.role == "affine" and leaf.width_arg is not None:
             return i
-        if leaf.name not in TRANSPARENT:
+        if not leaf.transparent:
             return None
     return None
 
@@ -170,13 +156,12 @@ class FiniteNet:
         if hit is None:
             hit, shape = [], in_shape
             for layer in self.chain:
-                init, apply, shape = _leaf_parts(layer, shape, self.width)
+                init, apply, shape = layer_parts(layer, shape, self.width)
                 hit.append((init, apply, shape))
             self._cache[in_shape] = hit
         return hit
 
     def _in_shape(self, input_shape: Any) -> tuple:
-        from kernelalg.core._inputs import layout_of
         shape = tuple(int(s) for s in input_shape)
         rank = layout_of(self.net).rank - 1
         if len(shape) == rank + 1:
@@ -223,7 +208,7 @@ class FiniteNet:
     def readout_is_last(self) -> bool:
         """True when the readout layer is the network's last layer and a Dense (its conditional NNGP given the
         features is then exact: W_std^2 h.h'/fan_in + b_std^2)."""
-        return self.readout is not None and self.readout == len(self.chain) - 1 and self.chain[-1].name == "Dense"
+        return self.readout is not None and self.readout == len(self.chain) - 1 and self.chain[-1].is_feature_affine
 
 
 def finite(net: Layer, width: int, out_dim: int | None = None) -> FiniteNet:
@@ -246,14 +231,14 @@ def finite(net: Layer, width: int, out_dim: int | None = None) -> FiniteNet:
     net = as_layer(net)
     width = _positive_int("width", width)
     out_dim = _positive_int("out_dim", out_dim, allow_none=True)
-    chain = net.children if net.name == "serial" else (net,)
+    chain = net.children if net.is_serial else (net,)
     idx = readout_index(chain)
     if idx is None:
         if out_dim is not None:
             raise E.KernelalgError(NO_READOUT.format(out_dim=out_dim))
         return FiniteNet(net, width, None, None, tuple(chain))
     leaf = chain[idx]
-    key = READOUT_KEYS[leaf.name]
+    key = leaf.width_arg
     static = dict(leaf.static)
     own = static.get(key)
     if own is not None and out_dim is not None and int(own) != out_dim:

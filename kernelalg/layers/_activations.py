@@ -15,6 +15,7 @@ from kernelalg.core import _duals
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, check_number, require_gaussian
 from kernelalg.core._program import Builder, KernelState
+from kernelalg.backends import lower_elementwise  # local import: backends import this package's types
 
 X = sp.Symbol("x", real=True)
 
@@ -34,7 +35,6 @@ def _activation_kernel(name: str, dual: Callable[..., _duals.Dual], static_args:
 
 def _activation_finite(phi: PhiFn, static_args: Sequence[str]):
     def finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
-        from kernelalg.backends import lower_elementwise  # local import: backends import this package's types
         kw = dict({k: sp.Float(v, 17) for k, v in p.items()}, **{k: static[k] for k in static_args})
         f = lower_elementwise(phi(X, **kw), X)
         return (lambda key: {}), (lambda params, x: f(x)), in_shape
@@ -55,8 +55,8 @@ def activation(name: str, dual: Callable[..., _duals.Dual], phi: PhiFn,
         static_args: Names in ``static`` that are passed to ``dual`` and ``phi``.
     """
     params = tuple((k, check_number(name, k, v)) for k, v in params)
-    return Layer(name, _activation_kernel(name, dual, tuple(static_args)), params, tuple(static),
-                 _activation_finite(phi, tuple(static_args)))
+    return Layer(name, _activation_kernel(name, dual, tuple(static_args)), params, tuple(static), role="activation",
+                 finite=_activation_finite(phi, tuple(static_args)))
 
 
 def Relu() -> Layer:

@@ -96,7 +96,8 @@ def Dense(W_std: float = 1.0, b_std: float | None = None, parameterization: str 
         raise E.KernelalgError(f"Dense: out_dim must be a positive integer, got {out_dim!r}. "
                                "Fix: e.g. out_dim=512, or leave it None.")
     static = (("parameterization", parameterization), ("out_dim", out_dim))
-    return Layer("Dense", _dense_kernel, params, static, _dense_finite, positive=frozenset({"W_std", "b_std"}))
+    return Layer("Dense", _dense_kernel, params, static, _dense_finite, positive=frozenset({"W_std", "b_std"}),
+                 role="affine", width_arg="out_dim")
 
 
 def _identity_kernel(b: Builder, st: KernelState, p: Mapping, static: Mapping) -> KernelState:
@@ -125,7 +126,7 @@ def FanOut(num: int) -> Layer:
     """Copy the input into ``num`` branches (to be consumed by ``parallel``)."""
     if int(num) != num or num < 1:
         raise E.KernelalgError(f"FanOut: num must be a positive integer, got {num!r}. Fix: e.g. FanOut(2).")
-    return Layer("FanOut", _fanout_kernel, static=(("num", int(num)),), finite=_fanout_finite)
+    return Layer("FanOut", _fanout_kernel, static=(("num", int(num)),), finite=_fanout_finite, role="branch")
 
 
 def _fanin_combine(builder: Builder, state: State, children: tuple) -> State:
@@ -152,4 +153,4 @@ def _fanin_finite(p: Mapping, static: Mapping, in_shape: tuple, width: int):
 
 def FanInSum() -> Layer:
     """Sum the branches (independent in the infinite-width limit: kernels add, as in neural-tangents)."""
-    return Layer("FanInSum", finite=_fanin_finite, combine=_fanin_combine)
+    return Layer("FanInSum", finite=_fanin_finite, combine=_fanin_combine, role="combinator")

@@ -28,6 +28,7 @@ from kernelalg.layers._activations import X
 from kernelalg.core._duals import Dual
 from kernelalg.core._layer import Layer, require_gaussian
 from kernelalg.core._program import Builder, KernelState
+from kernelalg.backends import NUMPY_TABLE, evaluate, lower_elementwise
 
 
 def _terms(expr: sp.Expr) -> list[tuple[sp.Expr, int, sp.Expr]] | None:
@@ -153,7 +154,6 @@ def Elementwise(fn: Callable[[Any], Any], name: str | None = None, deg: int = 32
         dual = exact_dual(expr)
         route = "exact: Gaussian moment generating function"
         if dual is None:
-            from kernelalg.backends import NUMPY_TABLE, evaluate, lower_elementwise
             dexpr = sp.diff(expr, X)
             route = f"Gauss-Hermite quadrature, degree {deg}"
             dual = quadrature_dual(name, lower_elementwise(expr, X), lower_elementwise(dexpr, X),
@@ -179,7 +179,6 @@ def Elementwise(fn: Callable[[Any], Any], name: str | None = None, deg: int = 32
 
     def kernel(b: Builder, st: KernelState, p: Mapping, static: Mapping) -> KernelState:
         require_gaussian(st, name)
-        b.routes[name] = route
         d1, d2 = dual(st.cov1, st.nngp, st.cov2), dual(st.cov2, st.nngp, st.cov1)
         return KernelState(d1.Tdiag, d2.Tdiag, d1.T, d1.Tdot * st.ntk, gaussian=False, width=st.width, after=name,
                      layout=st.layout)
@@ -187,8 +186,7 @@ def Elementwise(fn: Callable[[Any], Any], name: str | None = None, deg: int = 32
     def finite(p: Mapping, static: Mapping, in_shape: tuple, width: int) -> tuple:
         if phi_sym is None:
             return (lambda key: {}), (lambda params, x: fn(x)), in_shape
-        from kernelalg.backends import lower_elementwise
         f = lower_elementwise(phi_sym, X)
         return (lambda key: {}), (lambda params, x: f(x)), in_shape
 
-    return Layer(name, kernel, static=(("route", route),), finite=finite)
+    return Layer(name, kernel, static=(("route", route),), finite=finite, role="activation", routes=((name, route),))

@@ -12,6 +12,8 @@ from typing import Any, Callable
 import sympy as sp
 
 from kernelalg.core._errors import KernelalgError
+from kernelalg.layers._activations import X
+from kernelalg.layers._syntax import _check_number, _describe, _parse_tree, _where
 
 #: Largest |exponent| of x in a formula (the dual of a high power is a huge expression).
 MAX_FORMULA_EXPONENT = 16
@@ -44,7 +46,6 @@ def elementwise_args(args: list, kwargs: dict) -> tuple[list, dict]:
 
 
 def _formula_function(expr: sp.Expr) -> Callable[[Any], Any]:
-    from kernelalg.layers._activations import X
 
     def phi(x: Any) -> Any:
         return expr.subs(X, x)
@@ -59,8 +60,6 @@ def parse_formula(text: str) -> sp.Expr:
     Raises:
         KernelalgError: Naming the problem and the fix.
     """
-    from kernelalg.layers._activations import X
-    from kernelalg.layers._parse import _check_number, _describe, _parse_tree, _where
     funcs = ", ".join(sorted(FORMULA_FUNCTIONS))
 
     def fail(problem: str) -> KernelalgError:

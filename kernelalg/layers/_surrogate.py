@@ -229,8 +229,6 @@ def _kernel(kind: str):
     def kernel(b: Builder, st: KernelState, p: Mapping[str, Expr], static: Mapping[str, Any]) -> KernelState:
         require_gaussian(st, name)
         sur = static["surrogate"]
-        if sur != "true":
-            b.asymmetric = True  # Theta_hat[i, j] = J(x1_i) J_tilde(x2_j)^T: tiles are never mirrored
         m, a = p.get("m"), p.get("a")
         d = surrogate_dual(kind, st.cov1, st.nngp, st.cov2, m, a, sur)
         var2 = d.Tdiag if st.cov2 == st.cov1 else _tdiag(kind, st.cov2, m)
@@ -307,8 +305,9 @@ def _make(kind: str, m: float | None, surrogate: str, a: float, exact_true: bool
         params += (("m", _positive(name, "m", m)),)
     if surrogate != "true":
         params += (("a", _positive(name, "a", a)),)
+    # Theta_hat[i, j] = J(x1_i) J_tilde(x2_j)^T is asymmetric unless the surrogate is the true derivative.
     return Layer(name, _kernel(kind), params, (("surrogate", surrogate),), _finite(kind),
-                 positive=frozenset({"m", "a"}))
+                 positive=frozenset({"m", "a"}), role="activation", asymmetric=surrogate != "true")
 
 
 def SurrogateSign(m: float | None = None, surrogate: str = "erf", a: float = 1.0) -> Layer:

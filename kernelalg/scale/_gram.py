@@ -18,15 +18,17 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from kernelalg.backends._compile import CompiledKernel, Kernel, check_input, compile as compile_kernel, normalize_get, precision_of
+from kernelalg.backends._compile import CompiledKernel, Kernel, check_input, compile as compile_kernel, normalize_get
 from kernelalg.core._errors import InputError, KernelalgError
+from kernelalg.core._tiles import tile_offsets, transpose_into
+from kernelalg.scale._dask import run_dask
+from kernelalg.scale._store import GramStore, fingerprint
+from kernelalg.scale._tiles import TileEvaluator, evaluator, progress_callback
 
 DEFAULT_MEMORY = 1 << 30  # bytes per device for one tile when neither tile nor memory is given
 _PROBE = 8  # probe tile sizes 8, 16, 32 for the memory model
@@ -41,32 +43,6 @@ NOT_ARRAY = ("gram takes array inputs; got {kind}. Fix: pass NumPy/JAX arrays (f
              "ka.kernel(..., batch_size=...)).")
 BAD_DEVICES = ("devices must be None (all local devices), a positive count <= {have}, or a list of jax devices; "
                "got {devices!r}. Fix: e.g. devices=None.")
-
-
-_BLOCK = 128  # cache-friendly block edge for host-side transposes
-
-
-def transpose_into(dst: np.ndarray, src: np.ndarray) -> None:
-    """``dst[...] = src.T`` block by block (a plain strided transpose of a large matrix thrashes the cache)."""
-    h, w = src.shape[:2]
-    for r in range(0, h, _BLOCK):
-        for c in range(0, w, _BLOCK):
-            dst[c:c + _BLOCK, r:r + _BLOCK] = src[r:r + _BLOCK, c:c + _BLOCK].T
-
-
-def symmetrize_upper(b: np.ndarray) -> np.ndarray:
-    """A copy of square ``b`` whose strictly lower triangle is the mirror of its upper triangle."""
-    b = np.array(b)
-    for r in range(0, b.shape[0], _BLOCK):
-        d = b[r:r + _BLOCK, r:r + _BLOCK]
-        d[...] = np.triu(d) + np.triu(d, 1).T
-        transpose_into(b[r + _BLOCK:, r:r + _BLOCK], b[r:r + _BLOCK, r + _BLOCK:])
-    return b
-
-
-def tile_offsets(n: int, m: int, tile: int, symmetric: bool) -> list[tuple[int, int]]:
-    """Row/column offsets of the tiles to compute, row-major (upper block triangle only when symmetric)."""
-    return [(i, j) for i in range(0, n, tile) for j in range(i if symmetric else 0, m, tile)]
 
 
 @dataclass(frozen=True)
@@ -98,97 +74,6 @@ class GramPlan:
     def entries(self) -> int:
         """Kernel entries actually evaluated (padded tiles counted in full)."""
         return len(self.tiles) * self.tile * self.tile
-
-
-class TileEvaluator:
-    """Evaluates groups of (tile x tile) kernel blocks, one tile per device per step (``jax.shard_map``).
-
-    Args:
-        f: Compiled kernel (one output branch).
-        tile: Tile edge.
-        dtype: Compute dtype of the inputs.
-        params: Hyperparameter overrides by name.
-        devices: jax devices to spread tiles over.
-    """
-
-    def __init__(self, f: CompiledKernel, tile: int, dtype: Any, params: Mapping[str, Any] | None,
-                 devices: Sequence[Any]):
-        self.f, self.tile, self.dtype = f, int(tile), np.dtype(dtype)
-        self.devices = list(devices)
-        self.params = f._params(params)
-        self.mesh = Mesh(np.array(self.devices), ("tiles",))
-        names = f.names
-
-        def one(a: jax.Array, b: jax.Array, p: dict) -> tuple:
-            (k,) = f._jitted(a, b, p)
-            return tuple(getattr(k, nm) for nm in names)
-
-        def body(a: jax.Array, b: jax.Array, p: dict) -> tuple:  # a, b: (1, tile, ...): one tile per device
-            return tuple(o[None] for o in one(a[0], b[0], p))
-
-        self._one = jax.jit(one)
-        self._group = jax.jit(jax.shard_map(body, mesh=self.mesh, in_specs=(P("tiles"), P("tiles"), P()),
-                                            out_specs=P("tiles"), check_vma=False))
-
-    def _p(self) -> dict:
-        return {k: jnp.asarray(v, dtype=self.dtype) for k, v in self.params.items()}
-
-    def tile_bytes(self, sample: np.ndarray, t: int | None = None) -> int:
-        """Peak bytes per device of one (t x t) tile call, from XLA's compiled memory analysis."""
-        t = self.tile if t is None else t
-        with precision_of(sample):
-            a = jax.ShapeDtypeStruct((t,) + sample.shape[1:], self.dtype)
-            ma = self._one.lower(a, a, self._p()).compile().memory_analysis()
-        if ma is None:  # backend without memory analysis: count the outputs only
-            return t * t * self.dtype.itemsize * len(self.f.names)
-        return int(ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes
-                   - ma.alias_size_in_bytes)
-
-    def _rows(self, x: np.ndarray, i: int) -> np.ndarray:
-        rows = x[i:i + self.tile]
-        if len(rows) < self.tile:  # pad with a repeated real row: finite values, one compiled shape
-            rows = np.concatenate([rows, np.repeat(rows[:1], self.tile - len(rows), axis=0)])
-        return rows
-
-    def blocks(self, group: Sequence[tuple[int, int]], x1: np.ndarray, other: np.ndarray,
-               symmetric: bool = False) -> list[dict]:
-        """Kernel blocks {name: (h, w) array} of the tiles in ``group`` (any length; padded to the devices).
-
-        With ``symmetric``, diagonal tiles (i == j) take their upper triangle as the whole (floating-point
-        rounding makes a computed K(a, a) symmetric only to ~1 ulp), so assembled matrices are exactly symmetric.
-        """
-        k = len(self.devices)
-        steps = list(group) + [group[-1]] * (-len(group) % k)
-        a = np.stack([self._rows(x1, i) for i, _ in steps])
-        b = np.stack([self._rows(other, j) for _, j in steps])
-        with precision_of(a):
-            shard = NamedSharding(self.mesh, P("tiles"))
-            outs = self._group(jax.device_put(a, shard), jax.device_put(b, shard), self._p())
-            outs = [np.asarray(o) for o in outs]
-        res = []
-        for s, (i, j) in enumerate(group):
-            h, w = min(self.tile, len(x1) - i), min(self.tile, len(other) - j)
-            blk = {nm: outs[q][s, :h, :w] for q, nm in enumerate(self.f.names)}
-            if symmetric and i == j:
-                blk = {nm: symmetrize_upper(b) for nm, b in blk.items()}
-            res.append(blk)
-        return res
-
-
-_EVALUATORS: dict[tuple, tuple[CompiledKernel, TileEvaluator]] = {}
-
-
-def evaluator(f: CompiledKernel, tile: int, dtype: Any, params: Mapping[str, Any] | None,
-              devices: Sequence[Any]) -> TileEvaluator:
-    """A cached :class:`TileEvaluator` (so repeated ``gram`` calls compile their tile program once)."""
-    key = (id(f), int(tile), np.dtype(dtype).str, repr(sorted((params or {}).items())),
-           tuple(d.id for d in devices))
-    hit = _EVALUATORS.get(key)
-    if hit is None or hit[0] is not f:
-        if len(_EVALUATORS) > 32:
-            _EVALUATORS.clear()
-        hit = _EVALUATORS[key] = (f, TileEvaluator(f, tile, dtype, params, devices))
-    return hit[1]
 
 
 def _devices(devices: Any) -> list:
@@ -301,27 +186,6 @@ def _plan(f: CompiledKernel, x1: np.ndarray, x2: np.ndarray | None, tile: Any, m
     return ev, plan
 
 
-def _progress(progress: Any, total: int, done: int) -> Callable[[int], None]:
-    """An ``advance(k)`` callback: a tqdm bar (progress=True), a user callable(done, total), or nothing."""
-    if callable(progress):
-        state = [done]
-
-        def advance(k: int) -> None:
-            state[0] += k
-            progress(state[0], total)
-        return advance
-    if not progress or total - done <= 1:
-        return lambda k: None
-    from tqdm.auto import tqdm
-    bar = tqdm(total=total, initial=done, desc="gram tiles", unit="tile")
-
-    def advance(k: int) -> None:
-        bar.update(k)
-        if bar.n >= total:
-            bar.close()
-    return advance
-
-
 def gram(net: Any, x1: Any, x2: Any = None, get: Any = "ntk", *, params: Mapping[str, Any] | None = None,
          tile: int | None = None, memory: int | None = None, devices: Any = None, store: Any = None,
          overwrite: bool = False, client: Any = None, workers: int | None = None, processes: bool = False,
@@ -354,7 +218,6 @@ def gram(net: Any, x1: Any, x2: Any = None, get: Any = "ntk", *, params: Mapping
         Without store: the array (``get`` a string) or a :class:`Kernel` with the requested fields.
         With store: the :class:`~kernelalg.GramStore` (``.load()`` assembles the full matrix).
     """
-    from kernelalg.scale._store import GramStore, fingerprint, run_dask
     names, single = normalize_get(get)
     f = compile_kernel(net, names)
     x1, x2 = _prepare(f, x1, x2)
@@ -386,7 +249,7 @@ def run_local(ev: TileEvaluator, plan: GramPlan, x1: np.ndarray, other: np.ndarr
     """Compute the plan's tiles in this process, device-group by device-group, into arrays or a store."""
     run = uuid.uuid4().hex[:12]
     todo = list(plan.tiles) if gs is None else gs.missing()
-    advance = _progress(progress, len(plan.tiles), len(plan.tiles) - len(todo))
+    advance = progress_callback(progress, len(plan.tiles), len(plan.tiles) - len(todo))
     out: dict[str, np.ndarray] = {}
     if gs is None:
         out = {nm: np.empty((plan.n, plan.m), ev.dtype) for nm in ev.f.names}

@@ -30,9 +30,12 @@ import jax
 import sympy as sp
 
 from kernelalg.core import _errors as E
-from kernelalg.core._layer import Layer, _symbol_name, as_layer, check_std
+from kernelalg.core._layer import Layer, as_layer, bind_params, check_std
 from kernelalg.core._program import Assign, Builder, KernelState
-from kernelalg.layers.recurrent._sequences import SequenceState
+from kernelalg.backends import lower_program
+from kernelalg.layers.recurrent._scan import make_op, rnn_apply
+from kernelalg.layers.recurrent._sequences import SEQUENCE_LAYOUT, SequenceState
+from kernelalg.layers.recurrent._symbols import D_PREV, K_IN, K_PREV, KD_IN, KD_PREV, S1, S2, TH_IN, TH_PREV
 
 _READOUTS = ("last", "mean", "sequence")
 
@@ -58,11 +61,6 @@ STANDARD_NEEDS_WIDTHS = (
     "layer with out_dim)."
 )
 
-# Step-map symbols (per time pair). "prev" = (t-1, t'-1); "in" = the layer input at (t, t').
-K_PREV, D_PREV, TH_PREV = sp.symbols("K_prev D_prev Theta_prev", real=True)
-K_IN, TH_IN = sp.symbols("K_in Theta_in", real=True)
-S1, S2 = sp.symbols("S_11 S_22", positive=True)  # S(t, t) of x and S(t', t') of x'
-KD_PREV, KD_IN = sp.symbols("Kdiag_prev Kdiag_in", nonnegative=True)
 
 
 def step_maps(builder: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> dict:
@@ -126,20 +124,18 @@ def recurrent_step_map(layer: Layer, keep_symbols: bool = True) -> dict[str, sp.
         raise E.KernelalgError(f"recurrent_step_map needs a Recurrent layer, got {layer!r}. "
                                "Fix: pass ka.Recurrent(activation, W_std, U_std, b_std).")
     b = Builder(keep_symbols=keep_symbols)
-    p = {k: b.param(1, _symbol_name(k), v, k in layer.positive) for k, v in layer.params if v is not None}
+    p = bind_params(b, layer, 1)
     st = KernelState(sp.Symbol("q1"), sp.Symbol("q2"), sp.Symbol("c"), sp.Integer(0), width=sp.Symbol("d"))
     return step_maps(b, st, p, dict(layer.static))
 
 
 def _lower(outputs: list[sp.Expr]) -> Callable[[dict], list]:
     """CSE + lower a list of step expressions once (JAX); returns env -> [arrays]."""
-    from kernelalg.backends import lower_program
     reps, reduced = sp.cse(outputs, symbols=sp.numbered_symbols("rnn_"), optimizations=None)
     return lower_program([Assign(s, e) for s, e in reps], reduced)
 
 
 def _recurrent_kernel(builder: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
-    from kernelalg.layers.recurrent._scan import make_op
     seq = st.layout
     if not isinstance(seq, SequenceState):
         raise E.LayerOrderError(NOT_SEQUENCE.format(after=st.after))
@@ -186,7 +182,6 @@ def _recurrent_kernel(builder: Builder, st: KernelState, p: Mapping[str, sp.Expr
 
 def _recurrent_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
     """Finite-width twin: the Elman RNN itself (inputs: (N, T, m) arrays or :class:`Sequences`)."""
-    from kernelalg.layers.recurrent._scan import rnn_apply
     m = in_shape[-1]
     n = static["out_dim"] or width
     act: Layer = static["activation"]
@@ -257,7 +252,7 @@ def Recurrent(activation: Layer, W_std: float = 1.0, U_std: float = 1.0, b_std: 
         Alemohammad, Wang, Balestriero, Baraniuk (2021), The Recurrent Neural Tangent Kernel, ICLR.
     """
     act = as_layer(activation) if isinstance(activation, Layer) else None
-    if act is None or act.kernel is None or act.combine is not None or act.input_layout is not None:
+    if act is None or act.role != "activation" or act.kernel is None:
         raise E.KernelalgError(BAD_ACTIVATION.format(got=activation))
     if readout not in _READOUTS:
         raise E.KernelalgError(BAD_READOUT.format(choices=_READOUTS, got=readout))
@@ -276,4 +271,5 @@ def Recurrent(activation: Layer, W_std: float = 1.0, U_std: float = 1.0, b_std: 
     static = (("activation", act), ("readout", readout), ("parameterization", parameterization),
               ("bidirectional", bool(bidirectional)), ("out_dim", None if out_dim is None else int(out_dim)))
     return Layer("Recurrent", _recurrent_kernel, params + act.params, static, _recurrent_finite,
-                 positive=frozenset({"W_std", "U_std", "b_std"}) | act.positive, input_layout="sequence")
+                 positive=frozenset({"W_std", "U_std", "b_std"}) | act.positive, input_layout=SEQUENCE_LAYOUT,
+                 role="recurrent", width_arg="out_dim", asymmetric=act.asymmetric, routes=act.routes)

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from kernelalg.layers.recurrent._recurrent import D_PREV, K_IN, K_PREV, KD_IN, KD_PREV, S1, S2, TH_IN, TH_PREV
+from kernelalg.layers.recurrent._symbols import D_PREV, K_IN, K_PREV, KD_IN, KD_PREV, S1, S2, TH_IN, TH_PREV
 from kernelalg.layers.recurrent._sequences import Sequences
 
 _HI = jax.lax.Precision.HIGHEST

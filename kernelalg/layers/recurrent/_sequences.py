@@ -27,7 +27,7 @@ import numpy as np
 import sympy as sp
 
 from kernelalg.core import _errors as E
-from kernelalg.core._inputs import InputLayout, register_input_layout
+from kernelalg.core._inputs import InputLayout
 from kernelalg.core._program import C, D, Q1, Q2, KernelState
 
 #: Validity masks (1 on a sequence's own steps, 0 on padding): (N, 1, T, 1) and (1, M, 1, T').
@@ -289,5 +289,6 @@ def _seq_env(x1: Sequences, x2: Sequences | None) -> dict:
             GRAM1: g1[:, None], GRAM2: g2[None], SEQ1: a, SEQ2: b}
 
 
-register_input_layout(InputLayout("sequence", 3, _seq_stats, _seq_env,
-                                  rank_fix="reshape to (batch, time, features)", prepare=prepare))
+#: The input layout of recurrent layers: (batch, time, features) arrays or :class:`Sequences`.
+SEQUENCE_LAYOUT = InputLayout("sequence", 3, _seq_stats, _seq_env, rank_fix="reshape to (batch, time, features)",
+                              prepare=prepare)

@@ -28,9 +28,8 @@ import sympy as sp
 
 from kernelalg.core import _errors as E
 from kernelalg.layers.spatial import _grid as S
-from kernelalg.layers.spatial import _inputs  # noqa: F401  (registers the image input layouts)
+from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
 from kernelalg.layers._dense import affine_init
-from kernelalg.finite._twins import register_readout
 from kernelalg.core._layer import Layer, check_std
 from kernelalg.core._program import Builder, KernelState
 
@@ -164,7 +163,4 @@ def Conv(filter_shape: Any, strides: Any = None, padding: str = "VALID", W_std: 
     static = (("filter_shape", filt), ("strides", strides), ("padding", padding),
               ("parameterization", parameterization), ("out_chan", None if out_chan is None else int(out_chan)))
     return Layer("Conv", _conv_kernel, params, static, _conv_finite, positive=frozenset({"W_std", "b_std"}),
-                 input_layout=S.layout_name(len(filt)))
-
-
-register_readout("Conv", "out_chan")  # Conv can be the readout layer of a finite twin (kernelalg.finite._twins)
+                 input_layout=IMAGE_LAYOUTS[len(filt)], role="affine", width_arg="out_chan")

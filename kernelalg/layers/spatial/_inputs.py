@@ -1,7 +1,8 @@
 """Image input layouts (NLC, NHWC, NDHWC): the pre-pass over the network and the input arrays.
 
-Registers the input layouts "spatial1d", "spatial2d", "spatial3d" (inputs (batch, *spatial, channels),
-input kernel x(p).x'(p')/C as neural-tangents). ``plan`` decides, once per network, how its kernel is
+Defines the input layouts "spatial1d", "spatial2d", "spatial3d" (:data:`IMAGE_LAYOUTS`; inputs
+(batch, *spatial, channels), input kernel x(p).x'(p')/C as neural-tangents) that Conv and pooling layers
+declare. ``plan`` decides, once per network, how its kernel is
 stored and evaluated (see :mod:`kernelalg.layers.spatial._grid`).
 """
 
@@ -19,8 +20,7 @@ import sympy as sp
 
 from kernelalg.core import _errors as E
 from kernelalg.backends._compile import check_input
-from kernelalg.core._inputs import InputLayout, register_input_layout
-from kernelalg.core._layer import Layer
+from kernelalg.core._inputs import InputLayout
 from kernelalg.core._program import Q1, Q2, C, D, KernelState
 from kernelalg.layers.spatial._grid import (
     CTX,
@@ -33,8 +33,6 @@ from kernelalg.layers.spatial._grid import (
     own_vars,
 )
 
-POOLS = frozenset({"AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool"})
-READOUTS = frozenset({"Flatten", "GlobalAvgPool", "GlobalSumPool"})
 #: Batch evaluation: automatic tiles keep one per-pair array of the pixel-pair grid below this many bytes.
 TILE_BYTES = 2**27
 
@@ -129,28 +127,32 @@ def _auto_batch(lay: SpatialState, x1: Any, x2: Any) -> int | None:
     return max(1, math.isqrt(max(1, TILE_BYTES // pair)))
 
 
-def plan(net: Layer, ndim: int) -> SpatialState:
+def plan(net: Any, ndim: int) -> SpatialState:
     """Pre-pass over the network (as neural-tangents' ``diagonal_spatial`` requirements).
 
     Full pixel-pair grids iff some layer pools (or the kernel keeps pixel axes), the matching-pixel
     diagonal otherwise (Flatten readout). With exactly one readout, everything before it is evaluated
     pair by pair in chunks (bounded memory, symmetric half when x2 is None).
     """
-    names = [leaf.name for leaf in net.leaves()]
-    pooled = any(n in POOLS for n in names)
-    readouts = sum(n in READOUTS for n in names)
+    needs = [leaf.spatial for leaf in net.leaves() if leaf.spatial is not None]
+    pooled = any(s.pairs for s in needs)
+    readouts = sum(s.readout for s in needs)
     mode = "full" if pooled or not readouts else "diag"
     return SpatialState(ndim, mode, self_grids=pooled, spatial_out=not readouts, chunked=readouts == 1)
 
 
-def _specialize(base: InputLayout, ndim: int, net: Layer) -> InputLayout:
+def _specialize(base: InputLayout, ndim: int, net: Any) -> InputLayout:
     lay = plan(net, ndim)
     return dataclasses.replace(base, stats=partial(_stats, lay), env=partial(_env, lay),
                                auto_batch=partial(_auto_batch, lay), specialize=None)
 
 
-for _k in (1, 2, 3):
-    _base = InputLayout(layout_name(_k), _k + 2, partial(_stats, SpatialState(_k, "full")),
-                        partial(_env, SpatialState(_k, "full")),
-                        rank_fix=f"reshape to (batch, {_AXES[_k]}, channels)", prepare=partial(_prepare, _k))
-    register_input_layout(dataclasses.replace(_base, specialize=partial(_specialize, _base, _k)))
+def _image_layout(k: int) -> InputLayout:
+    base = InputLayout(layout_name(k), k + 2, partial(_stats, SpatialState(k, "full")),
+                       partial(_env, SpatialState(k, "full")),
+                       rank_fix=f"reshape to (batch, {_AXES[k]}, channels)", prepare=partial(_prepare, k))
+    return dataclasses.replace(base, specialize=partial(_specialize, base, k))
+
+
+#: Input layouts of images with 1, 2, 3 spatial axes (NLC, NHWC, NDHWC), by number of spatial axes.
+IMAGE_LAYOUTS: dict[int, InputLayout] = {k: _image_layout(k) for k in (1, 2, 3)}

@@ -35,6 +35,8 @@ import sympy as sp
 from kernelalg.layers.spatial import _grid as S
 from kernelalg.core._program import Q1, Q2, Builder, C, Op, KernelState
 from kernelalg.layers.spatial._inputs import pair_inputs
+from kernelalg.backends import JAX_TABLE, run_program
+from kernelalg.backends._walker import evaluate as walk
 
 #: Pixel-pair entries per chunk (per array): 2^18 entries = 2 MB in float64 (stays in cache).
 CHUNK_ELEMS = 2**18
@@ -65,9 +67,7 @@ def wrap_readout(b: Builder, st: KernelState, lay: S.SpatialState, reduce: Calla
     Returns:
         [var1 (N, 1), var2 (1, M), cov (N, M), ntk (N, M) or 0] (+ [npix]).
     """
-    seg = tuple(b.program)
-    del b.program[:]
-    del b.blocks[:]  # the segment's layer blocks now live inside the chunked Op (their indices are stale)
+    seg = b.take_program()  # the segment now lives inside the chunked Op
     free = _free_symbols(seg)
     pools = [(ins.fn.pool_key, ins.targets[-1]) for ins in seg
              if isinstance(ins, Op) and getattr(ins.fn, "pool_key", None) is not None]
@@ -119,8 +119,6 @@ def _map_pairs(body: Callable, total: int, size: int) -> Any:
 
 def _run(seg: tuple, lay: S.SpatialState, st: KernelState, reduce: Callable, free: list, pools: list, asym: bool,
          has_ntk: bool, npix: bool, img1: jax.Array, img2: jax.Array | None, *free_vals: Any) -> tuple:
-    from kernelalg.backends import JAX_TABLE, run_program
-    from kernelalg.backends._walker import evaluate as walk
     shared = _shared_transcendentals(seg)
     base = dict(zip(free, free_vals))
     sym = img2 is None

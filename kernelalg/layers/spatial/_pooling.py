@@ -28,8 +28,8 @@ import sympy as sp
 from kernelalg.core import _errors as E
 from kernelalg.layers.spatial import _grid as S
 from kernelalg.layers.spatial._conv import circular_pad, conv_out_shape
-from kernelalg.finite._twins import register_transparent
-from kernelalg.core._layer import Layer
+from kernelalg.core._layer import Layer, Spatial
+from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
 from kernelalg.core._program import Builder, KernelState
 from kernelalg.layers.spatial._pairs import wrap_readout
 
@@ -121,7 +121,7 @@ def _pool_layer(name: str, avg: bool, window_shape: Any, strides: Any, padding: 
     if avg:
         static += (("normalize_edges", bool(normalize_edges)),)
     return Layer(name, _pool_kernel(name, avg), static=static, finite=_pool_finite(avg),
-                 input_layout=S.layout_name(len(window)))
+                 input_layout=IMAGE_LAYOUTS[len(window)], role="pooling", spatial=Spatial(pairs=True))
 
 
 def AvgPool(window_shape: Any, strides: Any = None, padding: str = "VALID", normalize_edges: bool = False) -> Layer:
@@ -179,12 +179,14 @@ def _global_finite(avg: bool):
 
 def GlobalAvgPool() -> Layer:
     """Average over all spatial positions (readout): the kernel is the mean over all pixel pairs."""
-    return Layer("GlobalAvgPool", _global_kernel("GlobalAvgPool", True), finite=_global_finite(True))
+    return Layer("GlobalAvgPool", _global_kernel("GlobalAvgPool", True), finite=_global_finite(True),
+                 role="pooling", spatial=Spatial(pairs=True, readout=True))
 
 
 def GlobalSumPool() -> Layer:
     """Sum over all spatial positions (readout): the kernel is the sum over all pixel pairs."""
-    return Layer("GlobalSumPool", _global_kernel("GlobalSumPool", False), finite=_global_finite(False))
+    return Layer("GlobalSumPool", _global_kernel("GlobalSumPool", False), finite=_global_finite(False),
+                 role="pooling", spatial=Spatial(pairs=True, readout=True))
 
 
 # ------------------------------------------------------------------------------------------------ Flatten
@@ -227,8 +229,4 @@ def _flatten_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape:
 def Flatten() -> Layer:
     """Flatten (batch, *spatial, channels) to (batch, features) (readout): the kernel is the mean over
     matching pixels p = p', so ``Flatten() >> Dense()`` is a dense layer with fan-in H W C."""
-    return Layer("Flatten", _flatten_kernel, finite=_flatten_finite)
-
-
-for _name in ("AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten"):
-    register_transparent(_name)  # linear and parameter-free: may follow the readout layer of a finite twin
+    return Layer("Flatten", _flatten_kernel, finite=_flatten_finite, role="reshape", spatial=Spatial(readout=True))

@@ -1,0 +1,34 @@
+"""The catalogue of layer constructors: every public function of a layer module that returns a Layer.
+
+The architecture parser (:mod:`kernelalg.layers._parse`) accepts exactly these names, and the command
+line's ``kernelalg layers`` lists them; a new layer module is added to :data:`MODULES` and nothing else.
+"""
+
+from __future__ import annotations
+
+import inspect
+from types import ModuleType
+from typing import Callable
+
+from kernelalg.core import _layer
+from kernelalg.core._layer import Layer
+from kernelalg.layers import _activations, _dense, _elementwise, _surrogate
+from kernelalg.layers.recurrent import _recurrent
+from kernelalg.layers.spatial import _conv, _pooling
+
+#: The modules whose public Layer-returning functions are layer constructors.
+MODULES: tuple[ModuleType, ...] = (_layer, _dense, _activations, _elementwise, _surrogate, _conv, _pooling,
+                                   _recurrent)
+
+
+def constructors() -> dict[str, Callable[..., Layer]]:
+    """Name -> constructor, for functions defined in :data:`MODULES` and annotated ``-> Layer``."""
+    out: dict[str, Callable[..., Layer]] = {}
+    for mod in MODULES:
+        for name, fn in vars(mod).items():
+            if name.startswith("_") or not inspect.isfunction(fn) or fn.__module__ != mod.__name__:
+                continue
+            ret = fn.__annotations__.get("return")
+            if ret is Layer or ret == "Layer":
+                out[name] = fn
+    return dict(sorted(out.items()))
