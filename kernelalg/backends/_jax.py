@@ -9,6 +9,7 @@ pi - theta), so the dropped terms are the ones that cancel and the gradient is t
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import jax
@@ -176,6 +177,29 @@ def _heaviside(x: Any, h0: Any = 0.5) -> Any:
     return jnp.where(x > 0, 1.0, jnp.where(x < 0, 0.0, h0)).astype(jnp.result_type(x, float))
 
 
+def _product(num: list, den: list) -> Any:
+    """A product num[0] ... / den[0] ... evaluated by increasing array size: scalars first, then each per-sample
+    group (shape (N, 1), then (1, M)) with its own denominators, the per-pair factors last.
+
+    Per-sample factors meet the pair arrays once (fewer per-pair operations), and per-sample ratios such as
+    s / (1 + s) are formed before any per-pair product, so a scaled dual (``kernelalg.core._duals``) has no
+    intermediate larger than its result (s11 s22 / ((1 + s11)(1 + s22)) never forms s11 s22).
+    """
+    groups: dict[tuple, tuple[list, list]] = {}
+    for values, slot in ((num, 0), (den, 1)):
+        for v in values:
+            groups.setdefault(jnp.shape(v), ([], []))[slot].append(v)
+    out = None
+    for shape in sorted(groups, key=lambda sh: (math.prod(sh), sh)):
+        nums, dens = groups[shape]
+        for i in range(max(len(nums), len(dens))):
+            if i < len(nums):
+                out = nums[i] if out is None else out * nums[i]
+            if i < len(dens):
+                out = 1 / dens[i] if out is None else out / dens[i]
+    return out
+
+
 def _reduce(fn: Callable[[Any, Any], Any]) -> Callable[..., Any]:
     def red(*args: Any) -> Any:
         out = args[0]
@@ -196,6 +220,7 @@ JAX_TABLE = Table(
     },
     const=lambda c: float(c),
     power=_power,
+    product=_product,
 )
 
 

@@ -29,6 +29,8 @@ class Table:
         add: Binary addition.
         mul: Binary multiplication.
         div: Binary division.
+        product: Optional (numerator values, denominator values) -> their quotient, for backends that choose
+            the order of a product (None: left to right, then the divisions).
     """
 
     name: str
@@ -38,6 +40,7 @@ class Table:
     add: Callable[[Any, Any], Any] = field(default=lambda a, b: a + b)
     mul: Callable[[Any, Any], Any] = field(default=lambda a, b: a * b)
     div: Callable[[Any, Any], Any] = field(default=lambda a, b: a / b)
+    product: Callable[[list, list], Any] | None = None
 
     def lookup(self, expr: sp.Basic) -> Callable[..., Any]:
         own = getattr(type(expr), "lowering", None)
@@ -71,13 +74,9 @@ def evaluate(expr: sp.Basic, env: Mapping[sp.Symbol, Any], table: Table,
             for t in terms[1:]:
                 out = table.add(out, t)
         elif e.is_Mul:
-            num = [a for a in e.args if not (a.is_Pow and a.exp == -1)]
-            den = [a.base for a in e.args if a.is_Pow and a.exp == -1]
-            out = ev(num[0]) if num else table.const(sp.Integer(1))
-            for a in num[1:]:
-                out = table.mul(out, ev(a))
-            for a in den:
-                out = table.div(out, ev(a))
+            num = [ev(a) for a in e.args if not (a.is_Pow and a.exp == -1)]
+            den = [ev(a.base) for a in e.args if a.is_Pow and a.exp == -1]
+            out = table.product(num, den) if table.product is not None else _fold(table, num, den)
         elif e.is_Pow:
             out = table.power(ev(e.base), e.exp) if e.exp.is_Number else table.lookup(e)(ev(e.base), ev(e.exp))
         else:
@@ -86,6 +85,16 @@ def evaluate(expr: sp.Basic, env: Mapping[sp.Symbol, Any], table: Table,
         return out
 
     return ev(expr)
+
+
+def _fold(table: Table, num: list, den: list) -> Any:
+    """num[0] * num[1] * ... / den[0] / den[1] / ..., left to right."""
+    out = num[0] if num else table.const(sp.Integer(1))
+    for a in num[1:]:
+        out = table.mul(out, a)
+    for a in den:
+        out = table.div(out, a)
+    return out
 
 
 def run_program(program: Sequence[Instruction], env: dict[sp.Symbol, Any], table: Table) -> dict:
