@@ -48,10 +48,13 @@ def safe_rsqrt(x: jax.Array) -> jax.Array:
 
 @safe_rsqrt.defjvp
 def _safe_rsqrt_jvp(primals: tuple, tangents: tuple) -> tuple:
+    """Derivative -y^3/2 where x > 0, else 0. The cube is formed only where x > 0 (rsqrt(tiny)^3 is inf, and
+    the transpose of a ``where`` multiplies the unselected branch's factor by a zero cotangent: inf * 0 = NaN)."""
     (x,), (t,) = primals, tangents
     y = safe_rsqrt(x)
     pos = x > 0
-    return y, jnp.where(pos, -0.5 * t * y**3, jnp.zeros_like(t))
+    ys = jnp.where(pos, y, 0)
+    return y, jnp.where(pos, -0.5 * t * (ys * ys * ys), jnp.zeros_like(t))
 
 
 def _clip_unit(x: jax.Array) -> jax.Array:
@@ -143,22 +146,17 @@ def _safe_arcsin_jvp(primals: tuple, tangents: tuple) -> tuple:
     return safe_arcsin(x), jnp.where(inside, t / den, jnp.zeros_like(t))
 
 
-def _smaller(a: Any, b: Any) -> bool:
-    """Whether ``a`` has fewer elements than ``b`` (a broadcast factor, e.g. a per-sample variance)."""
-    return jnp.size(a) < jnp.size(b)
-
-
 def snapped_corr(s11: jax.Array, s12: jax.Array, s22: jax.Array) -> jax.Array:
     """rho = s12 / sqrt(s11 s22), clipped to [-1, 1] and snapped to +-1 within 512 ulps.
 
     Rounding makes rho of identical inputs 1 - O(eps); the arc-cosine duals' square-root singularity
-    would amplify that to O(sqrt(eps)) per layer. Snapping restores the exact values there; the gradient
-    of rho is 0 at snapped points, which is exact for parallel inputs (rho is maximal there).
+    would amplify that to O(sqrt(eps)) per layer, and where the correlation map is expanding (the chaotic
+    phase) the diagonal would drift away from the variance map. Snapping restores the exact values there;
+    the gradient of rho is 0 at snapped points, which is exact for parallel inputs (rho is maximal there).
+    The two rsqrts are taken separately (per sample when the variances are per-sample arrays): s11 s22 would
+    overflow float32 at variances of 2e19.
     """
-    if _smaller(s11, s12) and _smaller(s22, s12):  # per-sample variances: N + M rsqrts instead of N M
-        rho = s12 * (safe_rsqrt(s11) * safe_rsqrt(s22))
-    else:
-        rho = s12 * safe_rsqrt(s11 * s22)
+    rho = s12 * (safe_rsqrt(s11) * safe_rsqrt(s22))
     tol = 512 * jnp.finfo(jnp.result_type(rho, float)).eps
     return jnp.where(jnp.abs(rho) > 1 - tol, jnp.sign(rho), rho)
 
