@@ -29,7 +29,7 @@ from kernelalg.cli._io import OUT_SUFFIX, load_array, open_npy
 from kernelalg.cli._outputs import staged_folder, terminate_as_interrupt
 from kernelalg.cli._spectrum_report import spectrum_command
 from kernelalg.cli._verify_report import VerifyConfig, run_verify
-from kernelalg.core._errors import KernelalgError
+from kernelalg.core._errors import InternalError, KernelalgError
 from kernelalg.core._inputs import layout_of
 from kernelalg.core._program import Op
 from kernelalg.core._symbolic import symbolic, trace
@@ -377,7 +377,7 @@ _COMMANDS = {"formula": cmd_formula, "kernel": cmd_kernel, "verify": cmd_verify,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line. Returns the exit status (0 ok, 1 a verification failed, 2 bad input)."""
+    """Run the command line. Returns the exit status (0 ok, 1 a verification failed, 2 bad input, 70 an internal error)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -394,3 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"kernelalg {args.command}: interrupted", file=sys.stderr)
         return 130
+    except InternalError as err:  # a bug of kernelalg, not of the input: say so, with the exit code for it
+        print(f"kernelalg {args.command}: internal error (a kernelalg bug, please report it): {err}",
+              file=sys.stderr)
+        return 70
