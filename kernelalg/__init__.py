@@ -33,7 +33,8 @@ from kernelalg.scale._gram import GramPlan, gram, plan_gram
 from kernelalg.scale._store import GramStore, open_gram
 from kernelalg.layers._parse import parse
 
-from kernelalg._version import __version__  # noqa: E402
+from kernelalg._version import __version__
+from kernelalg.layers._catalogue import constructors as _constructors
 
 __all__ = [
     # layers
@@ -57,3 +58,8 @@ __all__ = [
     # errors
     "KernelalgError", "InputError", "LayerOrderError", "LoweringError",
 ]
+
+# Every layer constructor of the catalogue is public: a constructor added to a family module needs no edit
+# here (the explicit imports above are for readers and IDEs).
+globals().update(_constructors())
+__all__ += sorted(set(_constructors()) - set(__all__))

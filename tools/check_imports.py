@@ -25,7 +25,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "kernelalg"
 FLOORS = {"core": 0, "backends": 1, "layers": 2, "finite": 3, "scale": 4, "analysis": 5, "cli": 6}
 FACE = {"kernelalg", "kernelalg.strategies", "kernelalg.__main__"}
 #: Leaf modules of the top-level package that import nothing of kernelalg (usable from any floor).
@@ -34,26 +33,25 @@ OPTIONAL = {"distributed", "dask", "zarr", "hypothesis", "sklearn", "pyts", "tqd
             "numcodecs", "psutil", "resource", "jax.experimental"}
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def resolve(mod: str, is_pkg: bool, node: ast.ImportFrom) -> list[str]:
+def resolve(mod: str, is_pkg: bool, node: ast.ImportFrom) -> tuple[str, list[str]]:
+    """(the module named after ``from``, the names it imports prefixed by it) of an ImportFrom."""
     if node.level == 0:
         base = node.module or ""
     else:
         pkg = mod.split(".") if is_pkg else mod.split(".")[:-1]
         pkg = pkg[:len(pkg) - (node.level - 1)]
         base = ".".join(pkg + ([node.module] if node.module else []))
-    if node.module is None or node.level and not node.module:
-        return [f"{base}.{a.name}" for a in node.names]
-    return [base] + [f"{base}.{a.name}" for a in node.names]
+    return base, [f"{base}.{a.name}" for a in node.names]
 
 
-def imports(path: Path) -> tuple[list[tuple[str, int, bool]], str]:
+def imports(path: Path, root: Path = ROOT) -> tuple[list[tuple[str, int, bool]], str]:
     """(imported name, line, inside a function) for every import of ``path``."""
-    mod = module_name(path)
+    mod = module_name(path, root)
     tree = ast.parse(path.read_text(), str(path))
     out: list[tuple[str, int, bool]] = []
 
@@ -63,7 +61,12 @@ def imports(path: Path) -> tuple[list[tuple[str, int, bool]], str]:
             if isinstance(child, ast.Import):
                 out.extend((a.name, child.lineno, local) for a in child.names)
             elif isinstance(child, ast.ImportFrom):
-                out.extend((n, child.lineno, local) for n in resolve(mod, path.name == "__init__.py", child))
+                base, names = resolve(mod, path.name == "__init__.py", child)
+                # ``from pkg import mod`` imports the submodule, not the package's face
+                out.extend((n, child.lineno, local) for n in names if n in MODULES or n.rsplit(".", 1)[0] != base
+                           or base not in MODULES)
+                if not any(n in MODULES for n in names):
+                    out.append((base, child.lineno, local))
             visit(child, inner)
 
     visit(tree, False)
@@ -79,16 +82,22 @@ def floor(mod: str) -> int | None:
     return FLOORS.get(parts[1]) if len(parts) > 1 else None
 
 
-def check() -> list[str]:
-    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+MODULES: set[str] = set()
+
+
+def check(root: Path = ROOT) -> list[str]:
+    """Every violation of the rules in the module docstring, for the package ``root/kernelalg``."""
+    modules = {module_name(p, root): p for p in (root / "kernelalg").rglob("*.py")}
+    MODULES.clear()
+    MODULES.update(modules)
     errors: list[str] = []
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for mod, path in sorted(modules.items()):
-        found, _ = imports(path)
+        found, _ = imports(path, root)
         seen: set[tuple[int, str]] = set()
         for name, line, local in found:
             top = name.split(".")[0]
-            where = f"{path.relative_to(ROOT)}:{line}"
+            where = f"{path.relative_to(root)}:{line}"
             if top != "kernelalg":
                 if local and not any(name == o or name.startswith(o + ".") for o in OPTIONAL):
                     errors.append(f"{where}: function-local import of {name} (only optional dependencies may be "

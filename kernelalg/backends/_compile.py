@@ -17,9 +17,10 @@ import sympy as sp
 
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, as_layer
-from kernelalg.core._inputs import layout_of
+from kernelalg.core._inputs import InputLayout, layout_of
 from kernelalg.core._program import C, D, Q1, Q2
 from kernelalg.core._symbolic import SymbolicKernel, trace
+from kernelalg.core._tiles import check_tile, run_tiles
 from kernelalg.backends._jax import lower_program
 import mpmath
 from kernelalg.backends._reference import MPMATH_TABLE, NUMPY_TABLE, evaluate_program
@@ -87,6 +88,23 @@ def check_input(name: str, x: Any, feature_fix: str = "reshape to (batch, featur
         bad = np.argwhere(~finite)
         raise E.InputError(E.NON_FINITE.format(name=name, count=len(bad), index=tuple(int(i) for i in bad[0])))
     return x
+
+
+def check_inputs(layout: InputLayout, x1: Any, x2: Any = None) -> tuple[Any, Any]:
+    """The one input checker: validate (and convert) a pair of inputs for a network of input ``layout``.
+
+    The layout's own ``prepare`` (images, ``ka.Sequences``) or the default array check of
+    :func:`check_input` on each input, then the same per-sample shape for x1 and x2. Used by compiled
+    kernels, ``ka.gram``, Monte Carlo and the command line.
+    """
+    if layout.prepare is not None:  # layout-specific validation (e.g. ka.Sequences containers)
+        return layout.prepare(x1, x2)
+    x1 = check_input("x1", x1, layout.rank_fix, layout.rank)
+    if x2 is not None:
+        x2 = check_input("x2", x2, layout.rank_fix, layout.rank)
+        if x1.shape[1:] != x2.shape[1:]:
+            raise E.InputError(E.FEATURE_MISMATCH.format(d1=x1.shape[1:], d2=x2.shape[1:]))
+    return x1, x2
 
 
 @contextlib.contextmanager
@@ -170,19 +188,13 @@ class CompiledKernel:
             batch_size: If given, evaluate in tiles of at most batch_size x batch_size input pairs, so that
                 memory stays bounded for any N, M (outputs are NumPy arrays then).
         """
-        if self.layout.prepare is not None:  # layout-specific validation (e.g. ka.Sequences containers)
-            x1, x2 = self.layout.prepare(x1, x2)
-        else:
-            rank, fix = self.layout.rank, self.layout.rank_fix
-            x1 = check_input("x1", x1, fix, rank)
-            if x2 is not None:
-                x2 = check_input("x2", x2, fix, rank)
-                if x1.shape[1:] != x2.shape[1:]:
-                    raise E.InputError(E.FEATURE_MISMATCH.format(d1=x1.shape[1:], d2=x2.shape[1:]))
+        x1, x2 = check_inputs(self.layout, x1, x2)
         if batch_size is None and self.layout.auto_batch is not None and not _is_tracer(x1):
             batch_size = self.layout.auto_batch(x1, x2)  # e.g. conv nets: bounded pixel-pair tiles
-        if batch_size is not None and not _is_tracer(x1) and max(len(x1), len(x1 if x2 is None else x2)) > batch_size:
-            return self._tiled(x1, x2, params, int(batch_size))
+        if batch_size is not None and not _is_tracer(x1):
+            batch_size = check_tile(batch_size)
+            if max(len(x1), len(x1 if x2 is None else x2)) > batch_size:
+                return self._tiled(x1, x2, params, batch_size)
         p = self._params(params)
         with precision_of(x1, x2):
             if x2 is not None and x2.dtype != x1.dtype:
@@ -196,34 +208,35 @@ class CompiledKernel:
         return out[0] if len(out) == 1 else tuple(out)
 
     def _tiled(self, x1: Any, x2: Any, params: Mapping[str, Any] | None, bs: int) -> Any:
-        """Tile over blocks of rows; with x2 None only blocks j >= i are computed and mirrored
-        (unless the kernel is asymmetric, e.g. a surrogate-gradient NTK: then every block is computed)."""
+        """Evaluate tile by tile (:func:`kernelalg.core._tiles.run_tiles`); with x2 None only tiles j >= i are
+        computed and mirrored (unless the kernel is asymmetric, e.g. a surrogate-gradient NTK: then every
+        tile is computed)."""
         sym = x2 is None and not self.symbolic.asymmetric
-        x2 = x1 if (x2 is None and not sym) else x2
-        other = x1 if sym else x2
+        other = x1 if x2 is None else x2
         n, m = len(x1), len(other)
+        names = (self.names[0],) if self.single else self.names
         results: dict[str, np.ndarray] = {}
-        for i in range(0, n, bs):
-            for j in range(i if sym else 0, m, bs):
-                a, b = x1[i:i + bs], other[j:j + bs]
-                out = self(a, None if (sym and i == j) else b, params)
-                outs = out if isinstance(out, tuple) and self._n_out > 1 else (out,)
-                for k, o in enumerate(outs):
-                    for name in (self.names if not self.single else (self.names[0],)):
-                        blk = np.asarray(getattr(o, name) if not self.single else o)
-                        key = f"{k}.{name}"
-                        if key not in results:
-                            results[key] = np.empty((n, m) + blk.shape[2:], blk.dtype)
-                        results[key][i:i + bs, j:j + bs] = blk
-                        if sym and j > i:
-                            results[key][j:j + bs, i:i + bs] = np.swapaxes(blk, 0, 1)
-                    if not self.single:
-                        results.setdefault(f"{k}.cov1", np.empty(n, np.asarray(o.cov1).dtype))
-                        results.setdefault(f"{k}.cov2", np.empty(m, np.asarray(o.cov2).dtype))
-                        if j == (i if sym else 0):
-                            results[f"{k}.cov1"][i:i + bs] = np.asarray(o.cov1)
-                        if i == 0 or sym:
-                            results[f"{k}.cov2"][j:j + bs] = np.asarray(o.cov2)
+
+        def compute(i: int, j: int) -> dict:
+            out = self(x1[i:i + bs], None if (sym and i == j) else other[j:j + bs], params)
+            outs = out if isinstance(out, tuple) and self._n_out > 1 else (out,)
+            blocks = {}
+            for k, o in enumerate(outs):
+                for name in names:
+                    blocks[f"{k}.{name}"] = getattr(o, name) if not self.single else o
+                if not self.single:
+                    if j == (i if sym else 0):
+                        _put(results, f"{k}.cov1", (n,), i, np.asarray(o.cov1))
+                    if i == 0 or sym:
+                        _put(results, f"{k}.cov2", (m,), j, np.asarray(o.cov2))
+            return blocks
+
+        def write(key: str, i: int, j: int, blk: np.ndarray) -> None:
+            if key not in results:
+                results[key] = np.empty((n, m) + blk.shape[2:], blk.dtype)
+            results[key][i:i + blk.shape[0], j:j + blk.shape[1]] = blk
+
+        run_tiles(compute, n, m, bs, sym, write)
         outs = []
         for k in range(self._n_out):
             if self.single:
@@ -235,6 +248,12 @@ class CompiledKernel:
 
     def __repr__(self) -> str:
         return f"CompiledKernel({self.net!r}, get={self.get!r})"
+
+
+def _put(results: dict, key: str, shape: tuple, start: int, vals: np.ndarray) -> None:
+    if key not in results:
+        results[key] = np.empty(shape, vals.dtype)
+    results[key][start:start + len(vals)] = vals
 
 
 def _full(arr: Any, lead: tuple[int, int], dtype: Any) -> jax.Array:

@@ -7,11 +7,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from kernelalg.cli._outputs import check_parent, temporary_beside
 from kernelalg.core._errors import InputError, KernelalgError
 
 BAD_SUFFIX = ("Cannot read {path!r}: unknown file type {suffix!r}. Fix: pass a .npy file (np.save) or a "
@@ -64,36 +67,44 @@ def load_array(path: str, name: str = "X", dtype: str = "auto") -> np.ndarray:
     return np.ascontiguousarray(x, dtype=target)
 
 
-def tile_plan(n: int, m: int, bs: int, symmetric: bool) -> list[tuple[int, int]]:
-    """Row/column offsets of the tiles to compute (upper triangle only when symmetric)."""
-    return [(i, j) for i in range(0, n, bs) for j in range(i if symmetric else 0, m, bs)]
-
-
 class _NpySink:
+    """Memory-mapped .npy outputs written under temporary names; renamed only when complete (:meth:`close`),
+    removed by :meth:`abort` (an interrupted run leaves no file that loads like a finished kernel)."""
+
     def __init__(self, path: Path, names: Sequence[str], shape: tuple, dtype: Any, overwrite: bool):
+        check_parent(path)
         self.paths = {nm: path if len(names) == 1 else path.with_name(f"{path.stem}.{nm}.npy") for nm in names}
         for p in self.paths.values():
             if p.exists() and not overwrite:
                 raise KernelalgError(OUT_EXISTS.format(path=p))
-        self.maps = {nm: np.lib.format.open_memmap(p, mode="w+", dtype=dtype, shape=shape)
-                     for nm, p in self.paths.items()}
+        self.temps = {nm: temporary_beside(p) for nm, p in self.paths.items()}
+        self.maps: dict[str, np.memmap] = {}
+        try:
+            for nm, p in self.temps.items():
+                self.maps[nm] = np.lib.format.open_memmap(p, mode="w+", dtype=dtype, shape=shape)
+        except BaseException:
+            self.abort()
+            raise
 
-    def done(self, tile: tuple[int, int]) -> bool:
-        return False
-
-    def write(self, tile: tuple[int, int], blocks: dict, mirror: bool) -> None:
-        i, j = tile
-        for nm, blk in blocks.items():
-            mm = self.maps[nm]
-            mm[i:i + blk.shape[0], j:j + blk.shape[1]] = blk
-            if mirror:
-                mm[j:j + blk.shape[1], i:i + blk.shape[0]] = np.swapaxes(blk, 0, 1)
+    def put(self, name: str, i: int, j: int, blk: np.ndarray) -> None:
+        """Write one block at rows i.., columns j.. (the tiler's ``write``)."""
+        self.maps[name][i:i + blk.shape[0], j:j + blk.shape[1]] = blk
 
     def close(self) -> dict[str, str]:
+        """Flush and rename the complete files to their final names."""
         for mm in self.maps.values():
             mm.flush()
         self.maps.clear()
+        for nm, p in self.paths.items():
+            os.replace(self.temps[nm], p)
         return {nm: str(p) for nm, p in self.paths.items()}
+
+    def abort(self) -> None:
+        """Remove this run's temporary files (kernelalg created them; nothing else is touched)."""
+        self.maps.clear()
+        for p in self.temps.values():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
 
 
 def open_npy(path: str, names: Sequence[str], shape: tuple, dtype: Any, overwrite: bool) -> _NpySink:

@@ -19,24 +19,24 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from kernelalg.core._errors import KernelalgError
-from kernelalg._version import __version__
-import sympy as sp
-from kernelalg.core._program import Op
 import numpy as np
-from kernelalg.core._symbolic import trace
+import sympy as sp
+
+from kernelalg._version import __version__
 from kernelalg.backends import NUMPY_TABLE, evaluate_program
-from kernelalg.layers._parse import parse
-from kernelalg.core._symbolic import symbolic
-from kernelalg.cli._io import OUT_SUFFIX, load_array
-from kernelalg.scale._store import open_gram
-from kernelalg.scale._gram import gram
 from kernelalg.backends._compile import compile as compile_kernel
-from kernelalg.cli._io import open_npy, tile_plan
-from kernelalg.core._inputs import layout_of
-from kernelalg.cli._verify_report import VerifyConfig, run_verify
+from kernelalg.cli._io import OUT_SUFFIX, load_array, open_npy
+from kernelalg.cli._outputs import staged_folder, terminate_as_interrupt
 from kernelalg.cli._spectrum_report import spectrum_command
-from kernelalg.layers._parse import FORMULA_FUNCTIONS, _signature, layer_constructors
+from kernelalg.cli._verify_report import VerifyConfig, run_verify
+from kernelalg.core._errors import InternalError, KernelalgError
+from kernelalg.core._inputs import layout_of
+from kernelalg.core._program import Op
+from kernelalg.core._symbolic import symbolic, trace
+from kernelalg.core._tiles import run_tiles, tile_offsets
+from kernelalg.layers._parse import FORMULA_FUNCTIONS, _signature, layer_constructors, parse
+from kernelalg.scale._gram import gram
+from kernelalg.scale._store import open_gram
 
 DEFAULT_ARCH = "Dense(1.5, 0.05) >> Relu() >> Dense(1.5, 0.05)"
 NO_SYMBOL = ("--at {name}=...: unknown symbol {name!r}. Fix: use the input symbols q1, q2, c, d or the "
@@ -316,16 +316,25 @@ def _kernel_npy(args: argparse.Namespace, net: Any, x1: Any, x2: Any, names: tup
     symmetric = x2 is None and not f.symbolic.asymmetric
     other = x1 if x2 is None else x2
     n, m = len(x1), len(other)
-    tiles = tile_plan(n, m, bs, symmetric)
-    sink = open_npy(args.output, names, (n, m), x1.dtype, args.overwrite)
+    total = len(tile_offsets(n, m, bs, symmetric))
+    pad = total > 1  # equal tile shapes: one compilation for all tiles
     from tqdm.auto import tqdm
-    pad = len(tiles) > 1  # equal tile shapes: one compilation for all tiles
-    for i, j in tqdm(tiles, desc="kernel tiles", unit="tile", disable=args.no_progress or len(tiles) <= 1):
+
+    def compute(i: int, j: int) -> dict:
         a, b = x1[i:i + bs], other[j:j + bs]
-        diag = symmetric and i == j
-        k = f(_pad(a, bs) if pad else a, None if diag else (_pad(b, bs) if pad else b))
-        blocks = {name: np.asarray(getattr(k, name))[:len(a), :len(b)] for name in names}
-        sink.write((i, j), blocks, mirror=symmetric and j > i)
+        k = f(_pad(a, bs) if pad else a, None if symmetric and i == j else (_pad(b, bs) if pad else b))
+        return {name: np.asarray(getattr(k, name))[:len(a), :len(b)] for name in names}
+
+    sink = open_npy(args.output, names, (n, m), x1.dtype, args.overwrite)
+    bar = tqdm(total=total, desc="kernel tiles", unit="tile", disable=args.no_progress or total <= 1)
+    try:
+        with terminate_as_interrupt():
+            run_tiles(compute, n, m, bs, symmetric, sink.put, advance=bar.update)
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        bar.close()
     for name, path in sink.close().items():
         print(f"wrote {name} ({n} x {m}) to {path}")
 
@@ -338,7 +347,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     cfg = VerifyConfig.make(arch=args.arch, data=args.data, n=args.n, dim=args.dim, widths=args.widths,
                             samples=args.samples, steps=args.steps, out=args.out, seed=args.seed,
                             quick=args.quick, progress=not args.no_progress)
-    summary = run_verify(net, cfg)
+    with terminate_as_interrupt(), staged_folder(Path(cfg.out)) as stage:
+        summary = run_verify(net, cfg, out_dir=stage)
     print(summary.text())
     return 0 if summary.passed else 1
 
@@ -367,7 +377,7 @@ _COMMANDS = {"formula": cmd_formula, "kernel": cmd_kernel, "verify": cmd_verify,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line. Returns the exit status (0 ok, 1 a verification failed, 2 bad input)."""
+    """Run the command line. Returns the exit status (0 ok, 1 a verification failed, 2 bad input, 70 an internal error)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -384,3 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"kernelalg {args.command}: interrupted", file=sys.stderr)
         return 130
+    except InternalError as err:  # a bug of kernelalg, not of the input: say so, with the exit code for it
+        print(f"kernelalg {args.command}: internal error (a kernelalg bug, please report it): {err}",
+              file=sys.stderr)
+        return 70

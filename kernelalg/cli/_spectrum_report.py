@@ -16,7 +16,7 @@ import numpy as np
 from kernelalg.cli._checks import Check, _close
 from kernelalg.core._errors import KernelalgError
 import kernelalg.analysis as analysis
-from kernelalg.core._inputs import layout_of
+from kernelalg.core._inputs import DENSE, layout_of
 
 #: Tolerance of the trace identity (the tail beyond kmax is a fitted power law, good to ~1e-4).
 TRACE_RTOL = 1e-3
@@ -44,7 +44,7 @@ def _analysis() -> tuple[Any, Any]:
 
 def _check_dense(net: Any, arch: str) -> None:
     layout = layout_of(net)
-    if layout.name != "dense":
+    if layout is not DENSE:
         raise KernelalgError(NOT_DENSE.format(arch=arch, layout=layout.name))
 
 

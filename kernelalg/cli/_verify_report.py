@@ -43,7 +43,7 @@ from kernelalg.finite._montecarlo import extrapolate
 from kernelalg.backends._compile import kernel
 from kernelalg.cli._io import load_data
 from kernelalg.cli._spectrum_report import check_spectrum
-from kernelalg.core._inputs import layout_of
+from kernelalg.core._inputs import DENSE, layout_of
 from kernelalg.analysis._loss import gd_loss
 
 DEFAULTS = {"n": 24, "widths": (64, 256, 1024, 4096), "samples": 32, "steps": 200}
@@ -274,17 +274,18 @@ def _plot_loss(path: Path, pred: np.ndarray, means: list, ses: list, widths: Seq
 # ----------------------------------------------------------------------------------------- run
 
 
-def run_verify(net: Any, cfg: VerifyConfig) -> Summary:
-    """Run every check of ``kernelalg verify`` and write the report folder ``cfg.out``."""
+def run_verify(net: Any, cfg: VerifyConfig, out_dir: Path | None = None) -> Summary:
+    """Run every check of ``kernelalg verify`` and write the report folder ``cfg.out`` (or ``out_dir``: the
+    command line stages the report there and swaps it into ``cfg.out`` when the run ends)."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    layout = layout_of(net).name
-    if layout != "dense":
-        raise KernelalgError(NOT_VECTOR.format(arch=cfg.arch, layout=layout))
+    layout = layout_of(net)
+    if layout is not DENSE:
+        raise KernelalgError(NOT_VECTOR.format(arch=cfg.arch, layout=layout.name))
     x, y, desc = load_data(cfg.data, cfg.n, cfg.dim, cfg.seed)
     exact = kernel(net, x, None, ("nngp", "ntk"))
-    out = Path(cfg.out)
+    out = Path(cfg.out if out_dir is None else out_dir)
     out.mkdir(parents=True, exist_ok=True)
     x32 = x.astype(np.float32)
     stages = [("convergence in width", check_convergence, (net, x32, exact, cfg, out)),

@@ -27,8 +27,11 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from kernelalg.core import _errors as E
+from kernelalg.backends._compile import precision_of
+from kernelalg.core._tiles import check_tile, run_tiles
 from kernelalg.finite._twins import FiniteNet
 
 METHODS = ("jacobian", "ntvp", "structured")
@@ -228,28 +231,26 @@ def empirical_ntk(fn: Callable, params: Any, x1: Any, x2: Any = None, *, method:
     f = _cached_fn(fn, method, trace, vmap_examples)
     if batch_size is None:
         return f(x1, x2, params)
-    bs = int(batch_size)
+    bs = check_tile(batch_size)
     n = _batch_len(x1)
     sym = x2 is None
     xb = x1 if sym else x2
     m = _batch_len(xb)
-    rows = []
-    blocks: dict = {}
-    for i in range(0, n, bs):
-        row = []
-        for j in range(0, m, bs):
-            if sym and j < i:
-                blk = jnp.swapaxes(blocks[(j, i)], 0, 1)
-                if blk.ndim > 2:  # (N, M, *A, *A): swap the two groups of trailing axes as well
-                    h = (blk.ndim - 2) // 2
-                    blk = jnp.moveaxis(blk, tuple(range(2 + h, blk.ndim)), tuple(range(2, 2 + h)))
-            else:
-                a = _take(x1, slice(i, i + bs))
-                blk = f(a, None, params) if sym and i == j else f(a, _take(xb, slice(j, j + bs)), params)
-                blocks[(i, j)] = blk
-            row.append(blk)
-        rows.append(jnp.concatenate(row, axis=1))
-    return jnp.concatenate(rows, axis=0)
+    out: dict[str, np.ndarray] = {}
+
+    def compute(i: int, j: int) -> dict:
+        a = _take(x1, slice(i, i + bs))
+        return {"ntk": f(a, None, params) if sym and i == j else f(a, _take(xb, slice(j, j + bs)), params)}
+
+    def write(name: str, i: int, j: int, blk: np.ndarray) -> None:
+        if name not in out:
+            out[name] = np.empty((n, m) + blk.shape[2:], blk.dtype)
+        out[name][i:i + blk.shape[0], j:j + blk.shape[1]] = blk
+
+    # blocks (N, M, *A, *A) without trace: the mirror swaps the two groups of trailing axes as well
+    run_tiles(compute, n, m, bs, sym, write, pair_axes=True)
+    with precision_of(out["ntk"]):  # a float64 result stays float64
+        return jnp.asarray(out["ntk"])
 
 
 _FN_CACHE: dict = {}

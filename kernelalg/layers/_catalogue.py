@@ -1,7 +1,8 @@
 """The catalogue of layer constructors: every public function of a layer module that returns a Layer.
 
-The architecture parser (:mod:`kernelalg.layers._parse`) accepts exactly these names, and the command
-line's ``kernelalg layers`` lists them; a new layer module is added to :data:`MODULES` and nothing else.
+The architecture parser (:mod:`kernelalg.layers._parse`) accepts exactly these names, the command line's
+``kernelalg layers`` lists them, and ``kernelalg`` exports them: a constructor added to a family module
+is public, parsable and listed at once; a new family module is added to :data:`MODULES`.
 """
 
 from __future__ import annotations
@@ -21,12 +22,17 @@ MODULES: tuple[ModuleType, ...] = (_layer, _dense, _activations, _elementwise, _
                                    _recurrent)
 
 
+#: Public functions of those modules that return a Layer but are no layer constructors of the language
+#: (they take Python callables or objects).
+EXCLUDED = frozenset({"activation", "as_layer"})
+
+
 def constructors() -> dict[str, Callable[..., Layer]]:
     """Name -> constructor, for functions defined in :data:`MODULES` and annotated ``-> Layer``."""
     out: dict[str, Callable[..., Layer]] = {}
     for mod in MODULES:
         for name, fn in vars(mod).items():
-            if name.startswith("_") or not inspect.isfunction(fn) or fn.__module__ != mod.__name__:
+            if name.startswith("_") or name in EXCLUDED or not inspect.isfunction(fn) or fn.__module__ != mod.__name__:
                 continue
             ret = fn.__annotations__.get("return")
             if ret is Layer or ret == "Layer":

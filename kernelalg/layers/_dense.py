@@ -19,24 +19,19 @@ import sympy as sp
 
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, check_std
+from kernelalg.layers._affine import affine_state, check_parameterization
 from kernelalg.core._program import Builder, State, KernelState, flatten_states
 
-_PARAMETERIZATIONS = ("ntk", "standard")
 
 
 def _dense_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
-    w2 = p["W_std"] ** 2
-    has_bias = "b_std" in p
-    b2 = p["b_std"] ** 2 if has_bias else sp.Integer(0)
-    var1, var2, cov = (w2 * s + b2 for s in (st.cov1, st.cov2, st.nngp))
-    if static["parameterization"] == "ntk":
-        ntk = cov + w2 * st.ntk
-    else:
+    def weight_grad() -> sp.Expr:
         if st.width is None:
             raise E.LayerOrderError(E.STANDARD_NEEDS_WIDTH)
-        ntk = st.width * st.nngp + (1 if has_bias else 0) + w2 * st.ntk
-    return KernelState(var1, var2, cov, ntk, gaussian=True, width=static["out_dim"], after="Dense",
-                 layout=st.layout)
+        return st.width * st.nngp
+
+    return affine_state(p, static["parameterization"], st.exprs, weight_grad, width=static["out_dim"],
+                        after="Dense", layout=st.layout)
 
 
 def affine_init(key: jax.Array, w_shape: tuple, fan_in: int, w_std: float, b_std: float | None,
@@ -87,8 +82,7 @@ def Dense(W_std: float = 1.0, b_std: float | None = None, parameterization: str 
     Returns:
         The layer.
     """
-    if parameterization not in _PARAMETERIZATIONS:
-        raise E.KernelalgError(E.BAD_PARAMETERIZATION.format(layer="Dense", value=parameterization))
+    check_parameterization("Dense", parameterization)
     params: tuple[tuple[str, float], ...] = (("W_std", check_std("Dense", "W_std", W_std)),)
     if b_std is not None:
         params += (("b_std", check_std("Dense", "b_std", b_std)),)

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from kernelalg.backends._compile import CompiledKernel, Kernel, check_input, compile as compile_kernel, normalize_get
+from kernelalg.backends._compile import CompiledKernel, Kernel, check_inputs, compile as compile_kernel, normalize_get
 from kernelalg.core._errors import InputError, KernelalgError
 from kernelalg.core._tiles import tile_offsets, transpose_into
 from kernelalg.scale._dask import run_dask
@@ -96,21 +96,13 @@ def _devices(devices: Any) -> list:
 def _prepare(f: CompiledKernel, x1: Any, x2: Any) -> tuple[np.ndarray, np.ndarray | None]:
     if len(f.symbolic.outputs) != 1:
         raise KernelalgError(MULTI_OUTPUT.format(n=len(f.symbolic.outputs)))
-    if f.layout.prepare is not None:
-        x1, x2 = f.layout.prepare(x1, x2)
-    else:
-        x1 = check_input("x1", x1, f.layout.rank_fix, f.layout.rank)
-        if x2 is not None:
-            x2 = check_input("x2", x2, f.layout.rank_fix, f.layout.rank)
+    x1, x2 = check_inputs(f.layout, x1, x2)
     for x in (x1, x2):
         if x is not None and not isinstance(x, (np.ndarray, jax.Array)):
             raise InputError(NOT_ARRAY.format(kind=type(x).__name__))
     x1 = np.asarray(x1)
     x2 = None if x2 is None else np.asarray(x2)
     if x2 is not None:
-        if x1.shape[1:] != x2.shape[1:]:
-            raise InputError(f"x1 has sample shape {x1.shape[1:]} but x2 has {x2.shape[1:]}. "
-                             "Fix: pass inputs with the same per-sample shape.")
         dt = np.result_type(x1.dtype, x2.dtype)
         x1, x2 = x1.astype(dt, copy=False), x2.astype(dt, copy=False)
     return np.ascontiguousarray(x1), None if x2 is None else np.ascontiguousarray(x2)

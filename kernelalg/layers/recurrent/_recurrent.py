@@ -33,6 +33,7 @@ from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, as_layer, bind_params, check_std
 from kernelalg.core._program import Assign, Builder, KernelState
 from kernelalg.backends import lower_program
+from kernelalg.layers._affine import check_parameterization, weight_bias
 from kernelalg.layers.recurrent._scan import make_op, rnn_apply
 from kernelalg.layers.recurrent._sequences import SEQUENCE_LAYOUT, SequenceState
 from kernelalg.layers.recurrent._symbols import D_PREV, K_IN, K_PREV, KD_IN, KD_PREV, S1, S2, TH_IN, TH_PREV
@@ -71,9 +72,7 @@ def step_maps(builder: Builder, st: KernelState, p: Mapping[str, sp.Expr], stati
         and {"S_diag", "K_diag"} (diagonal step, in Kdiag_prev, Kdiag_in).
     """
     act: Layer = static["activation"]
-    w2, u2 = p["W_std"] ** 2, p["U_std"] ** 2
-    has_bias = "b_std" in p
-    b2 = p["b_std"] ** 2 if has_bias else sp.Integer(0)
+    (w2, b2, bias), u2 = weight_bias(p), p["U_std"] ** 2
     s = w2 * K_PREV + u2 * K_IN + b2
     inner = KernelState(S1, S2, s, sp.Integer(1), gaussian=True, width=None, after="Recurrent")
     out = act.kernel(builder, inner, {k: p[k] for k, _ in act.params}, dict(act.static))
@@ -85,7 +84,7 @@ def step_maps(builder: Builder, st: KernelState, p: Mapping[str, sp.Expr], stati
         n, m = static["out_dim"], st.width
         if n is None or m is None:
             raise E.LayerOrderError(STANDARD_NEEDS_WIDTHS)
-        grads = n * K_PREV + m * K_IN + (1 if has_bias else 0)
+        grads = n * K_PREV + m * K_IN + bias
     sd = w2 * KD_PREV + u2 * KD_IN + b2
     return {"S": s, "K": out.nngp, "D": out.ntk, "Theta": grads + w2 * D_PREV * TH_PREV + u2 * TH_IN,
             "S_diag": sd, "K_diag": out.cov1.xreplace({S1: sd})}
@@ -256,8 +255,7 @@ def Recurrent(activation: Layer, W_std: float = 1.0, U_std: float = 1.0, b_std: 
         raise E.KernelalgError(BAD_ACTIVATION.format(got=activation))
     if readout not in _READOUTS:
         raise E.KernelalgError(BAD_READOUT.format(choices=_READOUTS, got=readout))
-    if parameterization not in ("ntk", "standard"):
-        raise E.KernelalgError(E.BAD_PARAMETERIZATION.format(layer="Recurrent", value=parameterization))
+    check_parameterization("Recurrent", parameterization)
     if out_dim is not None and (int(out_dim) != out_dim or out_dim < 1):
         raise E.KernelalgError(f"Recurrent: out_dim must be a positive integer, got {out_dim!r}. "
                                "Fix: e.g. out_dim=512.")

@@ -29,11 +29,11 @@ import sympy as sp
 from kernelalg.core import _errors as E
 from kernelalg.layers.spatial import _grid as S
 from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
+from kernelalg.layers._affine import affine_state, check_parameterization
 from kernelalg.layers._dense import affine_init
 from kernelalg.core._layer import Layer, check_std
 from kernelalg.core._program import Builder, KernelState
 
-_PARAMETERIZATIONS = ("ntk", "standard")
 
 STANDARD_NEEDS_CHANNELS = (
     "Conv(parameterization='standard') after a layer of unknown width: in the standard parametrization the "
@@ -63,18 +63,15 @@ def conv_map(lay: S.SpatialState, filt: tuple, strides: tuple, padding: str):
 def _conv_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
     filt, strides, padding = static["filter_shape"], static["strides"], static["padding"]
     lay = S.require_spatial(st, "Conv", len(filt), "filter_shape", "filter_shape=(3,) * ndim")
-    a1, a2, acov, antk = S.spatial_op(b, st, conv_map(lay, filt, strides, padding), "conv")[:4]
-    w2 = p["W_std"] ** 2
-    has_bias = "b_std" in p
-    b2 = p["b_std"] ** 2 if has_bias else sp.Integer(0)
-    var1, var2, cov = (w2 * a + b2 for a in (a1, a2, acov))
-    if static["parameterization"] == "ntk":
-        ntk = cov + w2 * antk
-    else:
+    mapped = tuple(S.spatial_op(b, st, conv_map(lay, filt, strides, padding), "conv")[:4])
+
+    def weight_grad() -> sp.Expr:
         if st.width is None:
             raise E.LayerOrderError(STANDARD_NEEDS_CHANNELS)
-        ntk = st.width * math.prod(filt) * acov + w2 * antk + (1 if has_bias else 0)
-    return KernelState(var1, var2, cov, ntk, gaussian=True, width=static["out_chan"], after="Conv", layout=lay)
+        return st.width * math.prod(filt) * mapped[2]
+
+    return affine_state(p, static["parameterization"], mapped, weight_grad, width=static["out_chan"], after="Conv",
+                        layout=lay)
 
 
 def conv_out_shape(in_shape: tuple, filt: tuple, strides: tuple, padding: str) -> tuple:
@@ -152,8 +149,7 @@ def Conv(filter_shape: Any, strides: Any = None, padding: str = "VALID", W_std: 
         raise E.KernelalgError(f"Conv: strides {strides} and filter_shape {filt} have different lengths. "
                                f"Fix: give one stride per spatial axis, e.g. strides={(1,) * len(filt)}.")
     padding = S.check_padding("Conv", padding)
-    if parameterization not in _PARAMETERIZATIONS:
-        raise E.KernelalgError(E.BAD_PARAMETERIZATION.format(layer="Conv", value=parameterization))
+    check_parameterization("Conv", parameterization)
     if out_chan is not None and (int(out_chan) != out_chan or out_chan < 1):
         raise E.KernelalgError(f"Conv: out_chan must be a positive integer, got {out_chan!r}. "
                                "Fix: e.g. out_chan=256, or leave it None.")

@@ -162,7 +162,7 @@ def spatial_op(b: Builder, st: KernelState, fn: Any, label: str, n_extra: int = 
     consts = {i: float(exprs[i]) for i in live if exprs[i].is_Number and i in (0, 1)}
     arrays_in = [i for i in live if i not in consts]
     if 2 not in arrays_in or any(not exprs[i].is_Symbol for i in arrays_in):
-        raise E.KernelalgError(f"{label}: internal error, unmaterialised state {exprs}.")
+        raise E.InternalError(f"{label}: unmaterialised state {exprs}. Please report this bug.")
 
     def op(*arrays: Any) -> tuple:
         args: list = [None] * 4

@@ -38,7 +38,7 @@ _KEYS = itertools.count()  # ids of pooling ops (their phase-1 records, see kern
 
 def _need_full(lay: S.SpatialState, layer: str) -> None:
     if lay.mode != "full" or not lay.self_grids:  # the pre-pass (kernelalg.layers.spatial._inputs.plan) guarantees this
-        raise E.KernelalgError(f"{layer}: internal error, pooling reached a state without self grids ({lay}).")
+        raise E.InternalError(f"{layer}: pooling reached a state without self grids ({lay}). Please report this bug.")
 
 
 # ------------------------------------------------------------------------------------------ AvgPool/SumPool
