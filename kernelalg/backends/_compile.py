@@ -7,6 +7,7 @@ N x M pairs (per-sample variances are computed once per sample and broadcast).
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
@@ -17,11 +18,12 @@ import sympy as sp
 
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, as_layer
-from kernelalg.core._inputs import InputLayout, layout_of
+from kernelalg.core._inputs import DENSE, InputLayout, layout_of
 from kernelalg.core._program import C, D, Q1, Q2
 from kernelalg.core._symbolic import SymbolicKernel, trace
 from kernelalg.core._tiles import check_tile, run_tiles
 from kernelalg.backends._jax import lower_program
+from kernelalg.backends._precision import amplification, layer_slopes, not_representable_message, precision_message
 import mpmath
 from kernelalg.backends._reference import MPMATH_TABLE, NUMPY_TABLE, evaluate_program
 
@@ -147,25 +149,38 @@ class CompiledKernel:
             outs += [st.cov1, st.cov2] + [st.nngp if n == "nngp" else st.ntk for n in self.names]
         self._n_out = len(self.symbolic.outputs)
         run = lower_program(self.symbolic.program, outs, self.symbolic.blocks)
-        self._jitted = jax.jit(lambda x1, x2, p: self._assemble(run(self._env(x1, x2, p)), x1, x2))
+        # _checked also says whether every entry is finite (a reduction in the same program); _jitted (the kernels
+        # only) serves callers that check on their own
+        def kernels(x1: jax.Array, x2: jax.Array | None, p: dict) -> tuple[tuple, jax.Array]:
+            # a kernel of x1 with itself is exactly symmetric (only its upper triangle is computed), unless it is
+            # asymmetric by design (surrogate gradients)
+            mirror = x2 is None and not self.symbolic.asymmetric
+            return self._assemble(run(self._env(x1, x2, p), x1.shape[0] if mirror else None), x1, x2)
+
+        self._checked = jax.jit(kernels)
+        self._jitted = jax.jit(lambda x1, x2, p: kernels(x1, x2, p)[0])
+        self._amplification: dict[tuple, float | None] = {}
 
     def _env(self, x1: jax.Array, x2: jax.Array | None, p: Mapping[str, Any]) -> dict:
         env = self.layout.env(x1, x2)
         env.update({self._param_symbols[k]: v for k, v in p.items()})
         return env
 
-    def _assemble(self, vals: list, x1: jax.Array, x2: jax.Array | None) -> tuple:
+    def _assemble(self, vals: list, x1: jax.Array, x2: jax.Array | None) -> tuple[tuple, jax.Array]:
+        """The :class:`Kernel` of each output, and whether every entry is finite."""
         n, m = x1.shape[0], (x1 if x2 is None else x2).shape[0]
         dtype = x1.dtype
         per = 2 + len(self.names)
-        kernels = []
+        kernels, finite = [], []
         for b in range(self._n_out):
             v = vals[b * per:(b + 1) * per]
-            fields = {"cov1": _full(v[0], (n, 1), dtype)[:, 0], "cov2": _full(v[1], (1, m), dtype)[0]}
+            fields = {"cov1": _full(v[0], (n, 1), dtype)[:, 0]}
+            fields["cov2"] = fields["cov1"] if x2 is None else _full(v[1], (1, m), dtype)[0]
             for name, arr in zip(self.names, v[2:]):
                 fields[name] = _full(arr, (n, m), dtype)
             kernels.append(Kernel(**fields))
-        return tuple(kernels)
+            finite += [jnp.all(jnp.isfinite(a)) for a in fields.values()]
+        return tuple(kernels), jnp.all(jnp.stack(finite))
 
     def _params(self, params: Mapping[str, Any] | None) -> dict:
         p = dict(self.params)
@@ -202,10 +217,54 @@ class CompiledKernel:
                 x1 = jnp.asarray(x1, dtype=x2.dtype)
             x1 = jax.tree_util.tree_map(jnp.asarray, x1)  # inputs may be pytrees (e.g. ka.Sequences)
             x2 = None if x2 is None else jax.tree_util.tree_map(jnp.asarray, x2)
+            self._warn_precision(x1, x2, p)
             p = {k: jnp.asarray(v, dtype=x1.dtype) for k, v in p.items()}
-            kernels = self._jitted(x1, x2, p)
+            kernels, finite = self._checked(x1, x2, p)
+        if not _is_tracer(finite) and not bool(finite):
+            raise E.NotRepresentableError(self._not_representable(x1, x2, params, kernels))
         out = [getattr(k, self.names[0]) if self.single else k for k in kernels]
         return out[0] if len(out) == 1 else tuple(out)
+
+    def _warn_precision(self, x1: Any, x2: Any, p: Mapping[str, Any]) -> None:
+        """Warn (:class:`PrecisionWarning`) when rounding near correlation 1 is predicted to be amplified beyond
+        ~1e-3 relative error in the requested precision (dense networks with concrete inputs; see
+        :mod:`kernelalg.backends._precision`). Cached per precision, hyperparameters and input scale."""
+        if self.layout is not DENSE or _is_tracer(x1) or _is_tracer(x2) or any(map(_is_tracer, p.values())):
+            return
+        rows = [np.asarray(x1, np.float64)] + ([] if x2 is None else [np.asarray(x2, np.float64)])
+        q = np.concatenate([np.mean(r * r, axis=1) for r in rows])
+        q = q[q > 0]
+        if not len(q):
+            return
+        q = np.array([q.min(), q.max()])
+        key = (tuple(sorted((k, float(v)) for k, v in p.items())), x1.shape[-1],
+               tuple(np.round(np.log2(q), 1)))
+        if key not in self._amplification:
+            sk = self.symbolic
+            params = {self._param_symbols[k]: float(v) for k, v in p.items()}
+            slopes = layer_slopes(sk.program, sk.blocks, sk.outputs, params, q, x1.shape[-1])
+            self._amplification[key] = None if slopes is None else amplification(slopes)
+        amp = self._amplification[key]
+        msg = None if amp is None else precision_message(amp, x1.dtype, _describe(self.net))
+        if msg is not None:
+            warnings.warn(msg, E.PrecisionWarning, stacklevel=3)
+
+    def _not_representable(self, x1: Any, x2: Any, params: Mapping[str, Any] | None, kernels: tuple) -> str:
+        """The error message for a kernel with non-finite entries: recomputed in float64 when float32 was asked,
+        to say whether float64 represents it."""
+        arrays = [getattr(k, n) for k in kernels for n in self.names]
+        largest = None
+        if x1.dtype != jnp.float64:
+            as64 = lambda x: None if x is None else jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), x)
+            try:
+                out = self(as64(x1), as64(x2), params)
+            except E.NotRepresentableError:
+                out = None
+            if out is not None:
+                outs = [out] if self.single else [getattr(k, n) for k in (out if isinstance(out, tuple) else (out,))
+                                                  for n in self.names]
+                largest = max(float(np.max(np.abs(np.asarray(a)))) for a in outs)
+        return not_representable_message(x1.dtype, _describe(self.net), arrays, largest)
 
     def _tiled(self, x1: Any, x2: Any, params: Mapping[str, Any] | None, bs: int) -> Any:
         """Evaluate tile by tile (:func:`kernelalg.core._tiles.run_tiles`); with x2 None only tiles j >= i are
@@ -254,6 +313,15 @@ def _put(results: dict, key: str, shape: tuple, start: int, vals: np.ndarray) ->
     if key not in results:
         results[key] = np.empty(shape, vals.dtype)
     results[key][start:start + len(vals)] = vals
+
+
+def _describe(net: Layer) -> str:
+    """The architecture's repr, or its first and last layers and depth when that is long (messages)."""
+    text = repr(net)
+    if len(text) <= 160:
+        return text
+    leaves = net.leaves()
+    return f"{leaves[0]!r} >> ... >> {leaves[-1]!r} ({len(leaves)} layers)"
 
 
 def _full(arr: Any, lead: tuple[int, int], dtype: Any) -> jax.Array:

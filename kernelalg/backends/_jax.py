@@ -20,6 +20,7 @@ import sympy as sp
 from kernelalg.core._duals import corr
 from kernelalg.core._program import C, Q1, Q2, Assign, Instruction
 from ._walker import Table, evaluate, run_program
+from . import _pairtiles as pairtiles
 from ._scan import find_runs, run_program_scanned
 
 #: The input symbols of the dense layout (per-sample q1, q2 and the pair covariance c).
@@ -227,19 +228,23 @@ def register_jax_lowering(cls: type, fn: Callable[..., Any]) -> None:
     JAX_TABLE.functions[cls] = fn
 
 
-#: Target number of elements of one per-pair array in a row tile (512 KiB of float64): a tile's layer state
+#: Target number of elements of one per-pair array in a tile (512 KiB of float64): a tile's layer state
 #: stays in the cores' L2 caches while all layers run on it.
 TILE_ELEMENTS = 2**16
 
 
 def lower_program(program: Sequence[Instruction], outputs: Sequence[sp.Expr],
-                  blocks: Sequence[Any] = ()) -> Callable[[dict], list]:
-    """Lower a program to a function env -> [output arrays] (pure; wrap it in jax.jit).
+                  blocks: Sequence[Any] = ()) -> Callable[..., list]:
+    """Lower a program to a function (env, symmetric=None) -> [output arrays] (pure; wrap it in jax.jit).
 
     With ``blocks`` (the per-layer :class:`~kernelalg.core._program.Block` records), runs of identical layers
     become one ``lax.scan`` each, so compile time does not grow with depth. A dense (all elementwise)
-    program on large inputs runs, on CPU, on row tiles of the pair arrays (``lax.map``), all layers per
+    program on large inputs runs, on CPU, on tiles of the pair arrays (``lax.map``), all layers per
     tile, so that the per-layer state is read and written in cache instead of main memory.
+
+    ``symmetric=n`` says that env holds the kernel of n samples with themselves: every (n, n) output is then
+    exactly symmetric, and a dense program on CPU computes only the tiles on and above the diagonal
+    (:mod:`kernelalg.backends._pairtiles`).
     """
     program = tuple(program)
     runs = find_runs(program, blocks, outputs) if blocks else []
@@ -253,46 +258,18 @@ def lower_program(program: Sequence[Instruction], outputs: Sequence[sp.Expr],
             env = run_program(program, dict(env), JAX_TABLE)
         return [evaluate(o, env, JAX_TABLE) for o in outputs]
 
-    def tiled(env: dict) -> list:
-        return _row_tiled(run, env) if elementwise and set(env) <= DENSE_INPUTS | _params(env) else run(env)
+    def tiled(env: dict, symmetric: int | None = None) -> list:
+        # accelerators want one big fused kernel, not a loop of small ones
+        tiles = elementwise and set(env) <= DENSE_INPUTS | _params(env) and jax.default_backend() == "cpu"
+        if symmetric is not None:
+            return pairtiles.symmetric(run, env, symmetric, TILE_ELEMENTS, tiles)
+        return pairtiles.row_tiled(run, env, TILE_ELEMENTS) if tiles else run(env)
 
     return tiled
 
 
 def _params(env: dict) -> set:
     return {k for k, v in env.items() if jnp.ndim(v) == 0}
-
-
-def _row_tiled(run: Callable[[dict], list], env: dict) -> list:
-    """``run(env)`` evaluated on row tiles of the (N, ...) arrays of ``env`` with ``lax.map``.
-
-    Elementwise programs only: arrays whose leading axis is N are cut into tiles (the last one padded
-    by repeating the last row), arrays with leading axis 1 and scalars are shared by all tiles.
-    """
-    if jax.default_backend() != "cpu":  # accelerators want one big fused kernel, not a loop of small ones
-        return run(env)
-    arrays = [v for v in env.values() if jnp.ndim(v) >= 1]
-    n = max((jnp.shape(v)[0] for v in arrays), default=1)
-    per_row = max((jnp.size(v) // n for v in arrays if jnp.shape(v)[0] == n), default=1)
-    tile = max(2, TILE_ELEMENTS // per_row)
-    if n < 2 * tile:
-        return run(env)
-    # prefer a tile that divides n (no padded copy of the inputs)
-    tile = next((t for t in range(tile, max(1, tile // 2), -1) if n % t == 0), tile)
-    count = -(-n // tile)
-    split = [k for k, v in env.items() if jnp.ndim(v) >= 1 and jnp.shape(v)[0] == n]
-
-    def cut(v: jax.Array) -> jax.Array:
-        if count * tile > n:
-            v = jnp.pad(v, [(0, count * tile - n)] + [(0, 0)] * (v.ndim - 1), mode="edge")
-        return v.reshape((count, tile) + v.shape[1:])
-
-    def body(tiles: list) -> list:
-        return [jnp.asarray(o) for o in run({**env, **dict(zip(split, tiles))})]
-
-    outs = jax.lax.map(body, [cut(env[k]) for k in split])
-    return [o.reshape((count * tile,) + o.shape[2:])[:n] if o.ndim >= 2 and o.shape[1] == tile else o[0]
-            for o in outs]
 
 
 def lower_elementwise(expr: sp.Expr, x: sp.Symbol) -> Callable[[jax.Array], jax.Array]:

@@ -150,7 +150,7 @@ def erf(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr, c: Expr) -> Dual:
     rho = _rho(s11, s12, s22)
     (e1, r1), (e2, r2) = _ratios(2 * b**2, s11), _ratios(2 * b**2, s22)
     h = _scaled_det(rho, e1, e2, r1, r2)
-    t = a**2 * 2 / sp.pi * sp.atan(rho * sp.sqrt(e1) * sp.sqrt(e2) / sp.sqrt(h)) + c**2
+    t = a**2 * 2 / sp.pi * sp.atan(rho * sp.sqrt(e1) * sp.sqrt(e2) / sp.sqrt(h), evaluate=False) + c**2
     tdot = a**2 * b**2 * 4 / sp.pi * sp.sqrt(r1) * sp.sqrt(r2) / sp.sqrt(h)
     tdiag = a**2 * 2 / sp.pi * sp.atan(2 * b**2 * s11 / sp.sqrt(1 + 4 * b**2 * s11)) + c**2
     return Dual(t, tdot, tdiag)
@@ -295,7 +295,7 @@ def gelu(s11: Expr, s12: Expr, s22: Expr) -> Dual:
     h = _scaled_det(rho, e1, e2, r1, r2)
     g, root_p, root_h = rho * sp.sqrt(e1) * sp.sqrt(e2), sp.sqrt(1 + s11) * sp.sqrt(1 + s22), sp.sqrt(h)
     s12 = _pinned_s12(s11, s12, s22)
-    angle = sp.atan(g / root_h)
+    angle = sp.atan(g / root_h, evaluate=False)
     t = s12 / 4 + (g**2 / (root_p * root_h) + e1 * e2 * root_p * root_h + s12 * angle) / (2 * sp.pi)
     tdot = sp.Rational(1, 4) + (angle + g * (r1 * r2 / h + r1 + r2) / root_h) / (2 * sp.pi)
     s = s11
