@@ -141,11 +141,7 @@ def prove() -> None:
         for kind, scale in (("sign", 1), ("step", sp.Rational(1, 4))):
             d = surrogate_dual(kind, s11, s12, s22, m, a, name)
             _equal_on_pd(explicit(d.Tdot), scale * mixed_finite(name, var), f"library Tdot {kind}/{name}")
-            # the library's erf(m x) kernel is written with atan (better conditioned): equal s12-derivatives and
-            # equal values at s12 = 0 (the segment from 0 stays in the PD cone)
-            lib_t = explicit(d.T) - (t_fin if kind == "sign" else (1 + t_fin) / 4)
-            _zero(sp.diff(lib_t, s12), f"library T {kind}, d/ds12")
-            _zero(lib_t.subs(s12, 0), f"library T {kind} at s12 = 0")
+            _zero(explicit(d.T) - (t_fin if kind == "sign" else (1 + t_fin) / 4), f"library T {kind}")
             d_inf = surrogate_dual(kind, s11, s12, s22, None, a, name)
             t_inf = 2 / sp.pi * sp.asin(RHO)
             _zero(explicit(d_inf.T) - (t_inf if kind == "sign" else (1 + t_inf) / 4), f"library T {kind}, m = None")

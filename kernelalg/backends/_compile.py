@@ -7,7 +7,6 @@ N x M pairs (per-sample variances are computed once per sample and broadcast).
 from __future__ import annotations
 
 import contextlib
-import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
@@ -23,7 +22,7 @@ from kernelalg.core._program import C, D, Q1, Q2
 from kernelalg.core._symbolic import SymbolicKernel, trace
 from kernelalg.core._tiles import check_tile, run_tiles
 from kernelalg.backends._jax import lower_program
-from kernelalg.backends._precision import amplification, layer_slopes, not_representable_message, precision_message
+from kernelalg.backends._precision import check as check_precision, describe, not_representable_message
 import mpmath
 from kernelalg.backends._reference import MPMATH_TABLE, NUMPY_TABLE, evaluate_program
 
@@ -197,19 +196,32 @@ class CompiledKernel:
 
         Args:
             x1: Inputs, shape (N, ...) as the network's input layout expects.
-            x2: Second inputs (M, ...), or None for x1 (then only the upper block triangle is computed
-                when tiling).
+            x2: Second inputs (M, ...), or None for x1: then only the entries on and above the diagonal are
+                computed and the kernel is exactly symmetric (unless asymmetric by design: surrogate gradients).
             params: Hyperparameter overrides by name (see ``self.params``).
             batch_size: If given, evaluate in tiles of at most batch_size x batch_size input pairs, so that
                 memory stays bounded for any N, M (outputs are NumPy arrays then).
+
+        Raises:
+            NotRepresentableError: Some entry is not finite in the requested precision (the message says whether
+                float64 represents the kernel).
+
+        Warns:
+            PrecisionWarning: Rounding near correlation 1 is predicted to cost more than 1e-3 relative accuracy
+                (deep networks in the chaotic phase; docs/numerics.md).
         """
         x1, x2 = check_inputs(self.layout, x1, x2)
+        self._warn_precision(x1, x2, self._params(params))
         if batch_size is None and self.layout.auto_batch is not None and not _is_tracer(x1):
             batch_size = self.layout.auto_batch(x1, x2)  # e.g. conv nets: bounded pixel-pair tiles
         if batch_size is not None and not _is_tracer(x1):
             batch_size = check_tile(batch_size)
             if max(len(x1), len(x1 if x2 is None else x2)) > batch_size:
                 return self._tiled(x1, x2, params, batch_size)
+        return self._evaluate(x1, x2, params)
+
+    def _evaluate(self, x1: Any, x2: Any, params: Mapping[str, Any] | None) -> Any:
+        """One jitted evaluation of checked inputs; non-finite entries raise :class:`NotRepresentableError`."""
         p = self._params(params)
         with precision_of(x1, x2):
             if x2 is not None and x2.dtype != x1.dtype:
@@ -217,7 +229,6 @@ class CompiledKernel:
                 x1 = jnp.asarray(x1, dtype=x2.dtype)
             x1 = jax.tree_util.tree_map(jnp.asarray, x1)  # inputs may be pytrees (e.g. ka.Sequences)
             x2 = None if x2 is None else jax.tree_util.tree_map(jnp.asarray, x2)
-            self._warn_precision(x1, x2, p)
             p = {k: jnp.asarray(v, dtype=x1.dtype) for k, v in p.items()}
             kernels, finite = self._checked(x1, x2, p)
         if not _is_tracer(finite) and not bool(finite):
@@ -226,45 +237,27 @@ class CompiledKernel:
         return out[0] if len(out) == 1 else tuple(out)
 
     def _warn_precision(self, x1: Any, x2: Any, p: Mapping[str, Any]) -> None:
-        """Warn (:class:`PrecisionWarning`) when rounding near correlation 1 is predicted to be amplified beyond
-        ~1e-3 relative error in the requested precision (dense networks with concrete inputs; see
-        :mod:`kernelalg.backends._precision`). Cached per precision, hyperparameters and input scale."""
-        if self.layout is not DENSE or _is_tracer(x1) or _is_tracer(x2) or any(map(_is_tracer, p.values())):
-            return
-        rows = [np.asarray(x1, np.float64)] + ([] if x2 is None else [np.asarray(x2, np.float64)])
-        q = np.concatenate([np.mean(r * r, axis=1) for r in rows])
-        q = q[q > 0]
-        if not len(q):
-            return
-        q = np.array([q.min(), q.max()])
-        key = (tuple(sorted((k, float(v)) for k, v in p.items())), x1.shape[-1],
-               tuple(np.round(np.log2(q), 1)))
-        if key not in self._amplification:
-            sk = self.symbolic
+        """Warn (:class:`PrecisionWarning`) when rounding near correlation 1 is predicted to cost more than 1e-3
+        relative accuracy (dense networks with concrete inputs; :func:`kernelalg.backends._precision.check`)."""
+        if self.layout is DENSE and not any(map(_is_tracer, (x1, x2, *p.values()))):
             params = {self._param_symbols[k]: float(v) for k, v in p.items()}
-            slopes = layer_slopes(sk.program, sk.blocks, sk.outputs, params, q, x1.shape[-1])
-            self._amplification[key] = None if slopes is None else amplification(slopes)
-        amp = self._amplification[key]
-        msg = None if amp is None else precision_message(amp, x1.dtype, _describe(self.net))
-        if msg is not None:
-            warnings.warn(msg, E.PrecisionWarning, stacklevel=3)
+            check_precision(self.symbolic, x1, x2, params, self._amplification, stacklevel=4)
 
     def _not_representable(self, x1: Any, x2: Any, params: Mapping[str, Any] | None, kernels: tuple) -> str:
         """The error message for a kernel with non-finite entries: recomputed in float64 when float32 was asked,
         to say whether float64 represents it."""
-        arrays = [getattr(k, n) for k in kernels for n in self.names]
+        arrays = [getattr(k, n) for k in kernels for n in self.names + ("cov1", "cov2")]
         largest = None
         if x1.dtype != jnp.float64:
-            as64 = lambda x: None if x is None else jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), x)
             try:
-                out = self(as64(x1), as64(x2), params)
+                out = self._evaluate(_as_float64(x1), _as_float64(x2), params)
             except E.NotRepresentableError:
                 out = None
             if out is not None:
                 outs = [out] if self.single else [getattr(k, n) for k in (out if isinstance(out, tuple) else (out,))
                                                   for n in self.names]
                 largest = max(float(np.max(np.abs(np.asarray(a)))) for a in outs)
-        return not_representable_message(x1.dtype, _describe(self.net), arrays, largest)
+        return not_representable_message(x1.dtype, describe(self.net), arrays, largest)
 
     def _tiled(self, x1: Any, x2: Any, params: Mapping[str, Any] | None, bs: int) -> Any:
         """Evaluate tile by tile (:func:`kernelalg.core._tiles.run_tiles`); with x2 None only tiles j >= i are
@@ -277,7 +270,7 @@ class CompiledKernel:
         results: dict[str, np.ndarray] = {}
 
         def compute(i: int, j: int) -> dict:
-            out = self(x1[i:i + bs], None if (sym and i == j) else other[j:j + bs], params)
+            out = self._evaluate(x1[i:i + bs], None if (sym and i == j) else other[j:j + bs], params)
             outs = out if isinstance(out, tuple) and self._n_out > 1 else (out,)
             blocks = {}
             for k, o in enumerate(outs):
@@ -315,13 +308,8 @@ def _put(results: dict, key: str, shape: tuple, start: int, vals: np.ndarray) ->
     results[key][start:start + len(vals)] = vals
 
 
-def _describe(net: Layer) -> str:
-    """The architecture's repr, or its first and last layers and depth when that is long (messages)."""
-    text = repr(net)
-    if len(text) <= 160:
-        return text
-    leaves = net.leaves()
-    return f"{leaves[0]!r} >> ... >> {leaves[-1]!r} ({len(leaves)} layers)"
+def _as_float64(x: Any) -> Any:
+    return None if x is None else jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), x)
 
 
 def _full(arr: Any, lead: tuple[int, int], dtype: Any) -> jax.Array:

@@ -19,6 +19,7 @@ References:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -91,6 +92,37 @@ def precision_message(amp: float, dtype: Any, net: str) -> str | None:
     return E.PRECISION_LOSS.format(
         dtype=np.dtype(dtype).name, digits=min(np.log10(amp), -np.log10(eps)), total=-np.log10(eps),
         net=net, amp=amp, err=min(err, 1.0), gap=max(SNAP_ULPS * eps, 10 / amp), fix=fix)
+
+
+def describe(net: Any) -> str:
+    """The architecture's repr, or its first and last layers and depth when that is long (for messages)."""
+    text = repr(net)
+    if len(text) <= 160:
+        return text
+    leaves = net.leaves()
+    return f"{leaves[0]!r} >> ... >> {leaves[-1]!r} ({len(leaves)} layers)"
+
+
+def check(symbolic: Any, x1: Any, x2: Any, params: Mapping[sp.Symbol, float], cache: dict,
+          stacklevel: int = 2) -> None:
+    """Issue a :class:`~kernelalg.core._errors.PrecisionWarning` when the amplification of ``symbolic``'s dense
+    program, at the smallest and largest |x|^2/d of the inputs, predicts a relative error above
+    :data:`TOLERANCE` in the inputs' precision. Amplifications are kept in ``cache`` per hyperparameters,
+    input dimension and input scale (to 0.1 in log2). ``stacklevel`` as in :func:`warnings.warn`, from here."""
+    dtype = x1.dtype if x2 is None else np.result_type(x1.dtype, x2.dtype)
+    rows = [np.asarray(x, np.float64) for x in (x1, x2) if x is not None]
+    q = np.concatenate([np.mean(r * r, axis=1) for r in rows])
+    q = q[q > 0]
+    if not len(q):
+        return
+    q, d = np.array([q.min(), q.max()]), x1.shape[-1]
+    key = (tuple(sorted((s.name, v) for s, v in params.items())), d, tuple(np.round(np.log2(q), 1)))
+    if key not in cache:
+        slopes = layer_slopes(symbolic.program, symbolic.blocks, symbolic.outputs, params, q, d)
+        cache[key] = None if slopes is None else amplification(slopes)
+    msg = None if cache[key] is None else precision_message(cache[key], dtype, describe(symbolic.net))
+    if msg is not None:
+        warnings.warn(msg, E.PrecisionWarning, stacklevel=stacklevel)
 
 
 def not_representable_message(dtype: Any, net: str, arrays: Sequence[Any], largest64: float | None) -> str:

@@ -3,7 +3,8 @@
 A backend is a :class:`Table`: a mapping from sympy classes to functions on that backend's arrays,
 plus how it builds constants and powers. The walker refuses any node the table does not know, with an
 error that names the node and the fix. Opaque nodes (e.g. quadrature duals) carry their own lowering
-in a ``lowering`` class attribute: ``{backend_name: fn}``.
+in a ``lowering`` class attribute: ``{backend_name: fn}``; nodes with a ``numeric()`` method (the duals' stable
+forms, :mod:`kernelalg.core._nodes`) are evaluated through the expression it returns.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ def evaluate(expr: sp.Basic, env: Mapping[sp.Symbol, Any], table: Table,
             out = table.product(num, den) if table.product is not None else _fold(table, num, den)
         elif e.is_Pow:
             out = table.power(ev(e.base), e.exp) if e.exp.is_Number else table.lookup(e)(ev(e.base), ev(e.exp))
+        elif hasattr(e, "numeric"):  # a node with a stable form of its value (kernelalg.core._nodes)
+            out = ev(e.numeric())
         else:
             out = table.lookup(e)(*[ev(a) for a in e.args])
         memo[e] = out

@@ -8,11 +8,9 @@ at s12 = 0, or an equivalent derivation).
 Numerical form. Every dual is written in the variances and the correlation node ``corr`` (never in s12 alone)
 so that the backends' snapping of |rho| to 1 pins the diagonal: at x = x' the pair formula evaluates the
 same function as the variance map ``Tdiag``, at any depth, instead of drifting away from it where the
-correlation map is expanding (the chaotic phase). Determinants are written without cancellation
-(s11 s22 - s12^2 = s11 s22 (1 - rho^2), exactly 0 on the diagonal), and the unbounded duals are scaled so
-that no intermediate grows faster than the result (no s^2 or s^4 overflow while the kernel is representable):
-for p_i = 1 + k s_i, e_i = k s_i / p_i and r_i = 1 / p_i lie in [0, 1] and
-(p1 p2 - k^2 s12^2) / (p1 p2) = (1 - rho^2) e1 e2 + r1 + r2 - r1 r2 (a sum of non-negative terms).
+correlation map is expanding (the chaotic phase). Sub-formulas that cancel or overflow when evaluated as
+written are nodes of :mod:`kernelalg.core._nodes` (textbook form for display and proofs, stable form for
+evaluation): Williams' asin, the determinant of the pair covariance, the mean squared distance E[(u - v)^2].
 
 References:
     Cho & Saul (2009), Kernel methods for deep learning (arc-cosine kernels).
@@ -27,6 +25,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import sympy as sp
+
+from kernelalg.core._nodes import corr, plain, ratio, rdet, sqdist, williams  # noqa: F401 (corr, plain: re-exported)
 
 Expr = sp.Expr
 
@@ -44,50 +44,6 @@ class Dual:
     T: Expr
     Tdot: Expr
     Tdiag: Expr
-
-
-class corr(sp.Function):
-    """The correlation rho = s12 / sqrt(s11 s22) as an explicit node.
-
-    Mathematically it is just that quotient (``plain`` removes the node; sympy differentiates through
-    it). The backends lower it with |rho| snapped to exactly 1 within a few ulps, so that identical (or
-    parallel) inputs give exactly sqrt(1 - rho^2) = 0 and arccos(rho) = 0 instead of amplified rounding
-    noise (the arc-cosine family has a square-root singularity at |rho| = 1).
-    """
-
-    nargs = 3
-
-    def fdiff(self, argindex: int = 1) -> Expr:
-        return sp.diff(plain(self), self.args[argindex - 1])
-
-    def _latex(self, printer: object) -> str:
-        return printer._print(plain(self))  # type: ignore[attr-defined]
-
-
-def _ratio_value(k: object, s: object) -> object:
-    return k * s / (1 + k * s)  # type: ignore[operator]
-
-
-class ratio(sp.Function):
-    """e = k s / (1 + k s) as an explicit node, so that products of per-sample ratios (e1 e2) stay products of
-    ratios in the program (sympy would merge them into k^2 s11 s22 / (p1 p2) and CSE would extract s11 s22,
-    which overflows float32 at s ~ 2e19). ``plain`` removes the node; every backend lowers it as written.
-    """
-
-    nargs = 2
-    lowering = {"jax": _ratio_value, "numpy": _ratio_value, "mpmath": _ratio_value}
-
-    def fdiff(self, argindex: int = 1) -> Expr:
-        return sp.diff(plain(self), self.args[argindex - 1])
-
-    def _latex(self, printer: object) -> str:
-        return printer._print(plain(self))  # type: ignore[attr-defined]
-
-
-def plain(expr: Expr) -> Expr:
-    """Replace every :class:`corr` node by s12 / sqrt(s11 s22) and every :class:`ratio` by k s / (1 + k s)."""
-    expr = expr.replace(lambda e: isinstance(e, ratio), lambda e: _ratio_value(*e.args))
-    return expr.replace(lambda e: isinstance(e, corr), lambda e: e.args[1] / sp.sqrt(e.args[0] * e.args[2]))
 
 
 def _rho(s11: Expr, s12: Expr, s22: Expr) -> Expr:
@@ -108,23 +64,6 @@ def _on_diagonal(expr: Expr, s11: Expr, s12: Expr, s22: Expr) -> Expr:
     return sp.expand(expr.xreplace({_rho(s11, s12, s22): sp.Integer(1)}).xreplace({s22: s11}))
 
 
-def _ratios(k: Expr, s: Expr) -> tuple[Expr, Expr]:
-    """(e, r) = (k s / (1 + k s), 1 / (1 + k s)), both in [0, 1] for k >= 0."""
-    return ratio(k, s), 1 / (1 + k * s)
-
-
-def _scaled_det(rho: Expr, e1: Expr, e2: Expr, r1: Expr, r2: Expr) -> Expr:
-    """1 - rho^2 e1 e2 without cancellation, symmetric in the two arguments: (p1 p2 - k^2 s12^2) / (p1 p2)."""
-    return (1 - rho**2) * e1 * e2 + (r1 + r2 - r1 * r2)
-
-
-def _distances(s11: Expr, s12: Expr, s22: Expr) -> tuple[Expr, Expr]:
-    """(s11 + s22 - 2 s12, s11 + s22 + 2 s12) = E[(u -+ v)^2] as sums of non-negative terms (exactly 0 at
-    rho = +-1 and s11 = s22, instead of the rounding noise of a difference of large numbers)."""
-    rho, r1, r2 = _rho(s11, s12, s22), sp.sqrt(s11), sp.sqrt(s22)
-    return (r1 - r2) ** 2 + 2 * r1 * r2 * (1 - rho), (r1 - r2) ** 2 + 2 * r1 * r2 * (1 + rho)
-
-
 def abrelu(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr) -> Dual:
     """phi(x) = a min(x, 0) + b max(x, 0)."""
     rho, theta = _rho(s11, s12, s22), _theta(s11, s12, s22)
@@ -143,23 +82,21 @@ def relu(s11: Expr, s12: Expr, s22: Expr) -> Dual:
 def erf(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr, c: Expr) -> Dual:
     """phi(x) = a erf(b x) + c (Williams 1997).
 
-    T = (2 a^2/pi) asin(2 b^2 s12 / sqrt(p1 p2)) + c^2 and Tdot = (4 a^2 b^2/pi) / sqrt(p1 p2 - 4 b^4 s12^2),
-    p_i = 1 + 2 b^2 s_i, written as asin(g) = atan(g / sqrt(1 - g^2)) with g = rho sqrt(e1 e2) and the scaled
-    determinant h = 1 - g^2 (module docstring): well conditioned near |g| = 1 (large variances), no overflow.
+    T = (2 a^2/pi) asin(2 b^2 s12 / sqrt(p1 p2)) + c^2, Tdot = (4 a^2 b^2/pi) / sqrt(p1 p2 - 4 b^4 s12^2),
+    p_i = 1 + 2 b^2 s_i (nodes ``williams`` and ``rdet``). Tdiag = (2 a^2/pi) atan(2 b^2 s / sqrt(1 + 4 b^2 s)) + c^2
+    (= asin(2 b^2 s / (1 + 2 b^2 s)), well conditioned at large s).
     """
-    rho = _rho(s11, s12, s22)
-    (e1, r1), (e2, r2) = _ratios(2 * b**2, s11), _ratios(2 * b**2, s22)
-    h = _scaled_det(rho, e1, e2, r1, r2)
-    t = a**2 * 2 / sp.pi * sp.atan(rho * sp.sqrt(e1) * sp.sqrt(e2) / sp.sqrt(h), evaluate=False) + c**2
-    tdot = a**2 * b**2 * 4 / sp.pi * sp.sqrt(r1) * sp.sqrt(r2) / sp.sqrt(h)
+    k = 2 * b**2
+    t = a**2 * 2 / sp.pi * williams(k, s11, s12, s22) + c**2
+    tdot = a**2 * b**2 * 4 / sp.pi * rdet(k, s11, s12, s22)
     tdiag = a**2 * 2 / sp.pi * sp.atan(2 * b**2 * s11 / sp.sqrt(1 + 4 * b**2 * s11)) + c**2
     return Dual(t, tdot, tdiag)
 
 
 def sin(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr, c: Expr) -> Dual:
-    """phi(x) = a sin(b x + c): T = (a^2/2) [exp(-b^2 |u - v|^2 / 2) - exp(-b^2 |u + v|^2 / 2) cos 2c] (means)."""
-    minus, plus = _distances(s11, s12, s22)
-    minus, plus = sp.exp(-(b**2) * minus / 2), sp.exp(-(b**2) * plus / 2) * sp.cos(2 * c)
+    """phi(x) = a sin(b x + c): T = (a^2/2) [exp(-b^2 E[(u - v)^2] / 2) - exp(-b^2 E[(u + v)^2] / 2) cos 2c]."""
+    minus = sp.exp(-(b**2) * sqdist(s11, s12, s22) / 2)
+    plus = sp.exp(-(b**2) * sqdist(s11, -s12, s22) / 2) * sp.cos(2 * c)
     tdiag = a**2 / 2 * (1 - sp.exp(-2 * b**2 * s11) * sp.cos(2 * c))
     return Dual(a**2 / 2 * (minus - plus), a**2 * b**2 / 2 * (minus + plus), tdiag)
 
@@ -184,27 +121,23 @@ def identity(s11: Expr, s12: Expr, s22: Expr) -> Dual:
 
 def exp(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr) -> Dual:
     """phi(x) = a exp(b x): the Gaussian moment generating function, a^2 exp(b^2 E[(u + v)^2] / 2)."""
-    t = a**2 * sp.exp(b**2 * _distances(s11, s12, s22)[1] / 2)
+    t = a**2 * sp.exp(b**2 * sqdist(s11, -s12, s22) / 2)
     return Dual(t, b**2 * t, a**2 * sp.exp(2 * b**2 * s11))
 
 
 def gaussian(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr) -> Dual:
     """phi(x) = a exp(b x^2), b < 1 / (2 max(s11, s22)) for the expectation to exist.
 
-    T = a^2 / sqrt(det), Tdot = 4 a^2 b^2 s12 / det^(3/2), det = (1 - 2 b s11)(1 - 2 b s22) - 4 b^2 s12^2,
-    written with the scaled determinant (k = -2 b): det = p1 p2 h.
+    T = a^2 / sqrt(det), Tdot = 4 a^2 b^2 s12 / det^(3/2), det = (1 - 2 b s11)(1 - 2 b s22) - 4 b^2 s12^2
+    (node ``rdet`` with k = -2 b).
     """
-    rho = _rho(s11, s12, s22)
-    (e1, r1), (e2, r2) = _ratios(-2 * b, s11), _ratios(-2 * b, s22)
-    h = _scaled_det(rho, e1, e2, r1, r2)
-    t = a**2 * sp.sqrt(r1) * sp.sqrt(r2) / sp.sqrt(h)
-    tdot = 4 * a**2 * b**2 * rho * sp.sqrt(s11 * r1) * sp.sqrt(s22 * r2) * r1 * r2 / h ** sp.Rational(3, 2)
-    return Dual(t, tdot, a**2 / sp.sqrt(1 - 4 * b * s11))
+    r = rdet(-2 * b, s11, s12, s22)
+    return Dual(a**2 * r, 4 * a**2 * b**2 * _pinned_s12(s11, s12, s22) * r**3, a**2 / sp.sqrt(1 - 4 * b * s11))
 
 
 def rbf(s11: Expr, s12: Expr, s22: Expr, gamma: Expr) -> Dual:
     """phi(x) = sqrt(2) sin(sqrt(2 gamma) x + pi/4), whose dual is the RBF kernel (neural-tangents' Rbf)."""
-    t = sp.exp(-gamma * _distances(s11, s12, s22)[0])
+    t = sp.exp(-gamma * sqdist(s11, s12, s22))
     return Dual(t, 2 * gamma * t, sp.Integer(1))
 
 
@@ -286,18 +219,16 @@ def gelu(s11: Expr, s12: Expr, s22: Expr) -> Dual:
     gives E[phi''(u) phi''(v)] as a Gaussian integral; integrate twice in s12 from 0 (Price's theorem)
     with E[phi'(u)] E[phi'(v)] = 1/4 and E[phi(u)] = s11 / sqrt(2 pi (1 + s11)).
 
-    Evaluated in scaled form (module docstring, k = 1): g = s12/sqrt(P) = rho sqrt(e1 e2), Delta = P h,
-    1/P = r1 r2 and (2 + s11 + s22)/P = r1 + r2, so every term is O(s) at large variances s (the unscaled
-    s11 s22 Delta is O(s^4) and overflows float32 at s ~ 1e9).
+    Written for evaluation with R = 1/sqrt(Delta) (node ``rdet``), the angle asin(s12/sqrt(P)) (node ``williams``)
+    and e_i = s_i/(1 + s_i) (node ``ratio``): (s12^2 + s11 s22 Delta)/(P sqrt(Delta)) = rho^2 e1 e2 R + e1 e2 / R
+    and (2 + s11 + s22)/P = 1/(1 + s11) + 1/(1 + s22), so every term is O(s) at large variances s (s11 s22 Delta
+    is O(s^4) and overflowed float32 at s ~ 1e9).
     """
-    rho = _rho(s11, s12, s22)
-    (e1, r1), (e2, r2) = _ratios(sp.Integer(1), s11), _ratios(sp.Integer(1), s22)
-    h = _scaled_det(rho, e1, e2, r1, r2)
-    g, root_p, root_h = rho * sp.sqrt(e1) * sp.sqrt(e2), sp.sqrt(1 + s11) * sp.sqrt(1 + s22), sp.sqrt(h)
-    s12 = _pinned_s12(s11, s12, s22)
-    angle = sp.atan(g / root_h, evaluate=False)
-    t = s12 / 4 + (g**2 / (root_p * root_h) + e1 * e2 * root_p * root_h + s12 * angle) / (2 * sp.pi)
-    tdot = sp.Rational(1, 4) + (angle + g * (r1 * r2 / h + r1 + r2) / root_h) / (2 * sp.pi)
+    rho, x12 = _rho(s11, s12, s22), _pinned_s12(s11, s12, s22)
+    e1, e2 = ratio(1, s11), ratio(1, s22)
+    r, angle = rdet(1, s11, s12, s22), williams(1, s11, s12, s22)
+    t = x12 / 4 + (rho**2 * e1 * e2 * r + e1 * e2 / r + x12 * angle) / (2 * sp.pi)
+    tdot = sp.Rational(1, 4) + (angle + x12 * (r**3 + r * (1 / (1 + s11) + 1 / (1 + s22)))) / (2 * sp.pi)
     s = s11
     root1 = sp.sqrt(1 + 2 * s)
     tdiag = s / 4 + s * (2 * s / ((1 + s) * root1) + sp.atan(s / root1)) / (2 * sp.pi)
