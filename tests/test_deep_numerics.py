@@ -302,13 +302,25 @@ def test_gram_diagonal_is_the_variance_map_at_every_scale(act: ka.Layer, dtype: 
     net = ka.Dense(1.1, 0.1) >> act >> ka.Dense(0.9, 0.1) >> act >> ka.Dense(1.0, 0.05)
     x = np.concatenate([_scaled(q, 1) for q in (1e-6, 1.0, 1e6)])[[0, 1, 2, 0]]  # with a repeated row
     try:
-        k = ka.kernel(net, x.astype(dtype), get=("nngp", "ntk"))
+        k = quiet(ka.kernel, net, x.astype(dtype), get=("nngp", "ntk"))
     except NotRepresentableError as err:
         assert act.name in ("Exp", "Monomial", "RectifiedMonomial", "Polynomial"), str(err)
         return
     nngp = np.asarray(k.nngp)
     np.testing.assert_allclose(np.diag(nngp), np.asarray(k.cov1), rtol=64 * float(np.finfo(dtype).eps))
     np.testing.assert_allclose(nngp[0], nngp[3], rtol=4 * float(np.finfo(dtype).eps))  # identical rows
+    assert np.all(np.isfinite(np.asarray(k.ntk)))
+
+
+@pytest.mark.parametrize("route", ["tanh", "x/2+sin"])
+def test_elementwise_routes_keep_the_diagonal_on_the_variance_map(route: str) -> None:
+    """The Gauss-Hermite route (tanh) and the exact MGF route (x/2 + sin x) go through the pinned correlation too:
+    at depth 30 with W_std 2 (chi_1 > 1 for both) diag(NNGP) stays on cov1 (float64)."""
+    fn = {"tanh": lambda u: sp.tanh(u), "x/2+sin": lambda u: u / 2 + sp.sin(u)}[route]
+    act = ka.Elementwise(fn, name=route)
+    net = deep(act, 2.0, 30, b=0.1)
+    k = quiet(ka.kernel, net, X[:6])
+    np.testing.assert_allclose(np.diag(np.asarray(k.nngp)), np.asarray(k.cov1), rtol=1e-13)
     assert np.all(np.isfinite(np.asarray(k.ntk)))
 
 
