@@ -18,10 +18,11 @@ import sympy as sp
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, as_layer
 from kernelalg.core._inputs import DENSE, InputLayout, layout_of
-from kernelalg.core._program import C, D, Q1, Q2
+from kernelalg.core._program import C, D, Q1, Q2, Assign
 from kernelalg.core._symbolic import SymbolicKernel, trace
 from kernelalg.core._tiles import check_tile, run_tiles
 from kernelalg.backends._jax import lower_program
+from kernelalg.backends._pairtiles import mirror_upper
 from kernelalg.backends._precision import check as check_precision, describe, not_representable_message
 import mpmath
 from kernelalg.backends._reference import MPMATH_TABLE, NUMPY_TABLE, evaluate_program
@@ -156,6 +157,11 @@ class CompiledKernel:
             mirror = x2 is None and not self.symbolic.asymmetric
             return self._assemble(run(self._env(x1, x2, p), x1.shape[0] if mirror else None), x1, x2)
 
+        # dense programs on CPU compute the symmetric case from tiles, exactly; elsewhere the in-program mirror can
+        # be off by an ulp (XLA recomputes fused producers per triangle), so _evaluate mirrors the outputs again
+        # in a separate program, from materialised buffers
+        self._exact_symmetric = (self.layout is DENSE and jax.default_backend() == "cpu"
+                                 and all(isinstance(i, Assign) for i in self.symbolic.program))
         self._checked = jax.jit(kernels)
         self._jitted = jax.jit(lambda x1, x2, p: kernels(x1, x2, p)[0])
         self._amplification: dict[tuple, float | None] = {}
@@ -231,6 +237,8 @@ class CompiledKernel:
             x2 = None if x2 is None else jax.tree_util.tree_map(jnp.asarray, x2)
             p = {k: jnp.asarray(v, dtype=x1.dtype) for k, v in p.items()}
             kernels, finite = self._checked(x1, x2, p)
+            if x2 is None and not (self._exact_symmetric or self.symbolic.asymmetric):
+                kernels = _mirrored(kernels)
         if not _is_tracer(finite) and not bool(finite):
             raise E.NotRepresentableError(self._not_representable(x1, x2, params, kernels))
         out = [getattr(k, self.names[0]) if self.single else k for k in kernels]
@@ -306,6 +314,13 @@ def _put(results: dict, key: str, shape: tuple, start: int, vals: np.ndarray) ->
     if key not in results:
         results[key] = np.empty(shape, vals.dtype)
     results[key][start:start + len(vals)] = vals
+
+
+@jax.jit
+def _mirrored(kernels: tuple) -> tuple:
+    """Every square kernel array with its lower triangle replaced by the mirror of its upper triangle."""
+    return jax.tree_util.tree_map(lambda a: mirror_upper(a) if a.ndim == 2 and a.shape[0] == a.shape[1] else a,
+                                  kernels)
 
 
 def _as_float64(x: Any) -> Any:

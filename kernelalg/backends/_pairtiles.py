@@ -52,22 +52,30 @@ def row_tiled(run: Run, env: dict, elements: int) -> list:
 def mirror_upper(arr: jax.Array) -> jax.Array:
     """The symmetric matrix whose upper triangle (diagonal included) is that of square ``arr``.
 
-    The mask is built from a 1-D index behind an optimisation barrier: XLA would otherwise fold the N x N
-    comparison into a constant, which takes minutes to compile at N = 2000.
+    Exact when ``arr`` is a materialised buffer (an argument, a loop output). XLA fuses a cheap producer into
+    the select and computes it twice, once per triangle, and its vectorised and scalar code may round
+    differently (seen: 1 ulp in float32); optimisation barriers do not prevent that on CPU. The mask is built
+    from a 1-D index behind a barrier: XLA would otherwise fold the N x N comparison into a constant, which
+    takes minutes to compile at N = 2000.
     """
     i = jax.lax.optimization_barrier(jnp.arange(arr.shape[0]))
     return jnp.where(i[:, None] <= i[None, :], arr, arr.T)
 
 
-def symmetric(run: Run, env: dict, n: int, elements: int, cpu: bool) -> list:
+def symmetric(run: Run, env: dict, n: int, elements: int, tiles: bool) -> list:
     """``run(env)`` for the kernel of x with itself (env's per-pair arrays (n, n), per-sample (n, 1) / (1, n)),
-    with every (n, n) output exactly symmetric: on CPU from the tiles on and above the diagonal only, elsewhere
-    (or for few samples) from the full evaluation with its upper triangle mirrored."""
-    edge = max(2, math.isqrt(elements))
+    with every (n, n) output symmetric.
+
+    With ``tiles`` (a dense program on CPU) only the square tiles on and above the diagonal are computed, in a
+    loop (at least two tiles per side, so that it stays a loop), and the matrix is assembled from the loop's
+    output buffer: exactly symmetric. Otherwise the full evaluation with its upper triangle mirrored in the
+    program (see :func:`mirror_upper` for when that is exact).
+    """
     kinds = {k: _kind(v, n) for k, v in env.items()}
-    if not cpu or n < 2 * edge or None in kinds.values():
-        outs = row_tiled(run, env, elements) if cpu else run(env)
+    if not tiles or n < 2 or None in kinds.values():
+        outs = row_tiled(run, env, elements) if tiles else run(env)
         return [mirror_upper(o) if jnp.shape(o) == (n, n) else o for o in outs]
+    edge = min(max(2, math.isqrt(elements)), -(-n // 2))
     # prefer an edge that divides n (no padded copy of the inputs)
     edge = next((t for t in range(edge, max(1, edge // 2), -1) if n % t == 0), edge)
     count = -(-n // edge)
