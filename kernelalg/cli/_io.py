@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kernelalg.cli._outputs import check_parent, temporary_beside
+from kernelalg.analysis._sphere import sphere_points
 from kernelalg.core._errors import InputError, KernelalgError
 
 BAD_SUFFIX = ("Cannot read {path!r}: unknown file type {suffix!r}. Fix: pass a .npy file (np.save) or a "
@@ -122,8 +123,7 @@ def sphere(n: int, dim: int, seed: int) -> np.ndarray:
     """``n`` points uniform on the sphere of radius sqrt(dim) in R^dim (so |x|^2/d = 1)."""
     if dim < 2:
         raise KernelalgError(f"--dim must be >= 2 for sphere data, got {dim}. Fix: e.g. --dim 3.")
-    g = np.random.default_rng(seed).standard_normal((n, dim))
-    return g / np.linalg.norm(g, axis=1, keepdims=True) * np.sqrt(dim)
+    return sphere_points(n, dim, seed)
 
 
 def load_data(name: str, n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:

@@ -35,6 +35,7 @@ from kernelalg.core._program import Op
 from kernelalg.core._symbolic import symbolic, trace
 from kernelalg.core._tiles import run_tiles, tile_offsets
 from kernelalg.layers._parse import FORMULA_FUNCTIONS, _signature, layer_constructors, parse
+from kernelalg.papers import names as paper_names, run_papers
 from kernelalg.scale._gram import gram
 from kernelalg.scale._store import open_gram
 
@@ -140,6 +141,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", help="save k, multiplicity, mu_k as CSV")
 
     sub.add_parser("layers", help="list the layer constructors an architecture expression may use")
+
+    g = sub.add_parser("papers", help="check the central claims of the papers kernelalg serves -> table + PNGs",
+                       description="Run the paper checks (all, or those named) and write papers.md, "
+                                   "results.json and a PNG per check. Exit 0 iff every check passes.")
+    g.add_argument("names", nargs="*", help=f"checks to run (default all): {', '.join(paper_names())}")
+    g.add_argument("--out", default="papers", help="output folder (default: papers)")
+    g.add_argument("--quick", action="store_true", help="small variants (seconds each; what CI runs)")
     return p
 
 
@@ -372,8 +380,15 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_papers(args: argparse.Namespace) -> int:
+    with terminate_as_interrupt(), staged_folder(Path(args.out)) as stage:
+        results = run_papers(args.names, stage, quick=args.quick)
+    print(f"{sum(r.passed for r in results)} of {len(results)} checks pass; table in {Path(args.out) / 'papers.md'}")
+    return 0 if all(r.passed for r in results) else 1
+
+
 _COMMANDS = {"formula": cmd_formula, "kernel": cmd_kernel, "verify": cmd_verify, "spectrum": cmd_spectrum,
-             "layers": cmd_layers}
+             "layers": cmd_layers, "papers": cmd_papers}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
