@@ -84,20 +84,26 @@ def foreign_entries(path: Path, limit: int = 5) -> list[str]:
     return sorted(out)[:limit]
 
 
-def remove_store(path: Path) -> None:
-    """Delete the contents of a store directory whose every entry :func:`foreign_entries` accepted.
+def remove_store(path: Path) -> list[str]:
+    """Delete the contents of a store directory, unless it holds files kernelalg did not create.
 
-    ``kernelalg.json`` goes first, so an interrupted removal never leaves something that looks like a
-    store; the directory itself stays (it may be the user's).
+    Returns:
+        [] after deleting; else (nothing deleted) up to 5 paths of foreign files. ``kernelalg.json`` goes
+        first, so an interrupted removal never leaves something that looks like a store; the directory
+        itself stays (it may be the user's).
     """
+    foreign = foreign_entries(path)
+    if foreign:
+        return foreign
     info = path / INFO
     if info.exists():
         info.unlink()
     for entry in sorted(path.iterdir()):
-        if entry.is_dir() and not entry.is_symlink():
+        if entry.is_dir():
             shutil.rmtree(entry)
         else:
             entry.unlink()
+    return []
 
 
 def _why(path: Path, err: OSError) -> str:

@@ -86,6 +86,7 @@ class GramStore:
         self.path = Path(path)
         self.meta = meta if meta is not None else read_meta(self.path)
         self._arrays: dict[str, Any] = {}
+        self._replace = False  # set by prepare(overwrite=True): initialize() deletes the old store first
 
     # ------------------------------------------------------------------ creation and resumption
 
@@ -93,8 +94,8 @@ class GramStore:
     def prepare(cls, path: Any, meta: dict, overwrite: bool = False) -> "GramStore":
         """Open ``path`` for the computation ``meta``: resume it if it matches, refuse it if not.
 
-        With ``overwrite`` an existing store is deleted first, but only if every file in it is one kernelalg
-        creates; the store itself is created by :meth:`initialize`.
+        With ``overwrite`` an existing store will be replaced, but only if every file in it is one kernelalg
+        creates; :meth:`initialize` deletes it (after the arguments have been checked) and creates the new one.
         """
         p = Path(path)
         if p.exists() and not p.is_dir():
@@ -104,12 +105,14 @@ class GramStore:
             if foreign:
                 raise KernelalgError(NOT_A_STORE.format(path=p, files=", ".join(foreign)))
             if overwrite:
-                F.remove_store(p)
-            elif (p / F.INFO).exists():
+                gs = cls(p, dict(meta))
+                gs._replace = True
+                return gs
+            if (p / F.INFO).exists():
                 old = read_meta(p)
                 check_same(p, old, meta)
                 return cls(p, old)
-            elif any(p.iterdir()):
+            if any(p.iterdir()):
                 raise KernelalgError(REMAINS.format(path=p))
         return cls(p, dict(meta))
 
@@ -126,10 +129,15 @@ class GramStore:
                 otherwise its tile is adopted).
         """
         how = "was created with"
-        if not self.initialized:
+        if self._replace:
+            foreign = F.remove_store(self.path)  # checked again: files may have been added since prepare
+            if foreign:
+                raise KernelalgError(NOT_A_STORE.format(path=self.path, files=", ".join(foreign)))
+            self._replace = False
+        if "tile" not in self.meta:  # there was no store when this call began
             meta = dict(self.meta, shape=[int(n), int(m)], tile=int(tile), symmetric=bool(symmetric),
                         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-            if F.create_atomically(self.path, lambda root: _build(root, meta, n, m, tile, dtype)):
+            if not self.initialized and F.create_atomically(self.path, lambda r: _build(r, meta, n, m, tile, dtype)):
                 self.meta = meta
                 return int(tile)
             other = read_meta(self.path)  # another process created the store meanwhile
