@@ -134,6 +134,10 @@ def test_store_refuses_another_activation_function(tmp_path):
             ka.gram(other, x, tile=3, store=path, progress=False)
     st = ka.gram(net(lambda z: sp.tanh(z)), x, tile=3, store=path, progress=False)  # the same function resumes
     assert len(st.compute_log()) == len(st.tiles)  # nothing recomputed
+    # a function inside a recurrent cell (a layer held in another layer's settings) is recorded too
+    from kernelalg.scale._meta import network_functions
+    cell = [ka.Recurrent(ka.Elementwise(fn, name="act")) for fn in (sp.tanh, sp.atan)]
+    assert repr(cell[0]) == repr(cell[1]) and network_functions(cell[0]) != network_functions(cell[1])
 
 
 def test_store_refuses_another_jax_function_or_constant(tmp_path):
@@ -213,7 +217,15 @@ def test_flipped_bytes_are_caught_on_load_and_repaired_on_resume(tmp_path):
     assert st.verify() == [(4, 8)]
     with pytest.raises(ka.KernelalgError, match=r"\(4, 8\)"):
         ka.open_gram(path).load()
-    _resume_recomputes(path, [(4, 8)])
+    cut = _chunk(path, (0, 8))  # a truncated chunk: the codec cannot even decode it
+    cut.write_bytes(cut.read_bytes()[:10])
+    assert st.verify() == [(0, 8), (4, 8)]
+    with pytest.raises(ka.KernelalgError, match=r"2 damaged tile.*\(0, 8\), \(4, 8\)"):
+        st.load()
+    nan = np.zeros((10, 10), bool)
+    nan[0:8, 8:10] = nan[8:10, 0:8] = True
+    np.testing.assert_array_equal(np.isnan(st.load(allow_missing=True)), nan)
+    _resume_recomputes(path, [(0, 8), (4, 8)])
 
 
 def test_damaged_record_and_stray_files(tmp_path):

@@ -104,6 +104,7 @@ def _describe(key: str, old: Any, new: Any) -> str:
 
 
 def check_same(path: Path, old: dict, meta: dict) -> None:
+    """Refuse (naming every difference) unless ``meta`` is the computation ``old`` of the store at ``path``."""
     diff = [k for k in _META_KEYS if old.get(k) != meta.get(k)]
     if diff:
         what = "; ".join(_describe(k, old.get(k), meta.get(k)) for k in diff)

@@ -25,7 +25,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -118,6 +118,7 @@ class GramStore:
 
     @property
     def initialized(self) -> bool:
+        """Whether the store exists on disk (its kernelalg.json, written last at creation)."""
         return (self.path / F.INFO).exists()
 
     def initialize(self, n: int, m: int, tile: int, symmetric: bool, dtype: Any, tile_given: bool = True) -> int:
@@ -252,6 +253,7 @@ class GramStore:
         return self._arrays[name]
 
     def has_record(self, tile: Sequence[int]) -> bool:
+        """Whether ``tile`` has a completion record."""
         return self._record_path(tile).exists()
 
     def claim(self, tile: Sequence[int], run: str) -> bool:
@@ -267,6 +269,7 @@ class GramStore:
         return True
 
     def log_compute(self, run: str, tile: Sequence[int]) -> None:
+        """Append "i j" to this run's and process's compute log (before the tile is computed)."""
         with open(self.path / F.LOG / f"{run}-{os.getpid()}.log", "a") as fh:
             fh.write(f"{int(tile[0])} {int(tile[1])}\n")
 
@@ -306,26 +309,23 @@ class GramStore:
             raise KernelalgError(DAMAGED.format(path=str(self.path), k=1, tiles=[tuple(tile)]))
         return blk
 
-    def _checked(self, names: Sequence[str], full: Mapping[str, np.ndarray] | None = None) -> list[tuple[int, int]]:
-        """Damaged recorded tiles, row-major; the blocks of the others go into ``full`` (mirrored if symmetric)."""
-        bad = []
+    def _check(self, names: Sequence[str], read: Callable[[str, tuple[int, int]], np.ndarray | None]
+               ) -> tuple[set[tuple[int, int]], list[tuple[int, int]]]:
+        """(good, damaged) recorded tiles: damaged ones have an unreadable record or blocks (``read(name,
+        tile)``, None when the chunk cannot be decoded) that do not match the record's checksums."""
+        good, bad = set(), []
         for t, p in sorted(self._record_files().items()):
             rec, _ = self._read_record(t, p)
-            blocks = {nm: self._block(nm, t) for nm in names} if rec is not None else {}
-            if rec is None or any(b is None or _block_sha(b) != rec["sha256"][nm] for nm, b in blocks.items()):
+            if rec is None or any((b := read(nm, t)) is None or _block_sha(b) != rec["sha256"][nm] for nm in names):
                 bad.append(t)
-                continue
-            for nm, b in blocks.items() if full is not None else ():
-                (i, j), (h, w) = t, b.shape
-                full[nm][i:i + h, j:j + w] = b
-                if self.symmetric and j > i:  # mirror (diagonal tiles are stored symmetric)
-                    transpose_into(full[nm][j:j + w, i:i + h], b)
-        return bad
+            else:
+                good.add(t)
+        return good, bad
 
     def verify(self) -> list[tuple[int, int]]:
         """Recorded tiles that are damaged: data differing from the record's checksums (flipped bytes, a torn
         write), unreadable or deleted chunk files, or an unreadable record. Row-major."""
-        return self._checked(self.names)
+        return self._check(self.names, self._block)[1]
 
     def repair(self) -> list[tuple[int, int]]:
         """Invalidate the damaged tiles (:meth:`verify`) so that the next computation redoes them."""
@@ -353,10 +353,26 @@ class GramStore:
         if missing and not allow_missing:
             raise KernelalgError(INCOMPLETE.format(path=str(self.path), k=len(missing), total=len(self.tiles)))
         names = self.names if get is None else ([get] if isinstance(get, str) else list(get))
-        out = {nm: np.full(self.shape, np.nan, dtype=np.dtype(self.meta["dtype"])) for nm in names}
-        bad = self._checked(names, out)
+        t = self.tile
+        try:  # one read per kernel (bounded memory: the result itself), checked tile by tile below
+            out = {nm: np.asarray(self.array(nm)[...]) for nm in names}
+            good, bad = self._check(names, lambda nm, tl: out[nm][tl[0]:tl[0] + t, tl[1]:tl[1] + t])
+            read = None
+        except KernelalgError:
+            raise
+        except Exception:  # a chunk the codec cannot decode: read tile by tile
+            out = {nm: np.full(self.shape, np.nan, dtype=np.dtype(self.meta["dtype"])) for nm in names}
+            (good, bad), read = self._check(names, self._block), self._block
         if bad and not allow_missing:
             raise KernelalgError(DAMAGED.format(path=str(self.path), k=len(bad), tiles=bad[:5]))
+        for nm, full in out.items():
+            for i, j in self.tiles:
+                if (i, j) not in good:  # missing or damaged: NaN, whatever partial data the chunk holds
+                    full[i:i + t, j:j + t] = np.nan
+                elif read is not None:
+                    full[i:i + t, j:j + t] = read(nm, (i, j))
+                if self.symmetric and j > i:  # mirror (diagonal tiles are stored symmetric)
+                    transpose_into(full[j:j + t, i:i + t], full[i:i + t, j:j + t])
         single = isinstance(get, str) or (get is None and len(names) == 1)
         return out[names[0]] if single else out
 
