@@ -207,10 +207,11 @@ def gram(net: Any, x1: Any, x2: Any = None, get: Any = "ntk", *, params: Mapping
         tile: Tile edge in rows (None: sized from ``memory``; a resumed store keeps its own tile).
         memory: Per-device byte budget for one tile call when ``tile`` is None (default 1 GiB).
         devices: None (all local devices), a count, or a list of jax devices (local runs).
-        store: None (return arrays) or a path: a zarr store with per-tile completion records; an existing
-            store of the same computation is resumed (only missing tiles are computed), a different one
-            is refused. Returns a :class:`~kernelalg.GramStore` then.
-        overwrite: Replace an existing store at ``store``.
+        store: None (return arrays) or a path: a zarr store with per-tile completion records and checksums;
+            an existing store of the same computation is resumed (its tiles re-verified, damaged and missing
+            ones computed), a different one is refused. Returns a :class:`~kernelalg.GramStore` then.
+        overwrite: Replace an existing store at ``store`` (refused when the directory holds any file that
+            kernelalg did not create).
         client: None (run in this process), "local" / True (start a Dask LocalCluster), a scheduler address
             "tcp://host:port", or a ``dask.distributed.Client``. Dask needs ``store`` (workers write tiles).
         workers: Workers of a LocalCluster started here (default 1).
