@@ -115,11 +115,13 @@ def test_kernel_zarr_resume_computes_only_missing_tiles(capsys: pytest.CaptureFi
     assert sorted(gs.tiles) == [(0, 0), (0, 3), (0, 6), (3, 3), (3, 6), (6, 6)]  # upper tile triangle
     first = {t for _, t in gs.compute_log()}
     assert first == set(gs.tiles)
-    # Simulate an interruption: tiles (0, 3) and (6, 6) never finished; a finished tile carries a marker
-    # that a recomputation would overwrite.
+    # Simulate an interruption: tiles (0, 3) and (6, 6) never finished. A finished tile's chunk file and
+    # record are kept to check that the resume leaves them untouched (a marker written into its data would
+    # now be caught by its checksum and recomputed, as documented).
     gs.invalidate([(0, 3), (6, 6)])
     gs.array("ntk")[0:3, 3:6] = np.nan
-    gs.array("ntk")[3:6, 6:7] = -1.0
+    finished = store / "ntk" / "c" / "1" / "2"  # tile (3, 6) of tile size 3
+    kept = finished.read_bytes(), gs.records()[(3, 6)]
     code, _, err = run(capsys, *argv)
     assert code == 0 and "4 of 6 tiles were already done" in err
     gs = ka.open_gram(store)
@@ -128,7 +130,7 @@ def test_kernel_zarr_resume_computes_only_missing_tiles(capsys: pytest.CaptureFi
         runs.setdefault(run_id, set()).add(t)
     assert sorted(map(sorted, runs.values())) == sorted([sorted(first), [(0, 3), (6, 6)]])  # only the missing
     got = gs.load("ntk")
-    np.testing.assert_array_equal(got[3:6, 6:7], -1.0)            # finished tile: not recomputed
+    assert (finished.read_bytes(), gs.records()[(3, 6)]) == kept  # finished tile: not recomputed
     np.testing.assert_allclose(got[0:3, 3:6], np.asarray(want.ntk)[0:3, 3:6], rtol=1e-12)  # recomputed
     np.testing.assert_allclose(got[3:6, 0:3], np.asarray(want.ntk)[3:6, 0:3], rtol=1e-12)  # mirrored
     # Another architecture into the same store is refused.

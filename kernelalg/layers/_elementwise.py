@@ -26,6 +26,7 @@ import sympy as sp
 from kernelalg.core import _errors as E
 from kernelalg.layers._activations import X
 from kernelalg.core._duals import Dual
+from kernelalg.core._fingerprint import FingerprintError, callable_fingerprint
 from kernelalg.core._layer import Layer, require_gaussian
 from kernelalg.core._program import Builder, KernelState
 from kernelalg.backends import NUMPY_TABLE, evaluate, lower_elementwise
@@ -141,7 +142,8 @@ def Elementwise(fn: Callable[[Any], Any], name: str | None = None, deg: int = 32
         deg: Gauss-Hermite degree per dimension for the quadrature route.
 
     Returns:
-        The layer; ``layer.static`` holds ``route`` saying which route was taken.
+        The layer; ``layer.static`` holds ``route`` saying which route was taken, ``layer.identity`` what
+        determines its values (the sympy form, or a fingerprint of fn's code and the values it reads).
     """
     name = name or getattr(fn, "__name__", "phi").replace("<lambda>", "phi")
     try:
@@ -160,6 +162,7 @@ def Elementwise(fn: Callable[[Any], Any], name: str | None = None, deg: int = 32
                                    lambda a: evaluate(expr, {X: a}, NUMPY_TABLE),
                                    lambda a: evaluate(dexpr, {X: a}, NUMPY_TABLE), deg)
         phi_sym = expr
+        identity, unidentified = "sympy:" + sp.srepr(expr), ""
     else:
         try:
             probe = jnp.asarray(fn(jnp.linspace(-1.0, 1.0, 3)))
@@ -176,6 +179,10 @@ def Elementwise(fn: Callable[[Any], Any], name: str | None = None, deg: int = 32
         route = f"Gauss-Hermite quadrature, degree {deg}"
         dual = quadrature_dual(name, fn, dfn, None, None, deg)
         phi_sym = None
+        try:
+            identity, unidentified = "code:" + callable_fingerprint(fn), ""
+        except FingerprintError as err:
+            identity, unidentified = "", f"Elementwise({name}): its function cannot be fingerprinted ({err})"
 
     def kernel(b: Builder, st: KernelState, p: Mapping, static: Mapping) -> KernelState:
         require_gaussian(st, name)
@@ -189,4 +196,5 @@ def Elementwise(fn: Callable[[Any], Any], name: str | None = None, deg: int = 32
         f = lower_elementwise(phi_sym, X)
         return (lambda key: {}), (lambda params, x: f(x)), in_shape
 
-    return Layer(name, kernel, static=(("route", route),), finite=finite, role="activation", routes=((name, route),))
+    return Layer(name, kernel, static=(("route", route),), finite=finite, role="activation", routes=((name, route),),
+                 identity=identity, unidentified=unidentified)
