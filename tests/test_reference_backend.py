@@ -136,7 +136,9 @@ def test_recurrent_reference_matches_jax(name: str, sym: bool) -> None:
 def test_numpy_backend_takes_params_and_any_input_dtype() -> None:
     """compile(backend="numpy"): hyperparameter overrides equal the network built with those values; float32
     inputs are evaluated in float64."""
-    conv = lambda w: ka.Conv((2, 2), padding="SAME", W_std=w, b_std=0.1) >> ka.Relu() >> ka.GlobalAvgPool()  # noqa: E731
+    def conv(w: float) -> ka.Layer:
+        return ka.Conv((2, 2), padding="SAME", W_std=w, b_std=0.1) >> ka.Relu() >> ka.GlobalAvgPool()
+
     x = _images((3, 3, 2), 3, 4)
     f = ka.compile(conv(1.0), get="ntk", backend="numpy")
     name = next(n for n in f.params if n.startswith("sigma_w"))

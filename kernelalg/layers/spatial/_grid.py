@@ -5,8 +5,9 @@ Neural Net", NeurIPS 2019; Novak et al., ICLR 2019): with S the spatial shape, t
 images is an array over (p, p') in S x S. Nonlinearities act per pixel pair (elementwise, so the
 activation layers apply unchanged); convolutions and pooling are linear maps on the grid, emitted as named
 :class:`~kernelalg.core._program.Op` s written once against a backend's array namespace
-(:class:`kernelalg.backends.Arrays`: JAX for the compiled kernel, NumPy for the reference). Two storage modes, chosen once per network by
-a pre-pass (:func:`kernelalg.layers.spatial._inputs.plan`, as neural-tangents' ``diagonal_spatial``):
+(:class:`kernelalg.backends.Arrays`: JAX for the compiled kernel, NumPy for the reference). Two storage
+modes, chosen once per network by a pre-pass (:func:`kernelalg.layers.spatial._inputs.plan`, as
+neural-tangents' ``diagonal_spatial``):
 
 * ``"diag"``: only matching pixels p = p' (enough when the readout is Flatten and nothing pools):
   cov/ntk (B1, B2, *S), var1 (B1, 1 or B2, *S), var2 likewise.
