@@ -11,7 +11,7 @@ Example:
 
 from kernelalg.layers._activations import (ABRelu, Abs, Cos, Erf, Exp, Gaussian, Gelu, LeakyRelu, Monomial, Polynomial,
                            Rbf, RectifiedMonomial, Relu, Sign, Sin, activation)
-from kernelalg.backends._compile import CompiledKernel, Kernel, compile, kernel, reference_kernel
+from kernelalg.backends._compile import CompiledKernel, Kernel, ReferenceKernel, compile, kernel, reference_kernel
 from kernelalg.layers._dense import Dense, FanInSum, FanOut, Identity
 from kernelalg.layers._elementwise import Elementwise
 from kernelalg.core._errors import InputError, KernelalgError, LayerOrderError, LoweringError
@@ -51,7 +51,8 @@ __all__ = [
     "finite", "FiniteNet", "empirical_ntk", "empirical_ntk_fn", "empirical_nngp", "monte_carlo", "MonteCarlo",
     "convergence", "Convergence", "verify", "Verification",
     # kernels
-    "symbolic", "SymbolicKernel", "parse", "compile", "CompiledKernel", "kernel", "Kernel", "reference_kernel",
+    "symbolic", "SymbolicKernel", "parse", "compile", "CompiledKernel", "ReferenceKernel", "kernel", "Kernel",
+    "reference_kernel",
     "Q1", "Q2", "C", "D",
     # scale: tiled / multi-device / Dask Gram matrices, resumable zarr stores
     "gram", "plan_gram", "GramPlan", "GramStore", "open_gram",

@@ -1,7 +1,9 @@
-"""``ka.compile`` and ``ka.kernel``: one jitted JAX program per architecture.
+"""``ka.compile`` and ``ka.kernel``: one jitted JAX program per architecture; ``ka.reference_kernel``.
 
 The Gram matrix x1 x2^T / d is a matmul; everything after it is one fused elementwise program over the
-N x M pairs (per-sample variances are computed once per sample and broadcast).
+N x M pairs (per-sample variances are computed once per sample and broadcast). The same program runs on the
+NumPy float64 reference (``backend="numpy"``, :func:`reference_kernel`) for any network, and on mpmath for
+dense networks.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ import sympy as sp
 
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, as_layer
-from kernelalg.core._inputs import InputLayout, layout_of
-from kernelalg.core._program import C, D, Q1, Q2
+from kernelalg.core._inputs import DENSE, InputLayout, layout_of
+from kernelalg.core._program import Op
 from kernelalg.core._symbolic import SymbolicKernel, trace
 from kernelalg.core._tiles import check_tile, run_tiles
 from kernelalg.backends._jax import lower_program
-import mpmath
-from kernelalg.backends._reference import MPMATH_TABLE, NUMPY_TABLE, evaluate_program
+from kernelalg.backends._reference import NUMPY_TABLE, evaluate_program, mpmath_dense
+from kernelalg.backends._structural import JAX_ARRAYS, NUMPY_ARRAYS
 
 _GETS = ("nngp", "ntk")
 
@@ -90,6 +92,17 @@ def check_input(name: str, x: Any, feature_fix: str = "reshape to (batch, featur
     return x
 
 
+def merge_params(defaults: Mapping[str, float], params: Mapping[str, Any] | None) -> dict:
+    """The hyperparameter values of one call: ``defaults`` overridden by ``params`` (names must exist)."""
+    p = dict(defaults)
+    if params:
+        unknown = set(params) - set(p)
+        if unknown:
+            raise E.KernelalgError(E.UNKNOWN_PARAM.format(names=sorted(unknown), known=sorted(p)))
+        p.update(params)
+    return p
+
+
 def check_inputs(layout: InputLayout, x1: Any, x2: Any = None) -> tuple[Any, Any]:
     """The one input checker: validate (and convert) a pair of inputs for a network of input ``layout``.
 
@@ -150,7 +163,7 @@ class CompiledKernel:
         self._jitted = jax.jit(lambda x1, x2, p: self._assemble(run(self._env(x1, x2, p)), x1, x2))
 
     def _env(self, x1: jax.Array, x2: jax.Array | None, p: Mapping[str, Any]) -> dict:
-        env = self.layout.env(x1, x2)
+        env = self.layout.env(x1, x2, JAX_ARRAYS)
         env.update({self._param_symbols[k]: v for k, v in p.items()})
         return env
 
@@ -168,13 +181,7 @@ class CompiledKernel:
         return tuple(kernels)
 
     def _params(self, params: Mapping[str, Any] | None) -> dict:
-        p = dict(self.params)
-        if params:
-            unknown = set(params) - set(p)
-            if unknown:
-                raise E.KernelalgError(E.UNKNOWN_PARAM.format(names=sorted(unknown), known=sorted(p)))
-            p.update(params)
-        return p
+        return merge_params(self.params, params)
 
     def __call__(self, x1: Any, x2: Any = None, params: Mapping[str, Any] | None = None,
                  batch_size: int | None = None) -> Any:
@@ -262,23 +269,26 @@ def _full(arr: Any, lead: tuple[int, int], dtype: Any) -> jax.Array:
     return jnp.broadcast_to(arr, lead + arr.shape[2:] if arr.ndim > 2 else lead)
 
 
-_CACHE: dict[tuple[int, Any], tuple[Layer, CompiledKernel]] = {}
+_CACHE: dict[tuple[int, Any], tuple[Layer, Any]] = {}
 
 
-def compile(net: Layer, get: Any = _GETS, backend: str = "jax") -> CompiledKernel:  # noqa: A001
-    """Compile ``net``'s kernel to one jitted JAX function ``f(x1, x2=None, params=None)``.
+def compile(net: Layer, get: Any = _GETS, backend: str = "jax") -> Any:  # noqa: A001
+    """Compile ``net``'s kernel to a function ``f(x1, x2=None, params=None)``.
 
     Args:
         net: Architecture expression.
         get: "nngp", "ntk" (the call returns that array) or a tuple of them (the call returns a
             :class:`Kernel`).
-        backend: "jax" (the NumPy/mpmath reference lives in :func:`kernelalg.reference_kernel`).
+        backend: "jax" (one jitted JAX function, a :class:`CompiledKernel`) or "numpy" (the NumPy float64
+            reference, a :class:`ReferenceKernel`: slow, for testing; mpmath lives in :func:`reference_kernel`).
     """
+    if backend not in ("jax", "numpy"):
+        raise E.KernelalgError(E.BAD_BACKEND.format(backend=backend))
     key = (id(net), get if isinstance(get, str) else tuple(get), backend)
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is net:
         return hit[1]
-    f = CompiledKernel(net, get, backend)
+    f = CompiledKernel(net, get, backend) if backend == "jax" else ReferenceKernel(net, get)
     _CACHE[key] = (net, f)
     return f
 
@@ -301,30 +311,93 @@ def kernel(net: Layer, x1: Any, x2: Any = None, get: Any = _GETS, params: Mappin
     return compile(net, get)(x1, x2, params, batch_size)
 
 
-def reference_kernel(net: Layer, x1: Any, x2: Any = None, get: str = "ntk", dps: int | None = None) -> np.ndarray:
-    """Reference evaluation: NumPy float64 (``dps=None``) or mpmath with ``dps`` digits, pair by pair.
+class ReferenceKernel:
+    """The kernel of an architecture on the NumPy float64 reference backend: ``f(x1, x2=None, params=None)``.
 
-    Slow; meant for testing the JAX lowering.
+    Runs the same program as :class:`CompiledKernel` (elementwise sympy through the NumPy table, structural
+    ops -- stencils, pooling, readouts, time recursions -- through their NumPy implementations), in float64
+    whatever the input dtype, without jit or tiling. Slow; meant for testing the JAX path.
+
+    Attributes:
+        net: The architecture.
+        symbolic: Its :class:`SymbolicKernel` with hyperparameters as symbols.
+        get: The requested kernels.
+        params: Default hyperparameter values by symbol name.
     """
 
+    def __init__(self, net: Layer, get: Any = _GETS):
+        self.net = as_layer(net)
+        self.names, self.single = normalize_get(get)
+        self.get = get
+        self.layout = layout_of(self.net)
+        self.symbolic: SymbolicKernel = trace(self.net, keep_symbols=True)
+        self.params = self.symbolic.param_values
+        self._param_symbols = {s.name: s for s in self.symbolic.params}
+
+    def __call__(self, x1: Any, x2: Any = None, params: Mapping[str, Any] | None = None,
+                 batch_size: int | None = None) -> Any:
+        """Evaluate the kernel (``batch_size`` is accepted for symmetry with :class:`CompiledKernel` and ignored:
+        the reference evaluates one block)."""
+        x1, x2 = check_inputs(self.layout, x1, x2)
+        x1, x2 = (None if x is None else jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), x)
+                  for x in (x1, x2))
+        p = merge_params(self.params, params)
+        env = self.layout.env(x1, x2, NUMPY_ARRAYS)
+        env.update({self._param_symbols[k]: float(v) for k, v in p.items()})
+        outs: list = []
+        for st in self.symbolic.outputs:
+            outs += [st.cov1, st.cov2] + [st.nngp if n == "nngp" else st.ntk for n in self.names]
+        vals = evaluate_program(self.symbolic.program, outs, env, NUMPY_TABLE)
+        n, m = len(x1), len(x1 if x2 is None else x2)
+        per, kernels = 2 + len(self.names), []
+        for b in range(len(self.symbolic.outputs)):
+            v = [np.asarray(a, np.float64) for a in vals[b * per:(b + 1) * per]]
+            fields = {"cov1": _np_full(v[0], (n, 1))[:, 0], "cov2": _np_full(v[1], (1, m))[0]}
+            fields.update({name: _np_full(arr, (n, m)) for name, arr in zip(self.names, v[2:])})
+            kernels.append(getattr(Kernel(**fields), self.names[0]) if self.single else Kernel(**fields))
+        return kernels[0] if len(kernels) == 1 else tuple(kernels)
+
+    def __repr__(self) -> str:
+        return f"ReferenceKernel({self.net!r}, get={self.get!r})"
+
+
+def _np_full(arr: np.ndarray, lead: tuple[int, int]) -> np.ndarray:
+    """A program output broadcast to the batch axes ``lead`` plus its own trailing axes (a copy)."""
+    return np.broadcast_to(arr, lead + arr.shape[2:] if arr.ndim > 2 else lead).copy()
+
+
+def reference_kernel(net: Layer, x1: Any, x2: Any = None, get: Any = "ntk", dps: int | None = None) -> Any:
+    """Reference evaluation of ``net``'s kernel: NumPy float64 (``dps=None``) or mpmath with ``dps`` digits.
+
+    NumPy evaluates any network (dense, conv/pooling/readouts, recurrent; :class:`ReferenceKernel`); mpmath
+    evaluates dense networks pair by pair and refuses others (their structural ops have no mpmath
+    implementation). Slow; meant for testing the JAX path.
+
+    Args:
+        net: Architecture expression.
+        x1: Inputs (N, ...) as the network's input layout expects.
+        x2: Inputs (M, ...) or None (x1).
+        get: "nngp", "ntk" (an array) or, with ``dps=None``, a tuple of them (a :class:`Kernel`).
+        dps: None for NumPy float64, else the mpmath working precision in decimal digits.
+
+    Returns:
+        The (N, M) kernel (with trailing pixel axes for image networks without a readout).
+
+    Raises:
+        LoweringError: ``dps`` given for a network with structural ops (conv, pooling, recurrent).
+    """
+    if dps is None:
+        return compile(net, get, backend="numpy")(x1, x2)
+    net = as_layer(net)
+    names, single = normalize_get(get)
+    if not single:
+        raise E.KernelalgError(E.BAD_GET.format(get=get) + " With dps=..., get must be 'nngp' or 'ntk'.")
+    sk = trace(net, keep_symbols=False)
+    layout = layout_of(net)
+    ops = sorted({ins.name for ins in sk.program if isinstance(ins, Op) and "mpmath" not in ins.impls})
+    if ops or layout is not DENSE:
+        raise E.LoweringError(E.MPMATH_DENSE_ONLY.format(dps=dps, layout=layout.name, ops=ops or "none"))
     x1 = np.asarray(check_input("x1", x1), dtype=np.float64)
     x2 = x1 if x2 is None else np.asarray(check_input("x2", x2), dtype=np.float64)
-    sk = trace(as_layer(net), keep_symbols=False)
     st = sk.outputs[0]
-    out_expr = st.nngp if get == "nngp" else st.ntk
-    d = x1.shape[-1]
-    if dps is None:
-        env = {Q1: (x1 * x1).sum(-1)[:, None] / d, Q2: (x2 * x2).sum(-1)[None, :] / d, C: x1 @ x2.T / d, D: float(d)}
-        (val,) = evaluate_program(sk.program, [out_expr], env, NUMPY_TABLE)
-        return np.broadcast_to(np.asarray(val, dtype=np.float64), (len(x1), len(x2))).copy()
-    out = np.empty((len(x1), len(x2)))
-    with mpmath.workdps(dps):
-        a = [[mpmath.mpf(float(v)) for v in row] for row in x1]
-        b = [[mpmath.mpf(float(v)) for v in row] for row in x2]
-        for i, u in enumerate(a):
-            for j, v in enumerate(b):
-                env = {Q1: mpmath.fsum(t * t for t in u) / d, Q2: mpmath.fsum(t * t for t in v) / d,
-                       C: mpmath.fsum(s * t for s, t in zip(u, v)) / d, D: mpmath.mpf(d)}
-                (val,) = evaluate_program(sk.program, [out_expr], env, MPMATH_TABLE)
-                out[i, j] = float(val)
-    return out
+    return mpmath_dense(sk.program, st.nngp if names[0] == "nngp" else st.ntk, x1, x2, dps)

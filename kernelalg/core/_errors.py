@@ -93,4 +93,18 @@ UNKNOWN_PARAM = (
     "Unknown hyperparameter(s) {names}. Known: {known}. "
     "Fix: use the names listed by ka.symbolic(net).params."
 )
-BAD_BACKEND = "backend={backend!r} is not available. Fix: use backend='jax' (fast) or backend='reference'."
+BAD_BACKEND = (
+    "backend={backend!r} is not available. Fix: use backend='jax' (jitted, fast) or backend='numpy' "
+    "(the NumPy float64 reference, slow; for testing)."
+)
+NO_OP_IMPL = (
+    "The structural op {op!r} (a stencil, pooling, readout or time recursion) has no {backend} implementation "
+    "(it has: {have}). Fix: evaluate this network on one of those backends, e.g. ka.reference_kernel(net, x1, "
+    "x2, dps=None) for the NumPy float64 reference or ka.kernel(...) for JAX; the mpmath reference (dps=...) "
+    "covers dense networks only."
+)
+MPMATH_DENSE_ONLY = (
+    "reference_kernel(..., dps={dps}) evaluates dense networks only (mpmath works scalar by scalar), but this "
+    "network takes {layout!r} inputs and uses the structural op(s) {ops}, which have no mpmath implementation. "
+    "Fix: use dps=None (the NumPy float64 reference), or compare a dense network at high precision."
+)
