@@ -7,12 +7,12 @@ from types import ModuleType
 from typing import Sequence
 
 from kernelalg.core._errors import KernelalgError
-from kernelalg.papers import _jacot
+from kernelalg.papers import _jacot, _rntk
 from kernelalg.papers._common import timed
 from kernelalg.papers._result import PaperResult, write_results
 
 #: The paper checks, in the order of the table. Each module has NAME, PAPER, CLAIM and run(out, quick).
-CHECKS: tuple[ModuleType, ...] = (_jacot,)
+CHECKS: tuple[ModuleType, ...] = (_jacot, _rntk)
 
 UNKNOWN_PAPER = "Unknown paper check {name!r}. Fix: use one of {names} (or none for all)."
 
