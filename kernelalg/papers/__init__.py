@@ -5,7 +5,7 @@
 A check that does not reproduce is reported as failing, with its numbers.
 """
 
-from kernelalg.papers._gallery import CHECKS, names, run_paper, run_papers
+from kernelalg.papers._gallery import CHECKS, expected_verdicts, names, run_paper, run_papers
 from kernelalg.papers._result import PaperResult
 
-__all__ = ["CHECKS", "PaperResult", "names", "run_paper", "run_papers"]
+__all__ = ["CHECKS", "PaperResult", "expected_verdicts", "names", "run_paper", "run_papers"]

@@ -27,6 +27,8 @@ from kernelalg.papers._result import PaperResult
 
 NAME = "jacot2018"
 PAPER = "Jacot, Gabriel & Hongler, NeurIPS 2018 (NTK)"
+#: What this gallery found (docs/papers.md): the claim reproduces.
+REPRODUCES = True
 CLAIM = ("The finite-width NTK converges to the exact kernel at initialization (per-network spread ~ "
          "width^-1/2) and stays constant during training as width grows.")
 

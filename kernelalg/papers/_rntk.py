@@ -26,6 +26,8 @@ from kernelalg.papers._result import PaperResult
 
 NAME = "alemohammad2021"
 PAPER = "Alemohammad et al., ICLR 2021 (recurrent NTK)"
+#: What this gallery found (docs/papers.md): the claim reproduces.
+REPRODUCES = True
 CLAIM = ("On UCR time series the RNTK classifies at least as well as the dense NTK and an RBF kernel, and it "
          "handles sequences of different lengths.")
 RIDGES = 10.0 ** np.arange(-6, 1)
