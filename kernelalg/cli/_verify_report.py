@@ -34,7 +34,7 @@ from kernelalg.cli._checks import Check, _close, _pyplot
 from kernelalg.core._errors import KernelalgError
 import jax
 from kernelalg._version import __version__
-from kernelalg.finite._montecarlo import convergence
+from kernelalg.finite._convergence import convergence
 from kernelalg.finite._verify import verify
 import jax.numpy as jnp
 from kernelalg.finite._train import gd_scan, mse_loss
