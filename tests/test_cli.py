@@ -192,7 +192,7 @@ def test_verify_passes_and_writes_report(capsys: pytest.CaptureFixture, tmp_path
 
 def test_predicted_loss_is_the_mean_over_gaussian_initial_functions() -> None:
     """E over f0 ~ N(0, K) of the linearized GD loss (simulated, 20000 draws) matches the closed form."""
-    from kernelalg.cli._verify_report import predicted_loss
+    from kernelalg.cli._loss_report import predicted_loss
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((2, 6, 6))
     ntk, nngp = a @ a.T + 0.1 * np.eye(6), b @ b.T / 6

@@ -7,10 +7,13 @@ width limit of its twins (Eilers, Memmesheimer, Goedeke, NeurIPS 2024). The chec
 
 1. for each m of a ladder, ``ka.verify`` of the network at sharpness m against its exact finite-m kernel
    (entrywise and decorrelated tests at the given widths);
-2. the exact finite-m kernels approach the m = None kernel: the relative distance |K_m - K_inf|_F / |K_inf|_F
-   must shrink along the ladder (its fitted rate is reported: O(1/m), led by the NNGP diagonal
-   (2/pi) arcsin(2 m^2 s / (1 + 2 m^2 s)) = 1 - (2/pi) / (m sqrt(s)) + ...; that the limit is the m = None
-   closed form is checked symbolically in tests/test_surrogate.py).
+2. the exact finite-m kernels approach the m = None kernel (no Monte Carlo: the finite-m closed form checked
+   in 1 is evaluated further out, at :func:`limit_sharpness`). Their distance |K_m - K_inf| is O(1/m), led by
+   the NNGP diagonal (2/pi) arcsin(2 m^2 s / (1 + 2 m^2 s)) = 1 - (2/pi) / (m sqrt(s)) + ..., so Richardson's
+   extrapolation of the last two, K_hat = (r K_{r m} - K_m) / (r - 1), must land on K_inf: the check passes when
+   |K_hat - K_inf| <= ``remainder`` |K_{r m} - K_inf| (the same 0.25 as the width extrapolation's allowance; a
+   kernel off by more than about a quarter of the last distance, 1e-5 relative here, fails). That the limit
+   is the m = None closed form is also checked symbolically in tests/test_surrogate.py.
 
 The m-dependence is controlled by the width: the true derivative of erf(m x) is a spike of width ~1/m, so a
 layer of n units has about 0.8 n / (m sqrt(s)) units inside it per input (pre-activation variance s); m <= n / :data:`UNITS_PER_SHARPNESS` keeps at
@@ -19,7 +22,6 @@ least ~13 of them, so every network's kernel is an average over many units and t
 
 from __future__ import annotations
 
-import math
 import textwrap
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -37,10 +39,23 @@ from kernelalg.layers._surrogate import with_sharpness
 UNITS_PER_SHARPNESS = 16
 
 
-def sharpness_ladder(width: int, count: int = 3, factor: float = 4.0) -> tuple[float, ...]:
-    """``count`` sharpness values up to width / UNITS_PER_SHARPNESS, a factor ``factor`` apart, increasing."""
+#: Ratio of consecutive sharpness values (ladder and limit).
+FACTOR = 4.0
+#: The limit part starts at least here (m sqrt(s) >> 1 for pre-activation variances s down to ~1e-2).
+LIMIT_START = 256.0
+
+
+def sharpness_ladder(width: int, count: int = 3) -> tuple[float, ...]:
+    """``count`` sharpness values up to width / UNITS_PER_SHARPNESS, a factor FACTOR apart, increasing."""
     top = width / UNITS_PER_SHARPNESS
-    return tuple(top / factor**i for i in reversed(range(count)))
+    return tuple(top / FACTOR**i for i in reversed(range(count)))
+
+
+def limit_sharpness(top: float, count: int = 3) -> tuple[float, ...]:
+    """The exact-only sharpness values beyond the Monte Carlo ladder (largest ``top``): from
+    max(LIMIT_START, FACTOR top) on, a factor FACTOR apart."""
+    start = max(LIMIT_START, FACTOR * top)
+    return tuple(start * FACTOR**i for i in range(count))
 
 
 @dataclass(frozen=True)
@@ -49,21 +64,32 @@ class SharpnessLimit:
 
     Attributes:
         net: repr of the m = None architecture.
-        sharpness: The ladder of m, increasing.
-        checks: One :class:`Verification` per m (the network at sharpness m vs its exact kernel).
-        distance: {name: (len(sharpness),) |K_m - K_inf|_F / |K_inf|_F} (exact kernels, float64).
-        resolution: {name: (len(sharpness),) Monte Carlo noise |SE_m|_F / |K_inf|_F at each m}.
-        rate: {name: p of the least-squares fit distance ~ C m^-p}.
-        passed: Every verification passed and every distance shrinks along the ladder.
+        sharpness: The Monte Carlo ladder of m, increasing.
+        checks: One :class:`Verification` per ladder m (the network at sharpness m vs its exact kernel).
+        limit: The exact-only m beyond the ladder, increasing.
+        distance: {name: |K_m - K_inf|_F / |K_inf|_F over sharpness + limit} (exact kernels, float64).
+        resolution: {name: (len(sharpness),) Monte Carlo noise |SE_m|_F / |K_inf|_F at each ladder m}.
+        rate: {name: p of the least-squares fit distance ~ C m^-p over the limit m}.
+        extrapolated: {name: |K_hat - K_inf|_F / |K_{m_last} - K_inf|_F} (Richardson over the last two m).
+        remainder: Pass threshold of ``extrapolated``.
+        passed: Every verification passed and every ``extrapolated`` <= remainder.
     """
 
     net: str
     sharpness: tuple[float, ...]
     checks: tuple[Verification, ...]
+    limit: tuple[float, ...]
     distance: dict
     resolution: dict
     rate: dict
+    extrapolated: dict
+    remainder: float
     passed: bool
+
+    @property
+    def limit_passed(self) -> bool:
+        """The exact finite-m kernels extrapolate to the m = None kernel."""
+        return all(r <= self.remainder for r in self.extrapolated.values())
 
     def summary(self) -> str:
         lines = [f"verify_sharpness_limit {self.net}: {'PASSED' if self.passed else 'FAILED'} (m = "
@@ -72,12 +98,16 @@ class SharpnessLimit:
             lines.append(f"  m = {m:g}: Monte Carlo vs exact finite-m kernel {'passed' if v.passed else 'FAILED'}, "
                          f"max |z| = {v.max_abs_z:.2f}, decorrelated p = "
                          + ", ".join(f"{d.p_value:.2g}" for d in v.decorrelated.values()))
+        ms = self.sharpness + self.limit
         for n, dist in self.distance.items():
-            lines.append(f"  {n}: |K_m - K_inf| / |K_inf| = " + ", ".join(f"{d:.2e}" for d in dist)
-                         + f" (fitted ~ m^-{self.rate[n]:.2f}); Monte Carlo noise |SE|_F / |K_inf|_F at the "
-                         f"largest m: {self.resolution[n][-1]:.2e}"
-                         + (" (the distance is below it: at this resolution K_m and K_inf coincide)"
-                            if dist[-1] < self.resolution[n][-1] else ""))
+            top, noise = dist[len(self.sharpness) - 1], self.resolution[n][-1]
+            lines.append(f"  {n}: |K_m - K_inf| / |K_inf| = " + ", ".join(f"{d:.2e} (m={m:g})" for d, m in zip(dist, ms))
+                         + f"; ~ m^-{self.rate[n]:.2f}; Richardson limit of the last two off K_inf by "
+                         f"{self.extrapolated[n]:.3f} x the last distance (threshold {self.remainder:g}) -> "
+                         f"{'ok' if self.extrapolated[n] <= self.remainder else 'FAIL'}; Monte Carlo noise at "
+                         f"m = {self.sharpness[-1]:g}: {noise:.2e} "
+                         + ("(larger than the distance: there the Monte Carlo cannot tell K_m from K_inf)" if top < noise
+                            else "(smaller than the distance: the step to m = None rests on the exact kernels)"))
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -92,21 +122,25 @@ class SharpnessLimit:
         import matplotlib.pyplot as plt
         from matplotlib.ticker import NullFormatter
         fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
-        m = np.asarray(self.sharpness)
+        m, lm, k = np.asarray(self.sharpness), np.asarray(self.limit), len(self.sharpness)
         for n in self.distance:
-            line, = ax.loglog(m, self.distance[n], "o-", label=f"{n}: |K_m - K_inf| / |K_inf| (~ m^-{self.rate[n]:.2f})")
-            ax.loglog(m, self.resolution[n], ":", color=line.get_color(), label=f"{n}: Monte Carlo noise at m")
+            d = self.distance[n]
+            line, = ax.loglog(m, d[:k], "o-", label=f"{n}: |K_m - K_inf| / |K_inf|, Monte Carlo checked")
+            c = line.get_color()
+            ax.loglog(np.r_[m[-1:], lm], d[k - 1:], "s--", mfc="none", color=c,
+                      label=f"{n}: exact only (~ m^-{self.rate[n]:.2f})")
+            ax.loglog(m, self.resolution[n], ":", color=c, label=f"{n}: Monte Carlo noise at m")
             bx.plot(m, [float(np.max(np.abs(v.z[n][v._mask(n)]))) for v in self.checks], "o-", color=line.get_color(),
                     label=f"{n}: max |z| vs exact K_m")
         thr = self.checks[0].z_threshold
         bx.axhline(thr, color="k", lw=0.8, ls="--", label=f"threshold {thr:g} SE (+ allowance)")
         bx.set_xscale("log")
-        for a in (ax, bx):
-            a.set_xticks(m, [f"{v:g}" for v in m])
+        for a, ticks in ((ax, np.r_[m, lm]), (bx, m)):
+            a.set_xticks(ticks, [f"{v:g}" for v in ticks])
             a.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("sharpness m (forward erf(m x))")
         ax.set_ylabel("relative distance")
-        ax.set_title("exact finite-m kernels approach the m = None kernel", fontsize=9)
+        ax.set_title("finite-m kernels approach the m = None kernel", fontsize=9)
         bx.set_xlabel("sharpness m")
         bx.set_ylabel("max |z|")
         bx.set_title("finite-width Monte Carlo vs the exact finite-m kernel", fontsize=9)
@@ -127,10 +161,11 @@ def verify_sharpness_limit(net: Layer, x1: Any, x2: Any = None, *, sharpness: Se
     Args:
         net: Architecture with ``SurrogateSign()``/``SurrogateStep()`` at m = None (others are left alone).
         x1, x2: Inputs, as for :func:`kernelalg.verify`.
-        sharpness: The ladder of m (None: :func:`sharpness_ladder` of the smallest width).
+        sharpness: The Monte Carlo ladder of m (None: :func:`sharpness_ladder` of the smallest width).
         width, widths, samples, key, get: As for :func:`kernelalg.verify` (each m gets its own subkey).
         exact: Precomputed exact m = None kernel (``ka.Kernel``); None: ``ka.kernel`` in float64.
-        **verify_kwargs: Passed to :func:`kernelalg.verify` (``z_threshold``, ``remainder``, ...).
+        **verify_kwargs: Passed to :func:`kernelalg.verify` (``z_threshold``, ``remainder``, ...); ``remainder``
+            (default 0.25) is also the threshold of the m-extrapolation.
 
     Returns:
         A :class:`SharpnessLimit` (``.passed``, ``.checks``, ``.distance``, ``.summary()``, ``.plot(path)``).
@@ -139,21 +174,25 @@ def verify_sharpness_limit(net: Layer, x1: Any, x2: Any = None, *, sharpness: Se
     names, _ = normalize_get(get)
     widths = tuple(sorted(int(w) for w in widths)) if widths is not None else (int(width), 2 * int(width))
     ladder = tuple(sorted(float(m) for m in (sharpness or sharpness_ladder(widths[0]))))
+    limit = limit_sharpness(ladder[-1])
+    remainder = float(verify_kwargs.get("remainder", 0.25))
+    x1_64, x2_64 = _to64(x1), None if x2 is None else _to64(x2)
     if exact is None:
-        exact = kernel(net, _to64(x1), None if x2 is None else _to64(x2), names)
+        exact = kernel(net, x1_64, x2_64, names)
     k_inf = {n: np.asarray(getattr(exact, n), np.float64) for n in names}
     keys = jax.random.split(_key(key), len(ladder))
-    checks, dist, res = [], {n: [] for n in names}, {n: [] for n in names}
-    for m, k in zip(ladder, keys):
-        v = verify(with_sharpness(net, m), x1, x2, widths=widths, samples=samples, key=k, get=names,
-                   **verify_kwargs)
-        checks.append(v)
-        for n in names:
-            norm = max(float(np.linalg.norm(k_inf[n])), 1e-300)
-            dist[n].append(float(np.linalg.norm(v.exact[n] - k_inf[n])) / norm)
-            res[n].append(float(np.linalg.norm(v.stderr[n])) / norm)
-    rate = {n: float(-np.polyfit(np.log(ladder), np.log(np.maximum(dist[n], 1e-300)), 1)[0]) if len(ladder) > 1
-            else math.nan for n in names}
-    shrinks = all(bool(np.all(np.diff(dist[n]) < 0)) for n in names)
-    return SharpnessLimit(repr(net), ladder, tuple(checks), {n: np.array(d) for n, d in dist.items()},
-                          {n: np.array(r) for n, r in res.items()}, rate, all(v.passed for v in checks) and shrinks)
+    checks = tuple(verify(with_sharpness(net, m), x1, x2, widths=widths, samples=samples, key=k, get=names,
+                          **verify_kwargs) for m, k in zip(ladder, keys))
+    far = [kernel(with_sharpness(net, m), x1_64, x2_64, names) for m in limit]
+    dist, res, rate, extra = {}, {}, {}, {}
+    for n in names:
+        norm = max(float(np.linalg.norm(k_inf[n])), 1e-300)
+        ks = [v.exact[n] for v in checks] + [np.asarray(getattr(f, n), np.float64) for f in far]
+        dist[n] = np.array([float(np.linalg.norm(k - k_inf[n])) / norm for k in ks])
+        res[n] = np.array([float(np.linalg.norm(v.stderr[n])) / norm for v in checks])
+        rate[n] = float(-np.polyfit(np.log(limit), np.log(np.maximum(dist[n][len(ladder):], 1e-300)), 1)[0])
+        r = limit[-1] / limit[-2]
+        k_hat = (r * ks[-1] - ks[-2]) / (r - 1)
+        extra[n] = float(np.linalg.norm(k_hat - k_inf[n])) / max(float(np.linalg.norm(ks[-1] - k_inf[n])), 1e-300)
+    passed = all(v.passed for v in checks) and all(e <= remainder for e in extra.values())
+    return SharpnessLimit(repr(net), ladder, checks, limit, dist, res, rate, extra, remainder, passed)

@@ -198,7 +198,7 @@ class Verification:
         return fig
 
 
-def _intercept_weights(widths: Sequence[int]) -> np.ndarray:
+def intercept_weights(widths: Sequence[int]) -> np.ndarray:
     """c with sum_w c_w E_w = the intercept a of the least-squares fit E_n = a + b/n (one width: c = 1)."""
     if len(widths) == 1:
         return np.ones(1)
@@ -226,7 +226,7 @@ def decorrelated_test(draws: Sequence[np.ndarray], exact: np.ndarray, z: np.ndar
     k = int(max(1, min(directions, nu, *mat.shape)))
     u, sig, vt = np.linalg.svd(mat, full_matrices=False)
     u, vt = u[:, :k], vt[:k]
-    c = _intercept_weights(widths)
+    c = intercept_weights(widths)
     comps = [np.einsum("ik,sij,kj->sk", u, d.reshape(len(d), *mat.shape), vt) for d in draws]
     means = [g.mean(0) for g in comps]
     est = sum(cw * m for cw, m in zip(c, means))
