@@ -207,7 +207,7 @@ def check_convergence(net: Any, x: np.ndarray, exact: Any, cfg: VerifyConfig, ou
     head = ("the Monte Carlo means converge to the exact kernels" if ok else
             "the Monte Carlo error at the largest width is not explained by noise + O(1/width) bias") + where
     spread_head = (f"one network's kernel deviates from the exact one as width^p with p = -1/2 within {SPREAD_Z:g} SE"
-                   if spread_ok else f"the per-network spread does not scale as width^-1/2") + where
+                   if spread_ok else "the per-network spread does not scale as width^-1/2") + where
     spread_body = ("Spread = sqrt(mean over networks of |Theta_s - K|_F^2) / |K|_F at each width (independent "
                    "networks per width); exponent from a weighted least-squares fit of log spread on log width, "
                    "standard errors by the delta method from the networks, inflated by sqrt(chi2/dof) when above 1 "

@@ -16,8 +16,9 @@ width limit of its twins (Eilers, Memmesheimer, Goedeke, NeurIPS 2024). The chec
    is the m = None closed form is also checked symbolically in tests/test_surrogate.py.
 
 The m-dependence is controlled by the width: the true derivative of erf(m x) is a spike of width ~1/m, so a
-layer of n units has about 0.8 n / (m sqrt(s)) units inside it per input (pre-activation variance s); m <= n / :data:`UNITS_PER_SHARPNESS` keeps at
-least ~13 of them, so every network's kernel is an average over many units and the standard errors hold.
+layer of n units has about 0.8 n / (m sqrt(s)) units inside it per input (pre-activation variance s);
+m <= n / :data:`UNITS_PER_SHARPNESS` keeps about 13 of them at s ~ 1, so every network's kernel is an average
+over many units and the standard errors hold.
 """
 
 from __future__ import annotations
@@ -101,13 +102,15 @@ class SharpnessLimit:
         ms = self.sharpness + self.limit
         for n, dist in self.distance.items():
             top, noise = dist[len(self.sharpness) - 1], self.resolution[n][-1]
-            lines.append(f"  {n}: |K_m - K_inf| / |K_inf| = " + ", ".join(f"{d:.2e} (m={m:g})" for d, m in zip(dist, ms))
+            lines.append(f"  {n}: |K_m - K_inf| / |K_inf| = "
+                         + ", ".join(f"{d:.2e} (m={m:g})" for d, m in zip(dist, ms))
                          + f"; ~ m^-{self.rate[n]:.2f}; Richardson limit of the last two off K_inf by "
                          f"{self.extrapolated[n]:.3f} x the last distance (threshold {self.remainder:g}) -> "
                          f"{'ok' if self.extrapolated[n] <= self.remainder else 'FAIL'}; Monte Carlo noise at "
                          f"m = {self.sharpness[-1]:g}: {noise:.2e} "
-                         + ("(larger than the distance: there the Monte Carlo cannot tell K_m from K_inf)" if top < noise
-                            else "(smaller than the distance: the step to m = None rests on the exact kernels)"))
+                         + ("(larger than the distance: there the Monte Carlo cannot tell K_m from K_inf)"
+                            if top < noise else
+                            "(smaller than the distance: the step to m = None rests on the exact kernels)"))
         return "\n".join(lines)
 
     def __repr__(self) -> str:
