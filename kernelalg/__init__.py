@@ -22,12 +22,14 @@ from kernelalg.layers.recurrent._recurrent import Recurrent, recurrent_step_map
 from kernelalg.layers.recurrent._sequences import Sequences
 from kernelalg.layers.spatial._conv import Conv
 from kernelalg.layers.spatial._pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool
-from kernelalg.layers._surrogate import SurrogateSign, SurrogateStep, true_gradient
+from kernelalg.layers._surrogate import SurrogateSign, SurrogateStep, true_gradient, with_sharpness
 from kernelalg.finite._surrogate import SurrogateTwins, empirical_sg_ntk, surrogate_twins
 from kernelalg.finite._twins import FiniteNet, finite
 from kernelalg.finite._empirical import empirical_nngp, empirical_ntk, empirical_ntk_fn
-from kernelalg.finite._montecarlo import Convergence, MonteCarlo, convergence, monte_carlo
-from kernelalg.finite._verify import Verification, verify
+from kernelalg.finite._montecarlo import MonteCarlo, monte_carlo
+from kernelalg.finite._convergence import Convergence, SpreadFit, convergence
+from kernelalg.finite._verify import Decorrelated, Verification, verify
+from kernelalg.finite._sharpness import SharpnessLimit, verify_sharpness_limit
 from kernelalg import analysis  # ka.analysis: spectra, decay, loss asymptotics, dynamics
 from kernelalg.scale._gram import GramPlan, gram, plan_gram
 from kernelalg.scale._store import GramStore, open_gram
@@ -47,9 +49,10 @@ __all__ = [
     "Recurrent", "Sequences", "recurrent_step_map",
     # surrogate gradients
     "SurrogateSign", "SurrogateStep", "SurrogateTwins", "surrogate_twins", "empirical_sg_ntk", "true_gradient",
+    "with_sharpness", "verify_sharpness_limit", "SharpnessLimit",
     # finite width and verification
     "finite", "FiniteNet", "empirical_ntk", "empirical_ntk_fn", "empirical_nngp", "monte_carlo", "MonteCarlo",
-    "convergence", "Convergence", "verify", "Verification",
+    "convergence", "Convergence", "SpreadFit", "verify", "Verification", "Decorrelated",
     # kernels
     "symbolic", "SymbolicKernel", "parse", "compile", "CompiledKernel", "ReferenceKernel", "kernel", "Kernel",
     "reference_kernel",

@@ -184,7 +184,9 @@ def test_verify_passes_and_writes_report(capsys: pytest.CaptureFixture, tmp_path
     statuses = {c["name"]: c["status"] for c in results["checks"]}
     assert statuses["Exact vs Monte Carlo, entrywise"] == "passed"
     assert statuses["Loss curves vs kernel prediction"] == "passed"
-    for png in ("convergence.png", "verify.png", "loss_curve.png"):
+    assert statuses["Per-network spread ~ width^-1/2"] == "passed"
+    assert statuses["Spectrum of the data's Gram matrix"] == "passed"
+    for png in ("convergence.png", "verify.png", "loss_curve.png", "gram_spectrum.png"):
         assert (tmp_path / "r" / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in summary
     import kernelalg.analysis as an
     if hasattr(an, "mercer_spectrum"):
@@ -194,7 +196,7 @@ def test_verify_passes_and_writes_report(capsys: pytest.CaptureFixture, tmp_path
 
 def test_predicted_loss_is_the_mean_over_gaussian_initial_functions() -> None:
     """E over f0 ~ N(0, K) of the linearized GD loss (simulated, 20000 draws) matches the closed form."""
-    from kernelalg.cli._verify_report import predicted_loss
+    from kernelalg.cli._loss_report import predicted_loss
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((2, 6, 6))
     ntk, nngp = a @ a.T + 0.1 * np.eye(6), b @ b.T / 6
@@ -229,6 +231,11 @@ def test_verify_fails_with_a_wrong_kernel(capsys: pytest.CaptureFixture, tmp_pat
     statuses = {c["name"]: c["status"] for c in results["checks"]}
     assert statuses["Exact vs Monte Carlo, entrywise"] == "failed"
     assert statuses["Convergence in width"] == "failed"
+    # the new checks catch it too, and show as failing
+    assert statuses["Spectrum of the data's Gram matrix"] == "failed"
+    entries = next(c for c in results["checks"] if c["name"] == "Exact vs Monte Carlo, entrywise")
+    assert max(entries["numbers"]["decorrelated_p"].values()) < 5.7e-7
+    assert "## Spectrum of the data's Gram matrix: failed" in (tmp_path / "r" / "summary.md").read_text()
 
 
 @pytest.mark.parametrize("argv, words", [
