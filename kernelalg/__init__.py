@@ -12,7 +12,7 @@ Example:
 from kernelalg.layers._activations import (ABRelu, Abs, Cos, Erf, Exp, Gaussian, Gelu, LeakyRelu, Monomial, Polynomial,
                            Rbf, RectifiedMonomial, Relu, Sign, Sin, activation)
 from kernelalg.backends._compile import CompiledKernel, Kernel, ReferenceKernel, compile, kernel, reference_kernel
-from kernelalg.layers._dense import Dense, FanInSum, FanOut, Identity
+from kernelalg.layers._dense import Dense, FanInConcat, FanInProd, FanInSum, FanOut, Identity
 from kernelalg.layers._elementwise import Elementwise
 from kernelalg.core._errors import InputError, KernelalgError, LayerOrderError, LoweringError
 from kernelalg.core._layer import Layer, parallel, serial
@@ -40,7 +40,7 @@ from kernelalg.layers._catalogue import constructors as _constructors
 
 __all__ = [
     # layers
-    "ABRelu", "Abs", "Cos", "Dense", "Elementwise", "Erf", "Exp", "FanInSum", "FanOut", "Gaussian", "Gelu", "Identity",
+    "ABRelu", "Abs", "Cos", "Dense", "Elementwise", "Erf", "Exp", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Gaussian", "Gelu", "Identity",
     "LeakyRelu", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "Relu", "Sign", "Sin", "activation",
     "parallel", "serial", "Layer",
     # convolutional
