@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 from kernelalg.core import _errors as E
 
@@ -131,7 +131,7 @@ def fit_power_law(x: Any, y: Any, xmin: float | None = None, xmax: float | None 
         hi = ~lo
         hi[order[len(lx) // 2]] = True
     s1, s2 = _ols(lx[lo], ly[lo])[0], _ols(lx[hi], ly[hi])[0]
-    tq = float(stats.t.ppf(0.975, max(len(lx) - 2, 1)))
+    tq = float(special.stdtrit(max(len(lx) - 2, 1), 0.975))  # Student t quantile
     ci = (min(slope - tq * se, s1, s2), max(slope + tq * se, s1, s2))
     fit = SlopeFit(slope, intercept, se, ci, (s1, s2), s2 - s1, (float(np.exp(lx.min())), float(np.exp(lx.max()))),
                    int(len(lx)))
