@@ -16,6 +16,8 @@ derandomized: the examples, hence the outcome, are fixed.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -104,6 +106,39 @@ def test_exact_kernels_are_symmetric_and_psd(arch, seed: int) -> None:
         scale = np.max(np.abs(a))
         np.testing.assert_allclose(a, a.T, rtol=1e-9, atol=1e-12 * scale)
         assert np.linalg.eigvalsh((a + a.T) / 2).min() >= -1e-9 * scale, name
+
+
+# closed-form activations (library duals): not the Elementwise routes, not the asymmetric surrogate kernels
+CLOSED_FORM_NAMES = tuple(n for n in kst.ACTIVATION_NAMES if n not in kst.ASYMMETRIC + ("Elementwise",))
+
+
+@pytest.mark.parametrize("depth", [50, 100])
+@pytest.mark.parametrize("name", CLOSED_FORM_NAMES)
+@settings(max_examples=1)
+@given(data=st.data())
+def test_deep_kernels_are_finite_symmetric_psd_or_refused(name: str, depth: int, data: st.DataObject) -> None:
+    """[Dense, act] x depth >> Dense (hyperparameters drawn per layer), float32 and float64: the kernel of x with
+    itself is finite, exactly symmetric and PSD to rounding (min eig >= -n L 4 eps max|K|: each of the L layers
+    adds a few roundings per entry), or -- where it is not representable (e.g. Exp or Monomial(3) overflowing)
+    -- a NotRepresentableError that says why and how to fix it. Never NaN, never a silent inf."""
+    act = data.draw(kst.ACTIVATIONS[name](), label="activation")
+    net = data.draw(kst.dense_networks(depth=(depth, depth), activation=st.just(act), parameterizations=("ntk",),
+                                       residual=False, bias=True), label="net")
+    x = data.draw(kst.inputs((3,), n=5, dtype=np.float64), label="x")
+    for dtype in (np.float32, np.float64):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ka.PrecisionWarning)
+                k = ka.kernel(net, x.astype(dtype))
+        except ka.NotRepresentableError as err:
+            assert "Fix:" in str(err)
+            continue
+        for kind in ("nngp", "ntk"):
+            a = np.asarray(getattr(k, kind), np.float64)
+            assert np.all(np.isfinite(a)), (kind, dtype)
+            assert np.array_equal(a, a.T), (kind, dtype)
+            tol = len(a) * depth * 4 * float(np.finfo(dtype).eps) * np.abs(a).max()
+            assert np.linalg.eigvalsh(a).min() >= -tol, (kind, dtype)
 
 
 # activation name -> degree of positive homogeneity of phi (phi(a u) = a^k phi(u), a > 0)

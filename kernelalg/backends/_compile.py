@@ -26,6 +26,7 @@ from kernelalg.core._tiles import check_tile, run_tiles
 from kernelalg.backends._jax import lower_program
 from kernelalg.backends._reference import NUMPY_TABLE, evaluate_program, mpmath_dense
 from kernelalg.backends._structural import JAX_ARRAYS, NUMPY_ARRAYS
+from kernelalg.backends._precision import check as check_precision, describe, not_representable_message
 
 _GETS = ("nngp", "ntk")
 
@@ -160,25 +161,38 @@ class CompiledKernel:
             outs += [st.cov1, st.cov2] + [st.nngp if n == "nngp" else st.ntk for n in self.names]
         self._n_out = len(self.symbolic.outputs)
         run = lower_program(self.symbolic.program, outs, self.symbolic.blocks)
-        self._jitted = jax.jit(lambda x1, x2, p: self._assemble(run(self._env(x1, x2, p)), x1, x2))
+        # _checked also says whether every entry is finite (a reduction in the same program); _jitted (the kernels
+        # only) serves callers that check on their own
+        def kernels(x1: jax.Array, x2: jax.Array | None, p: dict) -> tuple[tuple, jax.Array]:
+            # a kernel of x1 with itself is exactly symmetric (only its upper triangle is computed), unless it is
+            # asymmetric by design (surrogate gradients)
+            mirror = x2 is None and not self.symbolic.asymmetric
+            return self._assemble(run(self._env(x1, x2, p), x1.shape[0] if mirror else None), x1, x2)
+
+        self._checked = jax.jit(kernels)
+        self._jitted = jax.jit(lambda x1, x2, p: kernels(x1, x2, p)[0])
+        self._amplification: dict[tuple, float | None] = {}
 
     def _env(self, x1: jax.Array, x2: jax.Array | None, p: Mapping[str, Any]) -> dict:
         env = self.layout.env(x1, x2, JAX_ARRAYS)
         env.update({self._param_symbols[k]: v for k, v in p.items()})
         return env
 
-    def _assemble(self, vals: list, x1: jax.Array, x2: jax.Array | None) -> tuple:
+    def _assemble(self, vals: list, x1: jax.Array, x2: jax.Array | None) -> tuple[tuple, jax.Array]:
+        """The :class:`Kernel` of each output, and whether every entry is finite."""
         n, m = x1.shape[0], (x1 if x2 is None else x2).shape[0]
         dtype = x1.dtype
         per = 2 + len(self.names)
-        kernels = []
+        kernels, finite = [], []
         for b in range(self._n_out):
             v = vals[b * per:(b + 1) * per]
-            fields = {"cov1": _full(v[0], (n, 1), dtype)[:, 0], "cov2": _full(v[1], (1, m), dtype)[0]}
+            fields = {"cov1": _full(v[0], (n, 1), dtype)[:, 0]}
+            fields["cov2"] = fields["cov1"] if x2 is None else _full(v[1], (1, m), dtype)[0]
             for name, arr in zip(self.names, v[2:]):
                 fields[name] = _full(arr, (n, m), dtype)
             kernels.append(Kernel(**fields))
-        return tuple(kernels)
+            finite += [jnp.all(jnp.isfinite(a)) for a in fields.values()]
+        return tuple(kernels), jnp.all(jnp.stack(finite))
 
     def _params(self, params: Mapping[str, Any] | None) -> dict:
         return merge_params(self.params, params)
@@ -189,19 +203,32 @@ class CompiledKernel:
 
         Args:
             x1: Inputs, shape (N, ...) as the network's input layout expects.
-            x2: Second inputs (M, ...), or None for x1 (then only the upper block triangle is computed
-                when tiling).
+            x2: Second inputs (M, ...), or None for x1: then only the entries on and above the diagonal are
+                computed and the kernel is exactly symmetric (unless asymmetric by design: surrogate gradients).
             params: Hyperparameter overrides by name (see ``self.params``).
             batch_size: If given, evaluate in tiles of at most batch_size x batch_size input pairs, so that
                 memory stays bounded for any N, M (outputs are NumPy arrays then).
+
+        Raises:
+            NotRepresentableError: Some entry is not finite in the requested precision (the message says whether
+                float64 represents the kernel).
+
+        Warns:
+            PrecisionWarning: Rounding near correlation 1 is predicted to cost more than 1e-3 relative accuracy
+                (deep networks in the chaotic phase; docs/numerics.md).
         """
         x1, x2 = check_inputs(self.layout, x1, x2)
+        self._warn_precision(x1, x2, self._params(params))
         if batch_size is None and self.layout.auto_batch is not None and not _is_tracer(x1):
             batch_size = self.layout.auto_batch(x1, x2)  # e.g. conv nets: bounded pixel-pair tiles
         if batch_size is not None and not _is_tracer(x1):
             batch_size = check_tile(batch_size)
             if max(len(x1), len(x1 if x2 is None else x2)) > batch_size:
                 return self._tiled(x1, x2, params, batch_size)
+        return self._evaluate(x1, x2, params)
+
+    def _evaluate(self, x1: Any, x2: Any, params: Mapping[str, Any] | None) -> Any:
+        """One jitted evaluation of checked inputs; non-finite entries raise :class:`NotRepresentableError`."""
         p = self._params(params)
         with precision_of(x1, x2):
             if x2 is not None and x2.dtype != x1.dtype:
@@ -210,9 +237,34 @@ class CompiledKernel:
             x1 = jax.tree_util.tree_map(jnp.asarray, x1)  # inputs may be pytrees (e.g. ka.Sequences)
             x2 = None if x2 is None else jax.tree_util.tree_map(jnp.asarray, x2)
             p = {k: jnp.asarray(v, dtype=x1.dtype) for k, v in p.items()}
-            kernels = self._jitted(x1, x2, p)
+            kernels, finite = self._checked(x1, x2, p)
+        if not _is_tracer(finite) and not bool(finite):
+            raise E.NotRepresentableError(self._not_representable(x1, x2, params, kernels))
         out = [getattr(k, self.names[0]) if self.single else k for k in kernels]
         return out[0] if len(out) == 1 else tuple(out)
+
+    def _warn_precision(self, x1: Any, x2: Any, p: Mapping[str, Any]) -> None:
+        """Warn (:class:`PrecisionWarning`) when rounding near correlation 1 is predicted to cost more than 1e-3
+        relative accuracy (dense networks with concrete inputs; :func:`kernelalg.backends._precision.check`)."""
+        if self.layout is DENSE and not any(map(_is_tracer, (x1, x2, *p.values()))):
+            params = {self._param_symbols[k]: float(v) for k, v in p.items()}
+            check_precision(self.symbolic, x1, x2, params, self._amplification, stacklevel=4)
+
+    def _not_representable(self, x1: Any, x2: Any, params: Mapping[str, Any] | None, kernels: tuple) -> str:
+        """The error message for a kernel with non-finite entries: recomputed in float64 when float32 was asked,
+        to say whether float64 represents it."""
+        arrays = [getattr(k, n) for k in kernels for n in self.names + ("cov1", "cov2")]
+        largest = None
+        if x1.dtype != jnp.float64:
+            try:
+                out = self._evaluate(_as_float64(x1), _as_float64(x2), params)
+            except E.NotRepresentableError:
+                out = None
+            if out is not None:
+                outs = [out] if self.single else [getattr(k, n) for k in (out if isinstance(out, tuple) else (out,))
+                                                  for n in self.names]
+                largest = max(float(np.max(np.abs(np.asarray(a)))) for a in outs)
+        return not_representable_message(x1.dtype, describe(self.net), arrays, largest)
 
     def _tiled(self, x1: Any, x2: Any, params: Mapping[str, Any] | None, bs: int) -> Any:
         """Evaluate tile by tile (:func:`kernelalg.core._tiles.run_tiles`); with x2 None only tiles j >= i are
@@ -225,7 +277,7 @@ class CompiledKernel:
         results: dict[str, np.ndarray] = {}
 
         def compute(i: int, j: int) -> dict:
-            out = self(x1[i:i + bs], None if (sym and i == j) else other[j:j + bs], params)
+            out = self._evaluate(x1[i:i + bs], None if (sym and i == j) else other[j:j + bs], params)
             outs = out if isinstance(out, tuple) and self._n_out > 1 else (out,)
             blocks = {}
             for k, o in enumerate(outs):
@@ -261,6 +313,10 @@ def _put(results: dict, key: str, shape: tuple, start: int, vals: np.ndarray) ->
     if key not in results:
         results[key] = np.empty(shape, vals.dtype)
     results[key][start:start + len(vals)] = vals
+
+
+def _as_float64(x: Any) -> Any:
+    return None if x is None else jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), x)
 
 
 def _full(arr: Any, lead: tuple[int, int], dtype: Any) -> jax.Array:

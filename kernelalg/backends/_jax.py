@@ -9,6 +9,7 @@ pi - theta), so the dropped terms are the ones that cancel and the gradient is t
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import jax
@@ -19,6 +20,7 @@ import sympy as sp
 from kernelalg.core._duals import corr
 from kernelalg.core._program import C, Q1, Q2, Assign, Instruction
 from ._walker import Table, evaluate, run_program
+from . import _pairtiles as pairtiles
 from ._scan import find_runs, run_program_scanned
 
 #: The input symbols of the dense layout (per-sample q1, q2 and the pair covariance c).
@@ -47,10 +49,13 @@ def safe_rsqrt(x: jax.Array) -> jax.Array:
 
 @safe_rsqrt.defjvp
 def _safe_rsqrt_jvp(primals: tuple, tangents: tuple) -> tuple:
+    """Derivative -y^3/2 where x > 0, else 0. The cube is formed only where x > 0 (rsqrt(tiny)^3 is inf, and
+    the transpose of a ``where`` multiplies the unselected branch's factor by a zero cotangent: inf * 0 = NaN)."""
     (x,), (t,) = primals, tangents
     y = safe_rsqrt(x)
     pos = x > 0
-    return y, jnp.where(pos, -0.5 * t * y**3, jnp.zeros_like(t))
+    ys = jnp.where(pos, y, 0)
+    return y, jnp.where(pos, -0.5 * t * (ys * ys * ys), jnp.zeros_like(t))
 
 
 def _clip_unit(x: jax.Array) -> jax.Array:
@@ -142,22 +147,17 @@ def _safe_arcsin_jvp(primals: tuple, tangents: tuple) -> tuple:
     return safe_arcsin(x), jnp.where(inside, t / den, jnp.zeros_like(t))
 
 
-def _smaller(a: Any, b: Any) -> bool:
-    """Whether ``a`` has fewer elements than ``b`` (a broadcast factor, e.g. a per-sample variance)."""
-    return jnp.size(a) < jnp.size(b)
-
-
 def snapped_corr(s11: jax.Array, s12: jax.Array, s22: jax.Array) -> jax.Array:
     """rho = s12 / sqrt(s11 s22), clipped to [-1, 1] and snapped to +-1 within 512 ulps.
 
     Rounding makes rho of identical inputs 1 - O(eps); the arc-cosine duals' square-root singularity
-    would amplify that to O(sqrt(eps)) per layer. Snapping restores the exact values there; the gradient
-    of rho is 0 at snapped points, which is exact for parallel inputs (rho is maximal there).
+    would amplify that to O(sqrt(eps)) per layer, and where the correlation map is expanding (the chaotic
+    phase) the diagonal would drift away from the variance map. Snapping restores the exact values there;
+    the gradient of rho is 0 at snapped points, which is exact for parallel inputs (rho is maximal there).
+    The two rsqrts are taken separately (per sample when the variances are per-sample arrays): s11 s22 would
+    overflow float32 at variances of 2e19.
     """
-    if _smaller(s11, s12) and _smaller(s22, s12):  # per-sample variances: N + M rsqrts instead of N M
-        rho = s12 * (safe_rsqrt(s11) * safe_rsqrt(s22))
-    else:
-        rho = s12 * safe_rsqrt(s11 * s22)
+    rho = s12 * (safe_rsqrt(s11) * safe_rsqrt(s22))
     tol = 512 * jnp.finfo(jnp.result_type(rho, float)).eps
     return jnp.where(jnp.abs(rho) > 1 - tol, jnp.sign(rho), rho)
 
@@ -174,6 +174,29 @@ def _power(base: Any, exp: sp.Expr) -> Any:
 
 def _heaviside(x: Any, h0: Any = 0.5) -> Any:
     return jnp.where(x > 0, 1.0, jnp.where(x < 0, 0.0, h0)).astype(jnp.result_type(x, float))
+
+
+def _product(num: list, den: list) -> Any:
+    """A product num[0] ... / den[0] ... evaluated by increasing array size: scalars first, then each per-sample
+    group (shape (N, 1), then (1, M)) with its own denominators, the per-pair factors last.
+
+    Per-sample factors meet the pair arrays once (fewer per-pair operations), and per-sample ratios such as
+    s / (1 + s) are formed before any per-pair product, so a scaled dual (``kernelalg.core._duals``) has no
+    intermediate larger than its result (s11 s22 / ((1 + s11)(1 + s22)) never forms s11 s22).
+    """
+    groups: dict[tuple, tuple[list, list]] = {}
+    for values, slot in ((num, 0), (den, 1)):
+        for v in values:
+            groups.setdefault(jnp.shape(v), ([], []))[slot].append(v)
+    out = None
+    for shape in sorted(groups, key=lambda sh: (math.prod(sh), sh)):
+        nums, dens = groups[shape]
+        for i in range(max(len(nums), len(dens))):
+            if i < len(nums):
+                out = nums[i] if out is None else out * nums[i]
+            if i < len(dens):
+                out = 1 / dens[i] if out is None else out / dens[i]
+    return out
 
 
 def _reduce(fn: Callable[[Any, Any], Any]) -> Callable[..., Any]:
@@ -196,6 +219,7 @@ JAX_TABLE = Table(
     },
     const=lambda c: float(c),
     power=_power,
+    product=_product,
 )
 
 
@@ -204,19 +228,23 @@ def register_jax_lowering(cls: type, fn: Callable[..., Any]) -> None:
     JAX_TABLE.functions[cls] = fn
 
 
-#: Target number of elements of one per-pair array in a row tile (512 KiB of float64): a tile's layer state
+#: Target number of elements of one per-pair array in a tile (512 KiB of float64): a tile's layer state
 #: stays in the cores' L2 caches while all layers run on it.
 TILE_ELEMENTS = 2**16
 
 
 def lower_program(program: Sequence[Instruction], outputs: Sequence[sp.Expr],
-                  blocks: Sequence[Any] = ()) -> Callable[[dict], list]:
-    """Lower a program to a function env -> [output arrays] (pure; wrap it in jax.jit).
+                  blocks: Sequence[Any] = ()) -> Callable[..., list]:
+    """Lower a program to a function (env, symmetric=None) -> [output arrays] (pure; wrap it in jax.jit).
 
     With ``blocks`` (the per-layer :class:`~kernelalg.core._program.Block` records), runs of identical layers
     become one ``lax.scan`` each, so compile time does not grow with depth. A dense (all elementwise)
-    program on large inputs runs, on CPU, on row tiles of the pair arrays (``lax.map``), all layers per
+    program on large inputs runs, on CPU, on tiles of the pair arrays (``lax.map``), all layers per
     tile, so that the per-layer state is read and written in cache instead of main memory.
+
+    ``symmetric=n`` says that env holds the kernel of n samples with themselves: every (n, n) output is then
+    exactly symmetric, and a dense program on CPU computes only the tiles on and above the diagonal
+    (:mod:`kernelalg.backends._pairtiles`).
     """
     program = tuple(program)
     runs = find_runs(program, blocks, outputs) if blocks else []
@@ -230,46 +258,18 @@ def lower_program(program: Sequence[Instruction], outputs: Sequence[sp.Expr],
             env = run_program(program, dict(env), JAX_TABLE)
         return [evaluate(o, env, JAX_TABLE) for o in outputs]
 
-    def tiled(env: dict) -> list:
-        return _row_tiled(run, env) if elementwise and set(env) <= DENSE_INPUTS | _params(env) else run(env)
+    def tiled(env: dict, symmetric: int | None = None) -> list:
+        # accelerators want one big fused kernel, not a loop of small ones
+        tiles = elementwise and set(env) <= DENSE_INPUTS | _params(env) and jax.default_backend() == "cpu"
+        if symmetric is not None:
+            return pairtiles.symmetric(run, env, symmetric, TILE_ELEMENTS, tiles)
+        return pairtiles.row_tiled(run, env, TILE_ELEMENTS) if tiles else run(env)
 
     return tiled
 
 
 def _params(env: dict) -> set:
     return {k for k, v in env.items() if jnp.ndim(v) == 0}
-
-
-def _row_tiled(run: Callable[[dict], list], env: dict) -> list:
-    """``run(env)`` evaluated on row tiles of the (N, ...) arrays of ``env`` with ``lax.map``.
-
-    Elementwise programs only: arrays whose leading axis is N are cut into tiles (the last one padded
-    by repeating the last row), arrays with leading axis 1 and scalars are shared by all tiles.
-    """
-    if jax.default_backend() != "cpu":  # accelerators want one big fused kernel, not a loop of small ones
-        return run(env)
-    arrays = [v for v in env.values() if jnp.ndim(v) >= 1]
-    n = max((jnp.shape(v)[0] for v in arrays), default=1)
-    per_row = max((jnp.size(v) // n for v in arrays if jnp.shape(v)[0] == n), default=1)
-    tile = max(2, TILE_ELEMENTS // per_row)
-    if n < 2 * tile:
-        return run(env)
-    # prefer a tile that divides n (no padded copy of the inputs)
-    tile = next((t for t in range(tile, max(1, tile // 2), -1) if n % t == 0), tile)
-    count = -(-n // tile)
-    split = [k for k, v in env.items() if jnp.ndim(v) >= 1 and jnp.shape(v)[0] == n]
-
-    def cut(v: jax.Array) -> jax.Array:
-        if count * tile > n:
-            v = jnp.pad(v, [(0, count * tile - n)] + [(0, 0)] * (v.ndim - 1), mode="edge")
-        return v.reshape((count, tile) + v.shape[1:])
-
-    def body(tiles: list) -> list:
-        return [jnp.asarray(o) for o in run({**env, **dict(zip(split, tiles))})]
-
-    outs = jax.lax.map(body, [cut(env[k]) for k in split])
-    return [o.reshape((count * tile,) + o.shape[2:])[:n] if o.ndim >= 2 and o.shape[1] == tile else o[0]
-            for o in outs]
 
 
 def lower_elementwise(expr: sp.Expr, x: sp.Symbol) -> Callable[[jax.Array], jax.Array]:

@@ -3,9 +3,10 @@
 A backend is a :class:`Table`: a mapping from sympy classes to functions on that backend's arrays,
 plus how it builds constants and powers. The walker refuses any node the table does not know, with an
 error that names the node and the fix. Opaque nodes (e.g. quadrature duals) carry their own lowering
-in a ``lowering`` class attribute: ``{backend_name: fn}``. Structural nodes (:class:`Op`: stencils, pooling,
-readouts, time recursions) carry one implementation per backend; :func:`run_program` runs the one named like
-the table and refuses, naming the op and the fix, when there is none.
+in a ``lowering`` class attribute: ``{backend_name: fn}``; nodes with a ``numeric()`` method (the duals' stable
+forms, :mod:`kernelalg.core._nodes`) are evaluated through the expression it returns. Structural nodes
+(:class:`Op`: stencils, pooling, readouts, time recursions) carry one implementation per backend;
+:func:`run_program` runs the one named like the table and refuses, naming the op and the fix, when there is none.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class Table:
         add: Binary addition.
         mul: Binary multiplication.
         div: Binary division.
+        product: Optional (numerator values, denominator values) -> their quotient, for backends that choose
+            the order of a product (None: left to right, then the divisions).
     """
 
     name: str
@@ -40,6 +43,7 @@ class Table:
     add: Callable[[Any, Any], Any] = field(default=lambda a, b: a + b)
     mul: Callable[[Any, Any], Any] = field(default=lambda a, b: a * b)
     div: Callable[[Any, Any], Any] = field(default=lambda a, b: a / b)
+    product: Callable[[list, list], Any] | None = None
 
     def lookup(self, expr: sp.Basic) -> Callable[..., Any]:
         own = getattr(type(expr), "lowering", None)
@@ -73,21 +77,29 @@ def evaluate(expr: sp.Basic, env: Mapping[sp.Symbol, Any], table: Table,
             for t in terms[1:]:
                 out = table.add(out, t)
         elif e.is_Mul:
-            num = [a for a in e.args if not (a.is_Pow and a.exp == -1)]
-            den = [a.base for a in e.args if a.is_Pow and a.exp == -1]
-            out = ev(num[0]) if num else table.const(sp.Integer(1))
-            for a in num[1:]:
-                out = table.mul(out, ev(a))
-            for a in den:
-                out = table.div(out, ev(a))
+            num = [ev(a) for a in e.args if not (a.is_Pow and a.exp == -1)]
+            den = [ev(a.base) for a in e.args if a.is_Pow and a.exp == -1]
+            out = table.product(num, den) if table.product is not None else _fold(table, num, den)
         elif e.is_Pow:
             out = table.power(ev(e.base), e.exp) if e.exp.is_Number else table.lookup(e)(ev(e.base), ev(e.exp))
+        elif hasattr(e, "numeric"):  # a node with a stable form of its value (kernelalg.core._nodes)
+            out = ev(e.numeric())
         else:
             out = table.lookup(e)(*[ev(a) for a in e.args])
         memo[e] = out
         return out
 
     return ev(expr)
+
+
+def _fold(table: Table, num: list, den: list) -> Any:
+    """num[0] * num[1] * ... / den[0] / den[1] / ..., left to right."""
+    out = num[0] if num else table.const(sp.Integer(1))
+    for a in num[1:]:
+        out = table.mul(out, a)
+    for a in den:
+        out = table.div(out, a)
+    return out
 
 
 def run_program(program: Sequence[Instruction], env: dict[sp.Symbol, Any], table: Table) -> dict:

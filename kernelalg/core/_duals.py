@@ -5,6 +5,13 @@ sympy expressions for s11, s12, s22 and the activation's hyperparameters and ret
 expressions. Each closed form is proven in ``proofs/`` (Price's theorem dT/ds12 = Tdot plus the value
 at s12 = 0, or an equivalent derivation).
 
+Numerical form. Every dual is written in the variances and the correlation node ``corr`` (never in s12 alone)
+so that the backends' snapping of |rho| to 1 pins the diagonal: at x = x' the pair formula evaluates the
+same function as the variance map ``Tdiag``, at any depth, instead of drifting away from it where the
+correlation map is expanding (the chaotic phase). Sub-formulas that cancel or overflow when evaluated as
+written are nodes of :mod:`kernelalg.core._nodes` (textbook form for display and proofs, stable form for
+evaluation): Williams' asin, the determinant of the pair covariance, the mean squared distance E[(u - v)^2].
+
 References:
     Cho & Saul (2009), Kernel methods for deep learning (arc-cosine kernels).
     Williams (1997), Computing with infinite networks (erf).
@@ -18,6 +25,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import sympy as sp
+
+from kernelalg.core._nodes import corr, plain, ratio, rdet, sqdist, williams  # noqa: F401 (corr, plain: re-exported)  # noqa: F401 (plain is re-exported)
 
 Expr = sp.Expr
 
@@ -37,35 +46,22 @@ class Dual:
     Tdiag: Expr
 
 
-class corr(sp.Function):
-    """The correlation rho = s12 / sqrt(s11 s22) as an explicit node.
-
-    Mathematically it is just that quotient (``plain`` removes the node; sympy differentiates through
-    it). The backends lower it with |rho| snapped to exactly 1 within a few ulps, so that identical (or
-    parallel) inputs give exactly sqrt(1 - rho^2) = 0 and arccos(rho) = 0 instead of amplified rounding
-    noise (the arc-cosine family has a square-root singularity at |rho| = 1).
-    """
-
-    nargs = 3
-
-    def fdiff(self, argindex: int = 1) -> Expr:
-        return sp.diff(plain(self), self.args[argindex - 1])
-
-    def _latex(self, printer: object) -> str:
-        return printer._print(plain(self))  # type: ignore[attr-defined]
-
-
-def plain(expr: Expr) -> Expr:
-    """Replace every :class:`corr` node by s12 / sqrt(s11 s22)."""
-    return expr.replace(lambda e: isinstance(e, corr), lambda e: e.args[1] / sp.sqrt(e.args[0] * e.args[2]))
-
-
 def _rho(s11: Expr, s12: Expr, s22: Expr) -> Expr:
     return corr(s11, s12, s22)
 
 
 def _theta(s11: Expr, s12: Expr, s22: Expr) -> Expr:
     return sp.acos(_rho(s11, s12, s22))
+
+
+def _pinned_s12(s11: Expr, s12: Expr, s22: Expr) -> Expr:
+    """s12 written as rho sqrt(s11) sqrt(s22): exactly sqrt(s11 s22) where the correlation is pinned to 1."""
+    return _rho(s11, s12, s22) * sp.sqrt(s11) * sp.sqrt(s22)
+
+
+def _on_diagonal(expr: Expr, s11: Expr, s12: Expr, s22: Expr) -> Expr:
+    """``expr`` (written in s11, s22 and rho) at rho = 1, s22 = s11: the variance map of the same formula."""
+    return sp.expand(expr.xreplace({_rho(s11, s12, s22): sp.Integer(1)}).xreplace({s22: s11}))
 
 
 def abrelu(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr) -> Dual:
@@ -84,20 +80,23 @@ def relu(s11: Expr, s12: Expr, s22: Expr) -> Dual:
 
 
 def erf(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr, c: Expr) -> Dual:
-    """phi(x) = a erf(b x) + c (Williams 1997)."""
-    p1, p2 = 1 + 2 * b**2 * s11, 1 + 2 * b**2 * s22
-    t = a**2 * 2 / sp.pi * sp.asin(2 * b**2 * s12 / sp.sqrt(p1 * p2)) + c**2
-    # p1 p2 - 4 b^4 s12^2 written without cancellation between large terms
-    det = 1 + 2 * b**2 * (s11 + s22) + 4 * b**4 * (s11 * s22 - s12**2)
-    tdot = a**2 * b**2 * 4 / sp.pi / sp.sqrt(det)
-    tdiag = a**2 * 2 / sp.pi * sp.asin(2 * b**2 * s11 / (1 + 2 * b**2 * s11)) + c**2
+    """phi(x) = a erf(b x) + c (Williams 1997).
+
+    T = (2 a^2/pi) asin(2 b^2 s12 / sqrt(p1 p2)) + c^2, Tdot = (4 a^2 b^2/pi) / sqrt(p1 p2 - 4 b^4 s12^2),
+    p_i = 1 + 2 b^2 s_i (nodes ``williams`` and ``rdet``). Tdiag = (2 a^2/pi) atan(2 b^2 s / sqrt(1 + 4 b^2 s)) + c^2
+    (= asin(2 b^2 s / (1 + 2 b^2 s)), well conditioned at large s).
+    """
+    k = 2 * b**2
+    t = a**2 * 2 / sp.pi * williams(k, s11, s12, s22) + c**2
+    tdot = a**2 * b**2 * 4 / sp.pi * rdet(k, s11, s12, s22)
+    tdiag = a**2 * 2 / sp.pi * sp.atan(2 * b**2 * s11 / sp.sqrt(1 + 4 * b**2 * s11)) + c**2
     return Dual(t, tdot, tdiag)
 
 
 def sin(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr, c: Expr) -> Dual:
-    """phi(x) = a sin(b x + c)."""
-    minus = sp.exp(-(b**2) * (s11 + s22 - 2 * s12) / 2)
-    plus = sp.exp(-(b**2) * (s11 + s22 + 2 * s12) / 2) * sp.cos(2 * c)
+    """phi(x) = a sin(b x + c): T = (a^2/2) [exp(-b^2 E[(u - v)^2] / 2) - exp(-b^2 E[(u + v)^2] / 2) cos 2c]."""
+    minus = sp.exp(-(b**2) * sqdist(s11, s12, s22) / 2)
+    plus = sp.exp(-(b**2) * sqdist(s11, -s12, s22) / 2) * sp.cos(2 * c)
     tdiag = a**2 / 2 * (1 - sp.exp(-2 * b**2 * s11) * sp.cos(2 * c))
     return Dual(a**2 / 2 * (minus - plus), a**2 * b**2 / 2 * (minus + plus), tdiag)
 
@@ -121,22 +120,24 @@ def identity(s11: Expr, s12: Expr, s22: Expr) -> Dual:
 
 
 def exp(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr) -> Dual:
-    """phi(x) = a exp(b x): the Gaussian moment generating function."""
-    t = a**2 * sp.exp(b**2 * (s11 + s22 + 2 * s12) / 2)
+    """phi(x) = a exp(b x): the Gaussian moment generating function, a^2 exp(b^2 E[(u + v)^2] / 2)."""
+    t = a**2 * sp.exp(b**2 * sqdist(s11, -s12, s22) / 2)
     return Dual(t, b**2 * t, a**2 * sp.exp(2 * b**2 * s11))
 
 
 def gaussian(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr) -> Dual:
-    """phi(x) = a exp(b x^2), b < 1 / (2 max(s11, s22)) for the expectation to exist."""
-    det = (1 - 2 * b * s11) * (1 - 2 * b * s22) - 4 * b**2 * s12**2
-    t = a**2 / sp.sqrt(det)
-    tdot = 4 * a**2 * b**2 * s12 / det ** sp.Rational(3, 2)
-    return Dual(t, tdot, a**2 / sp.sqrt(1 - 4 * b * s11))
+    """phi(x) = a exp(b x^2), b < 1 / (2 max(s11, s22)) for the expectation to exist.
+
+    T = a^2 / sqrt(det), Tdot = 4 a^2 b^2 s12 / det^(3/2), det = (1 - 2 b s11)(1 - 2 b s22) - 4 b^2 s12^2
+    (node ``rdet`` with k = -2 b).
+    """
+    r = rdet(-2 * b, s11, s12, s22)
+    return Dual(a**2 * r, 4 * a**2 * b**2 * _pinned_s12(s11, s12, s22) * r**3, a**2 / sp.sqrt(1 - 4 * b * s11))
 
 
 def rbf(s11: Expr, s12: Expr, s22: Expr, gamma: Expr) -> Dual:
     """phi(x) = sqrt(2) sin(sqrt(2 gamma) x + pi/4), whose dual is the RBF kernel (neural-tangents' Rbf)."""
-    t = sp.exp(-gamma * (s11 + s22 - 2 * s12))
+    t = sp.exp(-gamma * sqdist(s11, s12, s22))
     return Dual(t, 2 * gamma * t, sp.Integer(1))
 
 
@@ -155,18 +156,19 @@ def gaussian_moment(n: int, m: int, s11: Expr, s12: Expr, s22: Expr) -> Expr:
 
 
 def polynomial(s11: Expr, s12: Expr, s22: Expr, coef: tuple[Expr, ...]) -> Dual:
-    """phi(x) = sum_i coef[i] x^i."""
+    """phi(x) = sum_i coef[i] x^i (Isserlis; s12 written as rho sqrt(s11 s22), see ``_pinned_s12``)."""
+    x12 = _pinned_s12(s11, s12, s22)
     t = sum(
-        (ci * cj * gaussian_moment(i, j, s11, s12, s22)
+        (ci * cj * gaussian_moment(i, j, s11, x12, s22)
          for i, ci in enumerate(coef) for j, cj in enumerate(coef)),
         sp.Integer(0),
     )
     tdot = sum(
-        (i * j * ci * cj * gaussian_moment(i - 1, j - 1, s11, s12, s22)
+        (i * j * ci * cj * gaussian_moment(i - 1, j - 1, s11, x12, s22)
          for i, ci in enumerate(coef) for j, cj in enumerate(coef) if i and j),
         sp.Integer(0),
     )
-    return Dual(t, tdot, t.subs({s12: s11, s22: s11}, simultaneous=True))
+    return Dual(t, tdot, _on_diagonal(t, s11, s12, s22))
 
 
 def monomial(s11: Expr, s12: Expr, s22: Expr, degree: int) -> Dual:
@@ -216,13 +218,17 @@ def gelu(s11: Expr, s12: Expr, s22: Expr) -> Dual:
     0/0 or square-root singularity at |rho| = 1. Derivation (proofs/prove_gelu.py): phi'' = (2 - x^2) pdf(x)
     gives E[phi''(u) phi''(v)] as a Gaussian integral; integrate twice in s12 from 0 (Price's theorem)
     with E[phi'(u)] E[phi'(v)] = 1/4 and E[phi(u)] = s11 / sqrt(2 pi (1 + s11)).
+
+    Written for evaluation with R = 1/sqrt(Delta) (node ``rdet``), the angle asin(s12/sqrt(P)) (node ``williams``)
+    and e_i = s_i/(1 + s_i) (node ``ratio``): (s12^2 + s11 s22 Delta)/(P sqrt(Delta)) = rho^2 e1 e2 R + e1 e2 / R
+    and (2 + s11 + s22)/P = 1/(1 + s11) + 1/(1 + s22), so every term is O(s) at large variances s (s11 s22 Delta
+    is O(s^4) and overflowed float32 at s ~ 1e9).
     """
-    p = (1 + s11) * (1 + s22)
-    delta = 1 + s11 + s22 + (s11 * s22 - s12**2)
-    root = sp.sqrt(delta)
-    angle = sp.atan(s12 / root)
-    t = s12 / 4 + ((s12**2 + s11 * s22 * delta) / (p * root) + s12 * angle) / (2 * sp.pi)
-    tdot = sp.Rational(1, 4) + (angle + s12 * (1 / delta + (2 + s11 + s22) / p) / root) / (2 * sp.pi)
+    rho, x12 = _rho(s11, s12, s22), _pinned_s12(s11, s12, s22)
+    e1, e2 = ratio(1, s11), ratio(1, s22)
+    r, angle = rdet(1, s11, s12, s22), williams(1, s11, s12, s22)
+    t = x12 / 4 + (rho**2 * e1 * e2 * r + e1 * e2 / r + x12 * angle) / (2 * sp.pi)
+    tdot = sp.Rational(1, 4) + (angle + x12 * (r**3 + r * (1 / (1 + s11) + 1 / (1 + s22)))) / (2 * sp.pi)
     s = s11
     root1 = sp.sqrt(1 + 2 * s)
     tdiag = s / 4 + s * (2 * s / ((1 + s) * root1) + sp.atan(s / root1)) / (2 * sp.pi)

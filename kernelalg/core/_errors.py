@@ -27,6 +27,14 @@ class InputError(KernelalgError):
     """Input arrays have the wrong shape, dtype or values."""
 
 
+class NotRepresentableError(KernelalgError):
+    """A kernel value cannot be computed in the requested precision (an overflow or a divergent expectation)."""
+
+
+class PrecisionWarning(UserWarning):
+    """Rounding is predicted to cost more than ~1e-3 relative accuracy (e.g. deep nets in the chaotic phase)."""
+
+
 NEGATIVE_STD = (
     "{layer}: {name} must be a finite number >= 0, got {value!r}. "
     "Fix: pass the standard deviation itself (its sign is irrelevant for a Gaussian), e.g. {name}={fix}."
@@ -107,4 +115,15 @@ MPMATH_DENSE_ONLY = (
     "reference_kernel(..., dps={dps}) evaluates dense networks only (mpmath works scalar by scalar), but this "
     "network takes {layout!r} inputs and uses the structural op(s) {ops}, which have no mpmath implementation. "
     "Fix: use dps=None (the NumPy float64 reference), or compare a dense network at high precision."
+)
+NOT_REPRESENTABLE = (
+    "{dtype} kernel of {net} has {count} non-finite entr{ies} (first at index {index}): {reason} "
+    "Fix: {fix}."
+)
+PRECISION_LOSS = (
+    "{dtype} loses about {digits:.0f} of its {total:.0f} significant digits on nearly parallel inputs in {net}: "
+    "rounding near correlation 1 is amplified {amp:.2g}-fold through its layers (the correlation map's slope at "
+    "rho = 1 exceeds 1: the chaotic phase, chi_1 > 1). Predicted relative error eps * amplification = {err:.1g} "
+    "for entries whose inputs have 1 - rho below about {gap:.0e} ({dtype} cannot tell them from parallel "
+    "inputs); entries of less correlated inputs are not affected. Fix: {fix}. See docs/numerics.md."
 )

@@ -7,7 +7,8 @@ Routes, tried in order (the layer's ``route`` attribute says which one was taken
    E[u^k e^{a u} v^l e^{b v}] = d^k/da^k d^l/db^l exp((a^2 s11 + 2 a b s12 + b^2 s22) / 2).
 2. ``"Gauss-Hermite quadrature, degree n"`` -- any other function (sympy or a JAX-traceable callable):
    T(s11, s12, s22) = sum_ij w_i w_j phi(u_i) phi(v_ij) on the 2-D Gauss-Hermite grid of the Cholesky
-   factor of the covariance; exact for polynomials of degree < 2n, error decaying with smoothness.
+   factor of the covariance, averaged over both orders of (u, v) (symmetric in (s11, s22)); exact for
+   polynomials of degree < 2n, error decaying with smoothness.
 
 References:
     Novak et al. (2020), neural-tangents' ElementwiseNumerical (Gauss-Hermite route).
@@ -25,11 +26,12 @@ import sympy as sp
 
 from kernelalg.core import _errors as E
 from kernelalg.layers._activations import X
-from kernelalg.core._duals import Dual
+from kernelalg.core._duals import Dual, corr
 from kernelalg.core._fingerprint import FingerprintError, callable_fingerprint
 from kernelalg.core._layer import Layer, require_gaussian
 from kernelalg.core._program import Builder, KernelState
 from kernelalg.backends import NUMPY_TABLE, evaluate, lower_elementwise
+from kernelalg.backends._jax import snapped_corr
 
 
 def _terms(expr: sp.Expr) -> list[tuple[sp.Expr, int, sp.Expr]] | None:
@@ -81,7 +83,8 @@ def exact_dual(phi: sp.Expr) -> Callable[..., Dual] | None:
     Tdiag = sp.simplify(T.subs({s12: s11, s22: s11}))
 
     def dual(a11: sp.Expr, a12: sp.Expr, a22: sp.Expr) -> Dual:
-        rep = {s11: a11, s12: a12, s22: a22}
+        # s12 through the correlation node, so that the backends pin the diagonal (see kernelalg.core._duals)
+        rep = {s11: a11, s12: corr(a11, a12, a22) * sp.sqrt(a11) * sp.sqrt(a22), s22: a22}
         return Dual(T.xreplace(rep), Tdot.xreplace(rep), Tdiag.xreplace({s11: a11}))
     return dual
 
@@ -91,18 +94,28 @@ def _gauss_hermite(deg: int) -> tuple[np.ndarray, np.ndarray]:
     return z, w / math.sqrt(2 * math.pi)
 
 
-def _quadrature_fns(f: Callable[[Any], Any], deg: int, xp: Any) -> tuple[Callable, Callable]:
-    """2-D and 1-D Gauss-Hermite expectations E[f(u) f(v)] and E[f(u)^2] for the array module ``xp``."""
+def _quadrature_fns(f: Callable[[Any], Any], deg: int, xp: Any, corr: Callable) -> tuple[Callable, Callable]:
+    """2-D and 1-D Gauss-Hermite expectations E[f(u) f(v)] and E[f(u)^2] for the array module ``xp``.
+
+    The 2-D rule integrates on the Cholesky factor of the covariance, u = sqrt(s11) z1,
+    v = sqrt(s22) (rho z1 + sqrt(1 - rho^2) z2), with the backend's snapped correlation ``corr`` (so the
+    diagonal is pinned: at rho = 1 the rule is the 1-D rule, at any depth). That rule is not symmetric in
+    (s11, s22); the average of both orders is, so the kernel of x with x' is that of x' with x.
+    """
     z, w = _gauss_hermite(deg)
+    ww = w[:, None] * w[None, :]
+
+    def ordered(r1: Any, r2: Any, rho: Any) -> Any:
+        u = r1[..., None, None] * z[:, None]
+        v = r2[..., None, None] * (rho[..., None, None] * z[:, None]
+                                   + xp.sqrt(xp.maximum(1 - rho * rho, 0))[..., None, None] * z[None, :])
+        return (f(u) * f(v) * ww).sum(axis=(-1, -2))
 
     def pair(s11: Any, s12: Any, s22: Any) -> Any:
         s11, s12, s22 = xp.broadcast_arrays(*(xp.asarray(s) for s in (s11, s12, s22)))
-        r11 = xp.sqrt(xp.maximum(s11, 0))[..., None, None]
-        a = (s12 / xp.sqrt(xp.maximum(s11, np.finfo(np.float64).tiny)))[..., None, None]
-        r = xp.sqrt(xp.maximum(s22 - s12 * s12 / xp.maximum(s11, np.finfo(np.float64).tiny), 0))[..., None, None]
-        u = r11 * z[:, None]
-        v = a * z[:, None] + r * z[None, :]
-        return (f(u) * f(v) * (w[:, None] * w[None, :])).sum(axis=(-1, -2))
+        rho = corr(s11, s12, s22)
+        r1, r2 = xp.sqrt(xp.maximum(s11, 0)), xp.sqrt(xp.maximum(s22, 0))
+        return (ordered(r1, r2, rho) + ordered(r2, r1, rho)) / 2
 
     def diag(s: Any) -> Any:
         u = xp.sqrt(xp.maximum(xp.asarray(s), 0))[..., None] * z
@@ -118,10 +131,10 @@ def _node(name: str, nargs: int, jax_fn: Callable, np_fn: Callable) -> type:
 def quadrature_dual(name: str, phi: Callable, dphi: Callable, phi_np: Callable | None, dphi_np: Callable | None,
                     deg: int) -> Callable[..., Dual]:
     """A dual whose T, Tdot, Tdiag are opaque sympy nodes lowered to Gauss-Hermite quadrature."""
-    jt, jd = _quadrature_fns(phi, deg, jnp)
-    jtd, _ = _quadrature_fns(dphi, deg, jnp)
-    nt, nd = _quadrature_fns(phi_np or phi, deg, np)
-    ntd, _ = _quadrature_fns(dphi_np or dphi, deg, np)
+    jt, jd = _quadrature_fns(phi, deg, jnp, snapped_corr)
+    jtd, _ = _quadrature_fns(dphi, deg, jnp, snapped_corr)
+    nt, nd = _quadrature_fns(phi_np or phi, deg, np, NUMPY_TABLE.functions[corr])
+    ntd, _ = _quadrature_fns(dphi_np or dphi, deg, np, NUMPY_TABLE.functions[corr])
     T = _node(f"T_{name}", 3, jt, nt)
     Tdot = _node(f"Tdot_{name}", 3, jtd, ntd)
     Tdiag = _node(f"Tdiag_{name}", 1, jd, nd)
