@@ -23,6 +23,8 @@ from kernelalg.core._symbolic import SymbolicKernel, trace
 from kernelalg.backends._jax import lower_program
 import mpmath
 from kernelalg.backends._reference import MPMATH_TABLE, NUMPY_TABLE, evaluate_program
+from kernelalg.backends._checks import (check_batch_size, check_input, check_outputs, check_params,
+                                        check_requirements, is_tracer as _is_tracer)
 
 _GETS = ("nngp", "ntk")
 
@@ -60,35 +62,6 @@ def normalize_get(get: Any) -> tuple[tuple[str, ...], bool]:
     return names, False
 
 
-def _is_tracer(x: Any) -> bool:
-    return isinstance(x, jax.core.Tracer)
-
-
-def check_input(name: str, x: Any, feature_fix: str = "reshape to (batch, features), e.g. x.reshape(len(x), -1)",
-                ndim: int = 2) -> Any:
-    """Validate an input array: rank, dtype, non-empty, finite. Integer data is converted to float64."""
-    if _is_tracer(x):
-        if x.ndim != ndim:
-            raise E.InputError(E.BAD_RANK.format(name=name, shape=x.shape, fix=feature_fix))
-        return x
-    if not isinstance(x, jax.Array):
-        x = np.asarray(x)
-    if x.dtype.kind in "iub":
-        x = np.asarray(x, dtype=np.float64)
-    if x.dtype not in (np.float32, np.float64):
-        raise E.InputError(E.BAD_DTYPE.format(name=name, dtype=x.dtype))
-    if x.ndim != ndim:
-        fix = feature_fix if x.ndim != 1 or ndim != 2 else f"{name}[None, :] for one sample or {name}[:, None]"
-        raise E.InputError(E.BAD_RANK.format(name=name, shape=tuple(x.shape), fix=fix))
-    if x.shape[0] == 0:
-        raise E.InputError(E.EMPTY_INPUT.format(name=name, shape=tuple(x.shape)))
-    finite = np.isfinite(np.asarray(x))
-    if not finite.all():
-        bad = np.argwhere(~finite)
-        raise E.InputError(E.NON_FINITE.format(name=name, count=len(bad), index=tuple(int(i) for i in bad[0])))
-    return x
-
-
 @contextlib.contextmanager
 def precision_of(*arrays: Any) -> Iterator[None]:
     """Run in float64 when any input is float64 (JAX's x64 mode, locally), else as configured."""
@@ -124,17 +97,25 @@ class CompiledKernel:
         self.symbolic: SymbolicKernel = trace(self.net, keep_symbols=True)
         self.params = self.symbolic.param_values
         self._param_symbols = {s.name: s for s in self.symbolic.params}
+        self._stds = {s.name for s in self.symbolic.params if s.is_positive}
         outs: list[sp.Expr] = []
         for st in self.symbolic.outputs:
             outs += [st.cov1, st.cov2] + [st.nngp if n == "nngp" else st.ntk for n in self.names]
         self._n_out = len(self.symbolic.outputs)
-        run = lower_program(self.symbolic.program, outs, self.symbolic.blocks)
-        self._jitted = jax.jit(lambda x1, x2, p: self._assemble(run(self._env(x1, x2, p)), x1, x2))
+        self._requires = self.symbolic.requires
+        run = lower_program(self.symbolic.program, outs + [r for r, _ in self._requires], self.symbolic.blocks)
+        #: (kernels, minima of the conditions) per call; ``_jitted`` (kernels only) serves the tile evaluators.
+        self._checked = jax.jit(lambda x1, x2, p: self._finish(run(self._env(x1, x2, p)), x1, x2))
+        self._jitted = jax.jit(lambda x1, x2, p: self._finish(run(self._env(x1, x2, p)), x1, x2)[0])
 
     def _env(self, x1: jax.Array, x2: jax.Array | None, p: Mapping[str, Any]) -> dict:
         env = self.layout.env(x1, x2)
         env.update({self._param_symbols[k]: v for k, v in p.items()})
         return env
+
+    def _finish(self, vals: list, x1: jax.Array, x2: jax.Array | None) -> tuple:
+        k = len(vals) - len(self._requires)
+        return self._assemble(vals[:k], x1, x2), [jnp.min(jnp.asarray(v)) for v in vals[k:]]
 
     def _assemble(self, vals: list, x1: jax.Array, x2: jax.Array | None) -> tuple:
         n, m = x1.shape[0], (x1 if x2 is None else x2).shape[0]
@@ -155,6 +136,7 @@ class CompiledKernel:
             unknown = set(params) - set(p)
             if unknown:
                 raise E.KernelalgError(E.UNKNOWN_PARAM.format(names=sorted(unknown), known=sorted(p)))
+            check_params(params, self._stds)
             p.update(params)
         return p
 
@@ -179,7 +161,9 @@ class CompiledKernel:
                 x2 = check_input("x2", x2, fix, rank)
                 if x1.shape[1:] != x2.shape[1:]:
                     raise E.InputError(E.FEATURE_MISMATCH.format(d1=x1.shape[1:], d2=x2.shape[1:]))
-        if batch_size is None and self.layout.auto_batch is not None and not _is_tracer(x1):
+        if batch_size is not None:
+            batch_size = check_batch_size(batch_size)
+        elif self.layout.auto_batch is not None and not _is_tracer(x1):
             batch_size = self.layout.auto_batch(x1, x2)  # e.g. conv nets: bounded pixel-pair tiles
         if batch_size is not None and not _is_tracer(x1) and max(len(x1), len(x1 if x2 is None else x2)) > batch_size:
             return self._tiled(x1, x2, params, int(batch_size))
@@ -191,7 +175,11 @@ class CompiledKernel:
             x1 = jax.tree_util.tree_map(jnp.asarray, x1)  # inputs may be pytrees (e.g. ka.Sequences)
             x2 = None if x2 is None else jax.tree_util.tree_map(jnp.asarray, x2)
             p = {k: jnp.asarray(v, dtype=x1.dtype) for k, v in p.items()}
-            kernels = self._jitted(x1, x2, p)
+            kernels, minima = self._checked(x1, x2, p)
+        if not any(map(_is_tracer, minima)):
+            check_requirements(minima, self._requires)
+        for k in kernels:
+            check_outputs({n: getattr(k, n) for n in self.names + ("cov1", "cov2")}, x1.dtype)
         out = [getattr(k, self.names[0]) if self.single else k for k in kernels]
         return out[0] if len(out) == 1 else tuple(out)
 
@@ -255,6 +243,7 @@ def compile(net: Layer, get: Any = _GETS, backend: str = "jax") -> CompiledKerne
             :class:`Kernel`).
         backend: "jax" (the NumPy/mpmath reference lives in :func:`kernelalg.reference_kernel`).
     """
+    normalize_get(get)  # a clear error for get=None and other non-iterables, before the cache key
     key = (id(net), get if isinstance(get, str) else tuple(get), backend)
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is net:
@@ -288,8 +277,12 @@ def reference_kernel(net: Layer, x1: Any, x2: Any = None, get: str = "ntk", dps:
     Slow; meant for testing the JAX lowering.
     """
 
+    if not isinstance(get, str) or get not in _GETS:
+        raise E.KernelalgError(E.BAD_GET.format(get=get) + " reference_kernel returns one kernel: 'nngp' or 'ntk'.")
     x1 = np.asarray(check_input("x1", x1), dtype=np.float64)
     x2 = x1 if x2 is None else np.asarray(check_input("x2", x2), dtype=np.float64)
+    if x1.shape[1:] != x2.shape[1:]:
+        raise E.InputError(E.FEATURE_MISMATCH.format(d1=x1.shape[1:], d2=x2.shape[1:]))
     sk = trace(as_layer(net), keep_symbols=False)
     st = sk.outputs[0]
     out_expr = st.nngp if get == "nngp" else st.ntk

@@ -21,6 +21,9 @@ import sympy as sp
 
 Expr = sp.Expr
 
+GAUSSIAN_DIVERGES = ("Gaussian(a, b): E[exp(2 b u^2)] diverges unless 1 - 4 b s > 0 for the variance s of its input "
+                     "(b > 0 needs s < 1/(4 b)). Fix: use b < 0, a smaller b, or smaller inputs / W_std before it.")
+
 
 @dataclass(frozen=True)
 class Dual:
@@ -30,11 +33,14 @@ class Dual:
         T: E[phi(u) phi(v)].
         Tdot: E[phi'(u) phi'(v)] (or, for surrogate gradients, E[phi'(u) psi'(v)]).
         Tdiag: T at s11 = s12 = s22 = s, in the symbol of ``s11`` (simplified variance map).
+        requires: Conditions ``(expr, reason)`` with expr > 0 needed for the expectations to exist (e.g.
+            1 - 4 b s11 > 0 for a exp(b x^2)); checked by the backends on the values actually met.
     """
 
     T: Expr
     Tdot: Expr
     Tdiag: Expr
+    requires: tuple[tuple[Expr, str], ...] = ()
 
 
 class corr(sp.Function):
@@ -127,11 +133,12 @@ def exp(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr) -> Dual:
 
 
 def gaussian(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr) -> Dual:
-    """phi(x) = a exp(b x^2), b < 1 / (2 max(s11, s22)) for the expectation to exist."""
+    """phi(x) = a exp(b x^2); the expectations exist iff 1 - 4 b s > 0 for both variances s = s11, s22."""
     det = (1 - 2 * b * s11) * (1 - 2 * b * s22) - 4 * b**2 * s12**2
     t = a**2 / sp.sqrt(det)
     tdot = 4 * a**2 * b**2 * s12 / det ** sp.Rational(3, 2)
-    return Dual(t, tdot, a**2 / sp.sqrt(1 - 4 * b * s11))
+    return Dual(t, tdot, a**2 / sp.sqrt(1 - 4 * b * s11),
+                ((1 - 4 * b * s11, GAUSSIAN_DIVERGES), (1 - 4 * b * s22, GAUSSIAN_DIVERGES)))
 
 
 def rbf(s11: Expr, s12: Expr, s22: Expr, gamma: Expr) -> Dual:

@@ -27,6 +27,10 @@ class InputError(KernelalgError):
     """Input arrays have the wrong shape, dtype or values."""
 
 
+class DivergentKernelError(KernelalgError):
+    """The kernel does not exist (a divergent Gaussian integral) or does not fit the floating-point range."""
+
+
 NEGATIVE_STD = (
     "{layer}: {name} must be a finite number >= 0, got {value!r}. "
     "Fix: pass the standard deviation itself (its sign is irrelevant for a Gaussian), e.g. {name}={fix}."
@@ -94,3 +98,22 @@ UNKNOWN_PARAM = (
     "Fix: use the names listed by ka.symbolic(net).params."
 )
 BAD_BACKEND = "backend={backend!r} is not available. Fix: use backend='jax' (fast) or backend='reference'."
+
+NO_FEATURES = ("{name} has no features (shape {shape}), so x.x'/d is undefined. "
+               "Fix: pass at least one feature per sample.")
+RAGGED_INPUT = ("{name} is ragged (its rows have different lengths). "
+                "Fix: pass a rectangular array, e.g. pad the rows to one length.")
+INPUT_OVERFLOW = ("{name} is too large for {dtype}: |x|^2 of row {row} (largest |entry| {peak:.3g}) exceeds the "
+                  "largest {dtype} ({max:.3g}), so the input statistics x.x'/d overflow the precision. "
+                  "Fix: {fix} the inputs, e.g. x = x / np.abs(x).max().")
+BAD_BATCH_SIZE = ("batch_size={value!r} is not a positive integer. "
+                  "Fix: pass the tile size in input rows, e.g. batch_size=256, or batch_size=None for one block.")
+CONDITION_FAILED = ("The kernel does not exist for these inputs (smallest value of the condition met: {value:.6g}, "
+                    "it must be > 0): {problem}. Fix: {fix}.")
+KERNEL_OVERFLOW = ("The {which} kernel is not finite at {count} of {total} entries (first at {index}): a value "
+                   "exceeds the range of {dtype} (largest {max:.3g}) or a closed form is undefined there. "
+                   "Fix: rescale the inputs or the hyperparameters (e.g. a smaller b in Exp(a, b), smaller "
+                   "W_std in deep networks), or use float64 inputs.")
+DIVERGENT_DUAL = ("{name}: the kernel of this activation does not exist: {reason}. Fix: use an activation that is "
+                  "finite and real on the whole real line and grows more slowly than exp(x^2/(4 s)) for the "
+                  "input variance s (e.g. tanh, erf, x * tanh(x)).")

@@ -30,6 +30,8 @@ class SymbolicKernel:
         keep_symbols: Whether hyperparameters appear as symbols in ``nngp``/``ntk``.
         routes: How each non-library activation's dual was obtained.
         asymmetric: True when the NTK is not symmetric in (x, x') (surrogate-gradient kernels).
+        requires: Conditions (expr > 0, reason) on program symbols for the kernel to exist (see
+            :meth:`~kernelalg.core._program.Builder.require`).
     """
 
     net: Layer
@@ -40,6 +42,7 @@ class SymbolicKernel:
     routes: dict[str, str] = field(default_factory=dict)
     asymmetric: bool = False
     blocks: tuple = ()
+    requires: tuple[tuple[sp.Expr, str], ...] = ()
 
     #: Input symbols: |x|^2/d, |x'|^2/d, x.x'/d, and the input dimension d.
     inputs = {"q1": Q1, "q2": Q2, "c": C, "d": D}
@@ -151,7 +154,7 @@ def _trace(net: Layer, keep_symbols: bool) -> SymbolicKernel:
     out = build(net, builder, layout_of(net).stats())
     return SymbolicKernel(net, tuple(builder.program), flatten_states(out), dict(builder.params),
                           keep_symbols, dict(builder.routes), builder.asymmetric,
-                          tuple(builder.blocks))
+                          tuple(builder.blocks), tuple(builder.requires))
 
 
 def symbolic(net: Layer, keep_symbols: bool = False) -> SymbolicKernel:
