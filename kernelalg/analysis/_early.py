@@ -14,6 +14,7 @@ closed-form kernel of ``Dense(1, 0) >> phi >> Dense(1, 0)`` (NTK minus NNGP = th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import mpmath
@@ -21,6 +22,8 @@ import numpy as np
 import sympy as sp
 
 from kernelalg.core import _errors as E
+from kernelalg.backends import NUMPY_TABLE, evaluate
+from kernelalg.layers._integrable import Integrability, analyse
 from kernelalg.layers._activations import Erf, Gelu, Relu, Sin
 from kernelalg.layers._dense import Dense
 from ._sphere import from_network
@@ -55,10 +58,12 @@ def _quadrature_mean(expr: sp.Expr, dps: int = 30) -> mpmath.mpf | None:
     f = sp.lambdify(G, sp.piecewise_fold(expr.rewrite(sp.Piecewise)), modules="mpmath")
     try:
         with mpmath.workdps(dps + 5):
-            val = mpmath.quad(lambda g: f(g) * mpmath.npdf(g), [-mpmath.inf, 0, mpmath.inf])
+            val, err = mpmath.quad(lambda g: f(g) * mpmath.npdf(g), [-mpmath.inf, 0, mpmath.inf], error=True)
     except (TypeError, ValueError, ZeroDivisionError, NameError):
         return None
-    return val if mpmath.isfinite(val) and mpmath.im(val) == 0 else None  # type: ignore[return-value]
+    if not (mpmath.isfinite(val) and mpmath.im(val) == 0 and err <= mpmath.mpf(10) ** (-dps // 2) * (1 + abs(val))):
+        return None
+    return val
 
 
 def _gauss_mean(expr: sp.Expr) -> sp.Expr:
@@ -121,6 +126,18 @@ def early_time_constants(activation: Any) -> EarlyTimeConstants:
         if len(free) != 1:
             raise E.KernelalgError(UNKNOWN_ACTIVATION.format(name=activation, known=sorted(_table())))
         phi = phi.subs(free[0], G)
+        verdict = analyse(phi, G, lambda e, a: evaluate(e, {G: a}, NUMPY_TABLE))
+        if verdict.problem is None and 4 * verdict.growth >= 1:
+            verdict = Integrability(f"E[phi'(g)^2] diverges for g ~ N(0, 1) (log|phi| / x^2 -> {verdict.growth:.4g} "
+                                    ">= 1/4)")
+        if verdict.problem is not None:
+            raise E.DivergentKernelError(E.DIVERGENT_DUAL.format(name=f"early_time_constants({phi})",
+                                                                 reason=verdict.problem))
+    return _constants(phi)
+
+
+@lru_cache(maxsize=32)
+def _constants(phi: sp.Expr) -> EarlyTimeConstants:
     d1 = sp.diff(phi, G)
     d2 = sp.diff(d1, G)
     return EarlyTimeConstants(phi, _gauss_mean(d1), _gauss_mean(d2), _gauss_mean(d1 ** 2))
