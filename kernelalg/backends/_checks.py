@@ -15,6 +15,7 @@ import numpy as np
 import sympy as sp
 
 from kernelalg.core import _errors as E
+from kernelalg.core._inputs import InputLayout
 from kernelalg.core._layer import check_number, check_std
 
 
@@ -31,7 +32,7 @@ def check_input(name: str, x: Any, feature_fix: str = "reshape to (batch, featur
     """
     if is_tracer(x):
         if x.ndim != ndim:
-            raise E.InputError(E.BAD_RANK.format(name=name, shape=x.shape, fix=feature_fix))
+            raise E.InputError(E.BAD_RANK.format(name=name, ndim=ndim, shape=x.shape, fix=feature_fix))
         return x
     if not isinstance(x, jax.Array):
         try:
@@ -44,7 +45,7 @@ def check_input(name: str, x: Any, feature_fix: str = "reshape to (batch, featur
         raise E.InputError(E.BAD_DTYPE.format(name=name, dtype=x.dtype))
     if x.ndim != ndim:
         fix = feature_fix if x.ndim != 1 or ndim != 2 else f"{name}[None, :] for one sample or {name}[:, None]"
-        raise E.InputError(E.BAD_RANK.format(name=name, shape=tuple(x.shape), fix=fix))
+        raise E.InputError(E.BAD_RANK.format(name=name, ndim=ndim, shape=tuple(x.shape), fix=fix))
     if x.shape[0] == 0:
         raise E.InputError(E.EMPTY_INPUT.format(name=name, shape=tuple(x.shape)))
     if 0 in x.shape[1:]:
@@ -56,6 +57,27 @@ def check_input(name: str, x: Any, feature_fix: str = "reshape to (batch, featur
         raise E.InputError(E.NON_FINITE.format(name=name, count=len(bad), index=tuple(int(i) for i in bad[0])))
     check_magnitude(name, host)
     return x
+
+
+def check_inputs(layout: InputLayout, x1: Any, x2: Any) -> tuple[Any, Any]:
+    """Validate a pair of inputs for a network of input ``layout`` (its own ``prepare``, else
+    :func:`check_input` of each and equal trailing shapes)."""
+    if layout.prepare is not None:  # layout-specific validation (e.g. ka.Sequences containers)
+        return layout.prepare(x1, x2)
+    x1 = check_input("x1", x1, layout.rank_fix, layout.rank)
+    if x2 is not None:
+        x2 = check_input("x2", x2, layout.rank_fix, layout.rank)
+        if x1.shape[1:] != x2.shape[1:]:
+            raise E.InputError(E.FEATURE_MISMATCH.format(d1=x1.shape[1:], d2=x2.shape[1:]))
+    return x1, x2
+
+
+def check_count(name: str, value: Any, example: int) -> int:
+    """A count (units, draws per chunk, ...): an integer >= 1."""
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+    if not ok:
+        raise E.KernelalgError(E.BAD_COUNT.format(name=name, value=value, example=example))
+    return int(value)
 
 
 def check_magnitude(name: str, x: np.ndarray) -> None:
@@ -85,10 +107,7 @@ def check_params(values: Mapping[str, Any], stds: set[str]) -> None:
 
 def check_batch_size(batch_size: Any) -> int:
     """A tile size: an integer >= 1."""
-    ok = isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool) and batch_size >= 1
-    if not ok:
-        raise E.KernelalgError(E.BAD_BATCH_SIZE.format(value=batch_size))
-    return int(batch_size)
+    return check_count("batch_size", batch_size, 256)
 
 
 def check_requirements(minima: Sequence[Any], requires: Sequence[tuple[sp.Expr, str]]) -> None:

@@ -23,8 +23,8 @@ from kernelalg.core._symbolic import SymbolicKernel, trace
 from kernelalg.backends._jax import lower_program
 import mpmath
 from kernelalg.backends._reference import MPMATH_TABLE, NUMPY_TABLE, evaluate_program
-from kernelalg.backends._checks import (check_batch_size, check_input, check_outputs, check_params,
-                                        check_requirements, is_tracer as _is_tracer)
+from kernelalg.backends._checks import (check_batch_size, check_input, check_inputs, check_outputs,
+                                        check_params, check_requirements, is_tracer as _is_tracer)
 
 _GETS = ("nngp", "ntk")
 
@@ -152,15 +152,7 @@ class CompiledKernel:
             batch_size: If given, evaluate in tiles of at most batch_size x batch_size input pairs, so that
                 memory stays bounded for any N, M (outputs are NumPy arrays then).
         """
-        if self.layout.prepare is not None:  # layout-specific validation (e.g. ka.Sequences containers)
-            x1, x2 = self.layout.prepare(x1, x2)
-        else:
-            rank, fix = self.layout.rank, self.layout.rank_fix
-            x1 = check_input("x1", x1, fix, rank)
-            if x2 is not None:
-                x2 = check_input("x2", x2, fix, rank)
-                if x1.shape[1:] != x2.shape[1:]:
-                    raise E.InputError(E.FEATURE_MISMATCH.format(d1=x1.shape[1:], d2=x2.shape[1:]))
+        x1, x2 = check_inputs(self.layout, x1, x2)
         if batch_size is not None:
             batch_size = check_batch_size(batch_size)
         elif self.layout.auto_batch is not None and not _is_tracer(x1):

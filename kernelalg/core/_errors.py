@@ -75,7 +75,7 @@ UNKNOWN_NODE = (
     "kernelalg.backends.register_{backend}_lowering({cls}, fn)."
 )
 BAD_RANK = (
-    "{name} must be a 2-D array (batch, features) for this network, got shape {shape}. "
+    "{name} must be a {ndim}-D array (batch axis first) for this network, got shape {shape}. "
     "Fix: {fix}."
 )
 FEATURE_MISMATCH = (
@@ -106,8 +106,7 @@ RAGGED_INPUT = ("{name} is ragged (its rows have different lengths). "
 INPUT_OVERFLOW = ("{name} is too large for {dtype}: |x|^2 of row {row} (largest |entry| {peak:.3g}) exceeds the "
                   "largest {dtype} ({max:.3g}), so the input statistics x.x'/d overflow the precision. "
                   "Fix: {fix} the inputs, e.g. x = x / np.abs(x).max().")
-BAD_BATCH_SIZE = ("batch_size={value!r} is not a positive integer. "
-                  "Fix: pass the tile size in input rows, e.g. batch_size=256, or batch_size=None for one block.")
+BAD_COUNT = "{name}={value!r} is not a positive integer. Fix: pass a whole number >= 1, e.g. {name}={example}."
 CONDITION_FAILED = ("The kernel does not exist for these inputs (smallest value of the condition met: {value:.6g}, "
                     "it must be > 0): {problem}. Fix: {fix}.")
 KERNEL_OVERFLOW = ("The {which} kernel is not finite at {count} of {total} entries (first at {index}): a value "
@@ -117,3 +116,4 @@ KERNEL_OVERFLOW = ("The {which} kernel is not finite at {count} of {total} entri
 DIVERGENT_DUAL = ("{name}: the kernel of this activation does not exist: {reason}. Fix: use an activation that is "
                   "finite and real on the whole real line and grows more slowly than exp(x^2/(4 s)) for the "
                   "input variance s (e.g. tanh, erf, x * tanh(x)).")
+BAD_WHICH = "which={which!r} is not a kernel of the network. Fix: use one of {known}, e.g. which='ntk'."

@@ -12,6 +12,7 @@ from typing import Any
 
 import sympy as sp
 
+from kernelalg.core import _errors as E
 from kernelalg.core._duals import plain
 from kernelalg.core._inputs import layout_of
 from kernelalg.core._layer import Layer, as_layer, build
@@ -105,10 +106,12 @@ class SymbolicKernel:
         """LaTeX of the kernel.
 
         Args:
-            which: "nngp" or "ntk".
+            which: "nngp", "ntk", "cov1" or "cov2".
             program: If True, the CSE'd program as aligned equations (readable at any depth); if False, the
                 single closed form; None chooses the program when the closed form would be long.
         """
+        if which not in _LATEX_WHICH:
+            raise E.KernelalgError(E.BAD_WHICH.format(which=which, known=", ".join(map(repr, _LATEX_WHICH))))
         if program is None:
             program = len(self.program) > 40
         if not program:
@@ -127,6 +130,9 @@ class SymbolicKernel:
     def __repr__(self) -> str:
         return (f"SymbolicKernel({self.net!r}; {len(self.program)} instructions, size {self.size()}, "
                 f"params {self.param_values})")
+
+
+_LATEX_WHICH = ("nngp", "ntk", "cov1", "cov2")
 
 
 def _subs(e: Any, rep: dict) -> Any:
