@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import mpmath
 import numpy as np
@@ -191,3 +192,130 @@ def test_elementwise_accepts_the_command_line_string_form():
                                np.asarray(ka.kernel(_net(b), X4, get="ntk")), rtol=1e-12)
     with pytest.raises(E.KernelalgError, match="Elementwise formula"):
         ka.Elementwise("x +* 2")
+
+
+# ---------------------------------------------------------------------------------- 4. inputs and hyperparameters
+
+RELU = ka.Dense(1.2, 0.1) >> ka.Relu() >> ka.Dense(1.2, 0.1)
+
+
+@pytest.mark.parametrize("x,dtype,fix", [(1e30, np.float32, "float64"), (1e200, np.float64, "rescale")])
+def test_inputs_whose_statistics_overflow_are_refused(x, dtype, fix):
+    with pytest.raises(E.InputError, match=f"overflow the precision.*{fix}"):
+        ka.kernel(RELU, np.full((2, 3), x, dtype=dtype))
+
+
+def test_large_but_representable_inputs_still_work():
+    """1e18 in float32: |x|^2 = 3e36 fits; the kernel is positively homogeneous of degree 2 (ReLU, no bias)."""
+    net = ka.Dense(1.0, 0.0) >> ka.Relu() >> ka.Dense(1.0, 0.0)
+    x = np.array([[1.0, 2.0, -1.0], [0.5, -1.0, 2.0]])
+    small = np.asarray(ka.kernel(net, x, get="nngp"))
+    big = np.asarray(ka.kernel(net, (1e18 * x).astype(np.float32), get="nngp"))
+    np.testing.assert_allclose(big / 1e36, small, rtol=1e-5)
+
+
+def test_inputs_without_features_are_refused():
+    with pytest.raises(E.InputError, match="no features"):
+        ka.kernel(RELU, np.zeros((3, 0)))
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"sigma_w_1": -1.0}, "finite number >= 0"), ({"sigma_b_1": float("inf")}, "finite number >= 0"),
+    ({"sigma_w_3": float("nan")}, "finite number >= 0"), ({"sigma_w_1": "a"}, "finite number >= 0"),
+])
+def test_hyperparameter_overrides_follow_the_constructor_rules(params, match):
+    with pytest.raises(E.KernelalgError, match=match):
+        ka.kernel(RELU, X4, params=params)
+    with pytest.raises(E.KernelalgError, match=match):  # the same message as the constructor's
+        ka.Dense(W_std=next(iter(params.values())))
+
+
+def test_non_std_hyperparameters_must_be_finite():
+    net = ka.Dense(1.0) >> ka.Erf(1.0, 1.0, 0.0) >> ka.Dense(1.0)
+    with pytest.raises(E.KernelalgError, match="must be finite"):
+        ka.kernel(net, X4, params={"a_2": float("nan")})
+    with pytest.raises(E.KernelalgError, match="must be finite"):
+        ka.compile(net, "ntk")(X4, params={"c_2": float("inf")})
+
+
+def test_hyperparameter_override_equals_constructor_value():
+    """A valid override gives the kernel of the network built with that value (documented behaviour)."""
+    a = np.asarray(ka.kernel(RELU, X4, get="ntk", params={"sigma_w_1": 0.7}))
+    b = np.asarray(ka.kernel(ka.Dense(0.7, 0.1) >> ka.Relu() >> ka.Dense(1.2, 0.1), X4, get="ntk"))
+    np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+@pytest.mark.parametrize("bs", [0, -1, 2.5, True, "4"])
+def test_bad_batch_size_is_refused(bs):
+    with pytest.raises(E.KernelalgError, match="batch_size"):
+        ka.kernel(RELU, X4, batch_size=bs)
+
+
+def test_get_none_and_bogus_reference_get_are_refused():
+    with pytest.raises(E.KernelalgError, match="get=None"):
+        ka.kernel(RELU, X4, get=None)
+    with pytest.raises(E.KernelalgError, match="'bogus'"):
+        ka.reference_kernel(RELU, X4, get="bogus")
+
+
+def test_latex_of_an_unknown_kernel_is_refused():
+    sk = ka.symbolic(RELU)
+    with pytest.raises(E.KernelalgError, match="which='foo'"):
+        sk.latex("foo")
+    assert sk.latex("cov1") == sp.latex(sk.cov1)
+
+
+# ---------------------------------------------------------------------------------- 5. Monte Carlo and empirical NTK
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_monte_carlo_refuses_non_finite_inputs(bad):
+    x = X4.copy()
+    x[1, 2] = bad
+    with pytest.raises(E.InputError, match="NaN or infinite"):
+        ka.monte_carlo(RELU, x, width=8, samples=2)
+    with pytest.raises(E.InputError, match="NaN or infinite"):
+        ka.convergence(RELU, x, widths=(8, 16), samples=2)
+    twin = ka.finite(RELU, 8)
+    params = twin.init(jax.random.PRNGKey(0), (3,))
+    with pytest.raises(E.InputError, match="NaN or infinite"):
+        ka.empirical_ntk(twin.apply, params, x)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(x2=np.ones((2, 4))), "features"), (dict(x1=np.ones((0, 3))), "no samples"),
+    (dict(ntk_units=0), "ntk_units"), (dict(chunk=0), "chunk"),
+])
+def test_monte_carlo_bad_arguments(kwargs, match):
+    args = dict(x1=X4, width=8, samples=2) | kwargs
+    with pytest.raises(E.KernelalgError, match=match):
+        ka.monte_carlo(RELU, **args)
+
+
+def test_empirical_ntk_of_a_one_dimensional_input_says_how_to_fix_it():
+    twin = ka.finite(RELU, 8)
+    params = twin.init(jax.random.PRNGKey(0), (3,))
+    with pytest.raises(E.InputError, match=r"x1\[None, :\]"):
+        ka.empirical_ntk(twin.apply, params, np.ones(3))
+    with pytest.raises(E.KernelalgError, match="batch_size"):
+        ka.empirical_ntk(twin.apply, params, X4, batch_size=0)
+
+
+def test_monte_carlo_still_estimates_the_kernel():
+    """After the checks, a valid call still agrees with the exact NNGP within 4 standard errors."""
+    x = X4[:2]
+    est = ka.monte_carlo(RELU, x, width=64, samples=64, key=1, get="nngp")
+    exact = np.asarray(ka.kernel(RELU, x, get="nngp"))
+    assert np.all(np.abs(est.nngp - exact) <= 4 * est.stderr.nngp + 1e-12)
+
+
+# ---------------------------------------------------------------------------------- parser-adjacent constructors
+
+@pytest.mark.parametrize("num", [10 ** 300, 0, 2.5, float("inf"), "2", True])
+def test_fanout_sizes(num):
+    with pytest.raises(E.KernelalgError, match="FanOut: num"):
+        ka.FanOut(num)
+
+
+def test_lone_surrogate_is_named_as_such():
+    with pytest.raises(E.KernelalgError, match="not a valid Unicode character"):
+        ka.parse("Dense(1.0) >> Relu(\udc80)")

@@ -69,8 +69,9 @@ def evaluate_at(net: Any, which: Sequence[str], at: dict[str, float]) -> list[st
     env = {s: v for s, v in sk.params.items()}
     env.update({symbols[n]: np.float64(v) for n, v in at.items()})
     env.setdefault(symbols["d"], np.float64(1.0))
-    if sk.requires:  # duals that exist only for some variances (e.g. Gaussian with b > 0)
-        check_requirements(evaluate_program(sk.program, [r for r, _ in sk.requires], env, NUMPY_TABLE), sk.requires)
+    with np.errstate(all="ignore"):  # divergent duals are reported by the checks below, not as warnings
+        minima = evaluate_program(sk.program, [r for r, _ in sk.requires], env, NUMPY_TABLE)
+    check_requirements(minima, sk.requires)  # duals that exist only for some variances (Gaussian, b > 0)
     lines = []
     for name in which:
         outs = [st.nngp if name == "nngp" else st.ntk for st in sk.outputs]
