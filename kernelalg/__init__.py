@@ -14,7 +14,7 @@ from kernelalg.layers._activations import (ABRelu, Abs, Cos, Erf, Exp, Gaussian,
 from kernelalg.backends._compile import CompiledKernel, Kernel, compile, kernel, reference_kernel
 from kernelalg.layers._dense import Dense, FanInSum, FanOut, Identity
 from kernelalg.layers._elementwise import Elementwise
-from kernelalg.core._errors import InputError, KernelalgError, LayerOrderError, LoweringError
+from kernelalg.core._errors import DivergentKernelError, InputError, KernelalgError, LayerOrderError, LoweringError
 from kernelalg.core._layer import Layer, parallel, serial
 from kernelalg.core._program import C, D, Q1, Q2
 from kernelalg.core._symbolic import SymbolicKernel, symbolic
@@ -55,5 +55,5 @@ __all__ = [
     # scale: tiled / multi-device / Dask Gram matrices, resumable zarr stores
     "gram", "plan_gram", "GramPlan", "GramStore", "open_gram",
     # errors
-    "KernelalgError", "InputError", "LayerOrderError", "LoweringError",
+    "KernelalgError", "InputError", "LayerOrderError", "LoweringError", "DivergentKernelError",
 ]

@@ -7,8 +7,9 @@ d -> infinity (n/d fixed) it is close in operator norm to that of the linear mod
     Theta_lin = zeta^2 X X^T / d + nu^2 1 1^T + (E[phi'(g)^2] - zeta^2) I,
     zeta = E[phi'(g)],  nu = E[phi''(g)] sqrt(Tr Sigma^2) / d,  g ~ N(0, 1).
 
-The constants are computed exactly (sympy Gaussian integrals, checked against 30-digit quadrature); the exact Theta comes from the library's
-closed-form kernel of ``Dense(1, 0) >> phi >> Dense(1, 0)`` (NTK minus NNGP = the first-layer part).
+The constants are computed exactly (sympy Gaussian integrals, term by term, checked against 30-digit
+quadrature); the exact Theta comes from the library's closed-form kernel of ``Dense(1, 0) >> phi >> Dense(1, 0)``
+(NTK minus NNGP = the first-layer part).
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ G = sp.Symbol("g", real=True)
 
 UNKNOWN_ACTIVATION = ("activation {name!r} is not in the table {known}. Fix: pass a sympy expression in one symbol "
                       "(e.g. sympy.tanh(x)) and, for the exact kernel, the matching layer via layer=...")
-
-
 NO_MEAN = ("E[{expr}] for g ~ N(0, 1) could not be computed (no closed form, and the Gaussian integral does not "
            "converge or cannot be evaluated). Fix: use an activation of at most exponential-quadratic growth "
            "whose derivatives are functions (or Dirac deltas), e.g. sympy.tanh(x).")

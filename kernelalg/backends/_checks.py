@@ -83,9 +83,10 @@ def check_count(name: str, value: Any, example: int) -> int:
 def check_magnitude(name: str, x: np.ndarray) -> None:
     """Raise when |x|^2 (the sum the input kernel x.x'/d is made of) overflows x's floating-point type."""
     big = np.finfo(x.dtype).max
-    with np.errstate(over="ignore"):
-        sq = np.sum(np.square(x.astype(np.float64)), axis=tuple(range(1, x.ndim)))
-    bad = ~np.isfinite(sq) | (sq > big)
+    rows = x.reshape(len(x), -1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = np.einsum("ij,ij->i", rows, rows)  # in x's own dtype, as the kernel computes it; no copy of x
+    bad = ~np.isfinite(sq)
     if bad.any():
         row = int(np.argmax(bad))
         fix = ("pass float64 data (its range reaches 1.8e308), or rescale" if x.dtype == np.float32

@@ -104,7 +104,8 @@ class CompiledKernel:
         self._n_out = len(self.symbolic.outputs)
         self._requires = self.symbolic.requires
         run = lower_program(self.symbolic.program, outs + [r for r, _ in self._requires], self.symbolic.blocks)
-        #: (kernels, minima of the conditions) per call; ``_jitted`` (kernels only) serves the tile evaluators.
+        #: (kernels, minima of the conditions, all finite) per call; ``_jitted`` (kernels only) serves the tile
+        #: evaluators.
         self._checked = jax.jit(lambda x1, x2, p: self._finish(run(self._env(x1, x2, p)), x1, x2))
         self._jitted = jax.jit(lambda x1, x2, p: self._finish(run(self._env(x1, x2, p)), x1, x2)[0])
 
@@ -115,7 +116,9 @@ class CompiledKernel:
 
     def _finish(self, vals: list, x1: jax.Array, x2: jax.Array | None) -> tuple:
         k = len(vals) - len(self._requires)
-        return self._assemble(vals[:k], x1, x2), [jnp.min(jnp.asarray(v)) for v in vals[k:]]
+        kernels = self._assemble(vals[:k], x1, x2)
+        finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(kernels)]))
+        return kernels, [jnp.min(jnp.asarray(v)) for v in vals[k:]], finite
 
     def _assemble(self, vals: list, x1: jax.Array, x2: jax.Array | None) -> tuple:
         n, m = x1.shape[0], (x1 if x2 is None else x2).shape[0]
@@ -167,11 +170,12 @@ class CompiledKernel:
             x1 = jax.tree_util.tree_map(jnp.asarray, x1)  # inputs may be pytrees (e.g. ka.Sequences)
             x2 = None if x2 is None else jax.tree_util.tree_map(jnp.asarray, x2)
             p = {k: jnp.asarray(v, dtype=x1.dtype) for k, v in p.items()}
-            kernels, minima = self._checked(x1, x2, p)
-        if not any(map(_is_tracer, minima)):
+            kernels, minima, finite = self._checked(x1, x2, p)
+        if not _is_tracer(finite):  # one scalar read back; the arrays only when something failed
             check_requirements(minima, self._requires)
-        for k in kernels:
-            check_outputs({n: getattr(k, n) for n in self.names + ("cov1", "cov2")}, x1.dtype)
+            if not bool(finite):
+                for k in kernels:
+                    check_outputs({n: getattr(k, n) for n in self.names + ("cov1", "cov2")}, x1.dtype)
         out = [getattr(k, self.names[0]) if self.single else k for k in kernels]
         return out[0] if len(out) == 1 else tuple(out)
 

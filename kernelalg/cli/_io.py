@@ -29,7 +29,8 @@ EMPTY_FILE = ("{name} ({path}) holds no data (shape {shape}). Fix: save at least
               "row of numbers below the optional header).")
 OUT_PARENT = ("{option} {path!r}: {parent} is a file, not a folder, so nothing can be written under it. "
               "Fix: choose a path inside a folder, e.g. {option} out/{name}.")
-OUT_NO_DIR = "{option} {path!r}: the folder {parent} does not exist. Fix: create it first (mkdir -p) or choose another path."
+OUT_NO_DIR = ("{option} {path!r}: the folder {parent} does not exist. Fix: create it first (mkdir -p) or choose "
+              "another path.")
 NEED_SKLEARN = ("--data {name} needs scikit-learn. Fix: pip install 'kernelalg[data]' (or pip install "
                 "scikit-learn), or use the built-in --data sphere.")
 UNKNOWN_DATA = ("Unknown data set {name!r}. Fix: use sphere, digits, iris, wine, breast_cancer, or a .npy/.csv "

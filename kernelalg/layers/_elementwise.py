@@ -195,7 +195,8 @@ def Elementwise(fn: Callable[[Any], Any] | str, name: str | None = None, deg: in
             raise E.KernelalgError(E.NOT_TRACEABLE.format(name=name, err=str(err).splitlines()[0][:200])) from None
         verdict = analyse_callable(fn, dfn)
         if verdict.problem is not None:
-            raise E.DivergentKernelError(E.DIVERGENT_DUAL.format(name=f"Elementwise({name})", reason=verdict.problem))
+            raise E.DivergentKernelError(E.DIVERGENT_DUAL.format(name=f"Elementwise({name})",
+                                                                 reason=verdict.problem))
         route = f"Gauss-Hermite quadrature, degree {deg}"
         dual = quadrature_dual(name, fn, dfn, None, None, deg)
         phi_sym = None
