@@ -15,7 +15,7 @@ import mpmath
 import numpy as np
 import pytest
 import sympy as sp
-from scipy import integrate, special
+from scipy import integrate
 
 import kernelalg as ka
 from kernelalg import analysis as A

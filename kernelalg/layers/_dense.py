@@ -127,7 +127,7 @@ def _fanout_finite(p: Mapping, static: Mapping, in_shape: tuple, width: int):
 
 
 def FanOut(num: int) -> Layer:
-    """Copy the input into ``num`` branches (to be consumed by ``parallel``), 1 <= num <= MAX_FANOUT."""
+    """Copy the input into ``num`` branches (to be consumed by ``parallel``), 1 <= num <= 10000."""
     try:
         ok = not isinstance(num, bool) and int(num) == num and 1 <= num <= MAX_FANOUT
     except (TypeError, ValueError, OverflowError):
