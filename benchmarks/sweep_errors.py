@@ -5,11 +5,15 @@ message), ``nan`` (a result containing NaN/inf returned silently), ``traceback``
 CLI traceback), ``ok`` (a finite result). Every case states whether it is bad input (should be ``clear``) or
 unusual but valid (should be ``ok``); the script prints the table and the cases that ended otherwise.
 
-Usage: ``python benchmarks/sweep_errors.py`` (about a minute on two cores).
+Usage: ``python benchmarks/sweep_errors.py [--root DIR]`` (a few minutes on two cores); ``--root`` tests the
+kernelalg package under DIR (e.g. an older checkout, for a before/after comparison) instead of this one.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import subprocess
 import sys
 import tempfile
@@ -22,9 +26,15 @@ import jax.numpy as jnp
 import numpy as np
 import sympy as sp
 
-import kernelalg as ka
-from kernelalg import analysis as A
-from kernelalg.core._errors import KernelalgError
+_ARGS = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+_ARGS.add_argument("--root", default=str(Path(__file__).resolve().parents[1]), help="folder holding kernelalg/")
+ROOT = Path(_ARGS.parse_args().root).resolve()
+sys.path.insert(0, str(ROOT))
+
+import kernelalg as ka  # noqa: E402  (the package under ROOT)
+from kernelalg import analysis as A  # noqa: E402
+from kernelalg.cli._main import main as cli_main  # noqa: E402
+from kernelalg.core._errors import KernelalgError  # noqa: E402
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((4, 3))
@@ -207,14 +217,19 @@ def cli_cases(tmp: Path) -> list[tuple[str, bool, list[str]]]:
 
 
 def run_cli(argv: list[str]) -> tuple[str, str]:
-    proc = subprocess.run([sys.executable, "-m", "kernelalg", *argv], capture_output=True, text=True,
-                          errors="replace", timeout=600)
-    err = proc.stderr.strip()
-    if "Traceback" in err:
-        return "traceback", err.splitlines()[-1][:100]
-    if proc.returncode == 2:
-        return ("clear" if "Fix:" in err and len(err.splitlines()) == 1 else "unclear"), err[:100]
-    return ("ok" if proc.returncode == 0 else f"exit {proc.returncode}"), ""
+    """The command in-process (as the console script runs it); an exception escaping main is a traceback."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli_main(argv)
+    except SystemExit as exc:  # argparse usage errors exit 2 with a usage line
+        code = exc.code
+    except Exception as exc:  # noqa: BLE001
+        return "traceback", f"{type(exc).__name__}: {str(exc)[:90]}"
+    text = err.getvalue().strip()
+    if code == 2:
+        return ("clear" if "Fix:" in text and len(text.splitlines()) == 1 else "unclear"), text[:100]
+    return ("ok" if code == 0 else f"exit {code}"), ""
 
 
 def main() -> int:
@@ -222,7 +237,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         rows += [(f"cli: {lbl}", bad, *run_cli(a)) for lbl, bad, a in cli_cases(Path(tmp))]
         pipe = subprocess.Popen([sys.executable, "-m", "kernelalg", "layers"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+                                stderr=subprocess.PIPE, cwd=ROOT)
         pipe.stdout.close()
         err = pipe.stderr.read().decode()
         pipe.wait()
