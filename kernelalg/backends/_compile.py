@@ -171,7 +171,8 @@ class CompiledKernel:
             x2 = None if x2 is None else jax.tree_util.tree_map(jnp.asarray, x2)
             p = {k: jnp.asarray(v, dtype=x1.dtype) for k, v in p.items()}
             kernels, minima, finite = self._checked(x1, x2, p)
-        if not _is_tracer(finite):  # one scalar read back; the arrays only when something failed
+        if not any(map(_is_tracer, [finite, *minima, *jax.tree_util.tree_leaves(kernels)])):  # not under jit/grad
+            # one scalar read back; the arrays only when something failed
             check_requirements(minima, self._requires)
             if not bool(finite):
                 for k in kernels:
@@ -285,8 +286,12 @@ def reference_kernel(net: Layer, x1: Any, x2: Any = None, get: str = "ntk", dps:
     d = x1.shape[-1]
     if dps is None:
         env = {Q1: (x1 * x1).sum(-1)[:, None] / d, Q2: (x2 * x2).sum(-1)[None, :] / d, C: x1 @ x2.T / d, D: float(d)}
-        (val,) = evaluate_program(sk.program, [out_expr], env, NUMPY_TABLE)
-        return np.broadcast_to(np.asarray(val, dtype=np.float64), (len(x1), len(x2))).copy()
+        with np.errstate(all="ignore"):  # reported by the checks below
+            val, *conds = evaluate_program(sk.program, [out_expr] + [r for r, _ in sk.requires], env, NUMPY_TABLE)
+        check_requirements([np.min(c) for c in conds], sk.requires)
+        out = np.broadcast_to(np.asarray(val, dtype=np.float64), (len(x1), len(x2))).copy()
+        check_outputs({get: out}, np.float64)
+        return out
     out = np.empty((len(x1), len(x2)))
     with mpmath.workdps(dps):
         a = [[mpmath.mpf(float(v)) for v in row] for row in x1]
@@ -297,4 +302,5 @@ def reference_kernel(net: Layer, x1: Any, x2: Any = None, get: str = "ntk", dps:
                        C: mpmath.fsum(s * t for s, t in zip(u, v)) / d, D: mpmath.mpf(d)}
                 (val,) = evaluate_program(sk.program, [out_expr], env, MPMATH_TABLE)
                 out[i, j] = float(val)
+    check_outputs({get: out}, np.float64)
     return out
