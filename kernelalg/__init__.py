@@ -14,7 +14,7 @@ from kernelalg.layers._activations import (ABRelu, Abs, Cos, Erf, Exp, Gaussian,
 from kernelalg.backends._compile import CompiledKernel, Kernel, ReferenceKernel, compile, kernel, reference_kernel
 from kernelalg.layers._dense import Dense, FanInConcat, FanInProd, FanInSum, FanOut, Identity
 from kernelalg.layers._elementwise import Elementwise
-from kernelalg.core._errors import (InputError, KernelalgError, LayerOrderError, LoweringError,
+from kernelalg.core._errors import (DivergentKernelError, InputError, KernelalgError, LayerOrderError, LoweringError,
                                    NotRepresentableError, PrecisionWarning)
 from kernelalg.core._layer import Layer, parallel, serial
 from kernelalg.core._program import C, D, Q1, Q2
@@ -62,6 +62,7 @@ __all__ = [
     "gram", "plan_gram", "GramPlan", "GramStore", "open_gram",
     # errors
     "KernelalgError", "InputError", "LayerOrderError", "LoweringError", "NotRepresentableError", "PrecisionWarning",
+    "DivergentKernelError",
 ]
 
 # Every layer constructor of the catalogue is public: a constructor added to a family module needs no edit

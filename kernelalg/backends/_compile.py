@@ -19,14 +19,16 @@ import sympy as sp
 
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, as_layer
-from kernelalg.core._inputs import DENSE, InputLayout, layout_of
+from kernelalg.core._inputs import DENSE, layout_of
 from kernelalg.core._program import Op
 from kernelalg.core._symbolic import SymbolicKernel, trace
-from kernelalg.core._tiles import check_tile, run_tiles
+from kernelalg.core._tiles import run_tiles
 from kernelalg.backends._jax import lower_program
 from kernelalg.backends._reference import NUMPY_TABLE, evaluate_program, mpmath_dense
 from kernelalg.backends._structural import JAX_ARRAYS, NUMPY_ARRAYS
 from kernelalg.backends._precision import check as check_precision, describe, not_representable_message
+from kernelalg.backends._checks import (check_batch_size, check_input, check_inputs, check_params,
+                                        check_requirements, is_tracer as _is_tracer)
 
 _GETS = ("nngp", "ntk")
 
@@ -64,35 +66,6 @@ def normalize_get(get: Any) -> tuple[tuple[str, ...], bool]:
     return names, False
 
 
-def _is_tracer(x: Any) -> bool:
-    return isinstance(x, jax.core.Tracer)
-
-
-def check_input(name: str, x: Any, feature_fix: str = "reshape to (batch, features), e.g. x.reshape(len(x), -1)",
-                ndim: int = 2) -> Any:
-    """Validate an input array: rank, dtype, non-empty, finite. Integer data is converted to float64."""
-    if _is_tracer(x):
-        if x.ndim != ndim:
-            raise E.InputError(E.BAD_RANK.format(name=name, shape=x.shape, fix=feature_fix))
-        return x
-    if not isinstance(x, jax.Array):
-        x = np.asarray(x)
-    if x.dtype.kind in "iub":
-        x = np.asarray(x, dtype=np.float64)
-    if x.dtype not in (np.float32, np.float64):
-        raise E.InputError(E.BAD_DTYPE.format(name=name, dtype=x.dtype))
-    if x.ndim != ndim:
-        fix = feature_fix if x.ndim != 1 or ndim != 2 else f"{name}[None, :] for one sample or {name}[:, None]"
-        raise E.InputError(E.BAD_RANK.format(name=name, shape=tuple(x.shape), fix=fix))
-    if x.shape[0] == 0:
-        raise E.InputError(E.EMPTY_INPUT.format(name=name, shape=tuple(x.shape)))
-    finite = np.isfinite(np.asarray(x))
-    if not finite.all():
-        bad = np.argwhere(~finite)
-        raise E.InputError(E.NON_FINITE.format(name=name, count=len(bad), index=tuple(int(i) for i in bad[0])))
-    return x
-
-
 def merge_params(defaults: Mapping[str, float], params: Mapping[str, Any] | None) -> dict:
     """The hyperparameter values of one call: ``defaults`` overridden by ``params`` (names must exist)."""
     p = dict(defaults)
@@ -102,23 +75,6 @@ def merge_params(defaults: Mapping[str, float], params: Mapping[str, Any] | None
             raise E.KernelalgError(E.UNKNOWN_PARAM.format(names=sorted(unknown), known=sorted(p)))
         p.update(params)
     return p
-
-
-def check_inputs(layout: InputLayout, x1: Any, x2: Any = None) -> tuple[Any, Any]:
-    """The one input checker: validate (and convert) a pair of inputs for a network of input ``layout``.
-
-    The layout's own ``prepare`` (images, ``ka.Sequences``) or the default array check of
-    :func:`check_input` on each input, then the same per-sample shape for x1 and x2. Used by compiled
-    kernels, ``ka.gram``, Monte Carlo and the command line.
-    """
-    if layout.prepare is not None:  # layout-specific validation (e.g. ka.Sequences containers)
-        return layout.prepare(x1, x2)
-    x1 = check_input("x1", x1, layout.rank_fix, layout.rank)
-    if x2 is not None:
-        x2 = check_input("x2", x2, layout.rank_fix, layout.rank)
-        if x1.shape[1:] != x2.shape[1:]:
-            raise E.InputError(E.FEATURE_MISMATCH.format(d1=x1.shape[1:], d2=x2.shape[1:]))
-    return x1, x2
 
 
 @contextlib.contextmanager
@@ -156,18 +112,25 @@ class CompiledKernel:
         self.symbolic: SymbolicKernel = trace(self.net, keep_symbols=True)
         self.params = self.symbolic.param_values
         self._param_symbols = {s.name: s for s in self.symbolic.params}
+        self._stds = {s.name for s in self.symbolic.params if s.is_positive}
         outs: list[sp.Expr] = []
         for st in self.symbolic.outputs:
             outs += [st.cov1, st.cov2] + [st.nngp if n == "nngp" else st.ntk for n in self.names]
         self._n_out = len(self.symbolic.outputs)
-        run = lower_program(self.symbolic.program, outs, self.symbolic.blocks)
-        # _checked also says whether every entry is finite (a reduction in the same program); _jitted (the kernels
-        # only) serves callers that check on their own
-        def kernels(x1: jax.Array, x2: jax.Array | None, p: dict) -> tuple[tuple, jax.Array]:
+        self._requires = self.symbolic.requires
+        run = lower_program(self.symbolic.program, outs + [r for r, _ in self._requires], self.symbolic.blocks)
+        count = len(outs)
+
+        # _checked also says whether every entry is finite (a reduction in the same program) and gives the
+        # smallest value met of each existence condition of the duals (Dual.requires); _jitted (the kernels only)
+        # serves callers that check on their own
+        def kernels(x1: jax.Array, x2: jax.Array | None, p: dict) -> tuple[tuple, jax.Array, list]:
             # a kernel of x1 with itself is exactly symmetric (only its upper triangle is computed), unless it is
             # asymmetric by design (surrogate gradients)
             mirror = x2 is None and not self.symbolic.asymmetric
-            return self._assemble(run(self._env(x1, x2, p), x1.shape[0] if mirror else None), x1, x2)
+            vals = run(self._env(x1, x2, p), x1.shape[0] if mirror else None)
+            out, finite = self._assemble(vals[:count], x1, x2)
+            return out, finite, [jnp.min(jnp.asarray(v)) for v in vals[count:]]
 
         self._checked = jax.jit(kernels)
         self._jitted = jax.jit(lambda x1, x2, p: kernels(x1, x2, p)[0])
@@ -195,6 +158,8 @@ class CompiledKernel:
         return tuple(kernels), jnp.all(jnp.stack(finite))
 
     def _params(self, params: Mapping[str, Any] | None) -> dict:
+        if params:
+            check_params(params, self._stds)
         return merge_params(self.params, params)
 
     def __call__(self, x1: Any, x2: Any = None, params: Mapping[str, Any] | None = None,
@@ -219,12 +184,12 @@ class CompiledKernel:
         """
         x1, x2 = check_inputs(self.layout, x1, x2)
         self._warn_precision(x1, x2, self._params(params))
-        if batch_size is None and self.layout.auto_batch is not None and not _is_tracer(x1):
+        if batch_size is not None:
+            batch_size = check_batch_size(batch_size)
+        elif self.layout.auto_batch is not None and not _is_tracer(x1):
             batch_size = self.layout.auto_batch(x1, x2)  # e.g. conv nets: bounded pixel-pair tiles
-        if batch_size is not None and not _is_tracer(x1):
-            batch_size = check_tile(batch_size)
-            if max(len(x1), len(x1 if x2 is None else x2)) > batch_size:
-                return self._tiled(x1, x2, params, batch_size)
+        if batch_size is not None and not _is_tracer(x1) and max(len(x1), len(x1 if x2 is None else x2)) > batch_size:
+            return self._tiled(x1, x2, params, batch_size)
         return self._evaluate(x1, x2, params)
 
     def _evaluate(self, x1: Any, x2: Any, params: Mapping[str, Any] | None) -> Any:
@@ -237,9 +202,11 @@ class CompiledKernel:
             x1 = jax.tree_util.tree_map(jnp.asarray, x1)  # inputs may be pytrees (e.g. ka.Sequences)
             x2 = None if x2 is None else jax.tree_util.tree_map(jnp.asarray, x2)
             p = {k: jnp.asarray(v, dtype=x1.dtype) for k, v in p.items()}
-            kernels, finite = self._checked(x1, x2, p)
-        if not _is_tracer(finite) and not bool(finite):
-            raise E.NotRepresentableError(self._not_representable(x1, x2, params, kernels))
+            kernels, finite, minima = self._checked(x1, x2, p)
+        if not any(map(_is_tracer, [finite, *minima])):  # not under jit/grad: one scalar each read back
+            check_requirements(minima, self._requires)  # a divergent dual says why, before any overflow report
+            if not bool(finite):
+                raise E.NotRepresentableError(self._not_representable(x1, x2, params, kernels))
         out = [getattr(k, self.names[0]) if self.single else k for k in kernels]
         return out[0] if len(out) == 1 else tuple(out)
 
@@ -340,6 +307,7 @@ def compile(net: Layer, get: Any = _GETS, backend: str = "jax") -> Any:  # noqa:
     """
     if backend not in ("jax", "numpy"):
         raise E.KernelalgError(E.BAD_BACKEND.format(backend=backend))
+    normalize_get(get)  # a clear error for get=None and other non-iterables, before the cache key
     key = (id(net), get if isinstance(get, str) else tuple(get), backend)
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is net:

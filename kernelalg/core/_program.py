@@ -130,6 +130,9 @@ class Builder:
     routes: dict[str, str] = field(default_factory=dict)
     #: Set by layers whose NTK is not symmetric in (x, x') (surrogate gradients): never mirror tiles.
     asymmetric: bool = False
+    #: Conditions (expr, reason): expr > 0 wherever the kernel exists (a dual defined only for small
+    #: variances); the backends evaluate them on the values met and raise ``reason`` where one fails.
+    requires: list[tuple[Expr, str]] = field(default_factory=list)
     _layer_counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _tmp: Iterator[sp.Symbol] = field(default_factory=lambda: sp.numbered_symbols("z", start=0))
     _depth: int = 0
@@ -143,6 +146,12 @@ class Builder:
             f"{name}_{layer_index}", real=True)
         self.params[sym] = float(value)
         return sym if self.keep_symbols else number(value)
+
+    def require(self, conditions: Sequence[tuple[Expr, str]]) -> None:
+        """Record conditions ``(expr, reason)`` that must hold (expr > 0) for the kernel to exist."""
+        for expr, reason in conditions:
+            if expr.is_positive is not True:  # provably positive conditions (e.g. b < 0 given) are dropped
+                self.requires.append((expr, reason))
 
     def fresh(self, stem: str, **assumptions: bool) -> sp.Symbol:
         return sp.Symbol(f"{stem}_{len(self.program)}", **assumptions)

@@ -32,6 +32,8 @@ import numpy as np
 
 from kernelalg.core import _errors as E
 from kernelalg.backends._compile import normalize_get, precision_of
+from kernelalg.backends._checks import check_count, check_inputs
+from kernelalg.core._inputs import layout_of
 from kernelalg.finite._empirical import ntk_block, output_covariance
 from kernelalg.finite._twins import FiniteNet, finite, input_shape_of
 from kernelalg.core._layer import Layer, as_layer
@@ -205,6 +207,9 @@ def monte_carlo(net: Layer, x1: Any, x2: Any = None, width: int = 512, samples: 
     if isinstance(samples, bool) or int(samples) != samples or samples < 2:
         raise E.KernelalgError(TOO_FEW_SAMPLES.format(samples=samples))
     samples = int(samples)
+    ntk_units = check_count("ntk_units", ntk_units, 1)
+    chunk = None if chunk is None else check_count("chunk", chunk, 16)
+    x1, x2 = check_inputs(layout_of(net), x1, x2)  # the checks of ka.kernel: rank, size, finite, magnitude
     probe = finite(net, width)
     rb = probe.readout_is_last() and out_dim is None
     readout = probe.readout_layer

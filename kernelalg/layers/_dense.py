@@ -116,6 +116,10 @@ def Identity() -> Layer:
     return Layer("Identity", _identity_kernel, finite=_identity_finite)
 
 
+#: Most branches of a FanOut (each branch of the following ``parallel`` is written out, so more is never usable).
+MAX_FANOUT = 10_000
+
+
 def _fanout_kernel(b: Builder, st: KernelState, p: Mapping, static: Mapping) -> State:
     return (st,) * static["num"]
 
@@ -126,9 +130,15 @@ def _fanout_finite(p: Mapping, static: Mapping, in_shape: tuple, width: int):
 
 
 def FanOut(num: int) -> Layer:
-    """Copy the input into ``num`` branches (to be consumed by ``parallel``)."""
-    if int(num) != num or num < 1:
-        raise E.KernelalgError(f"FanOut: num must be a positive integer, got {num!r}. Fix: e.g. FanOut(2).")
+    """Copy the input into ``num`` branches (to be consumed by ``parallel``), 1 <= num <= 10000."""
+    try:
+        ok = not isinstance(num, bool) and int(num) == num and 1 <= num <= MAX_FANOUT
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        shown = repr(num) if len(repr(num)) <= 40 else f"{repr(num)[:12]}... ({len(repr(num))} characters)"
+        raise E.KernelalgError(f"FanOut: num must be an integer from 1 to {MAX_FANOUT}, got {shown}. "
+                               "Fix: e.g. FanOut(2) >> parallel(branch1, branch2).")
     return Layer("FanOut", _fanout_kernel, static=(("num", int(num)),), finite=_fanout_finite, role="branch")
 
 
