@@ -35,8 +35,9 @@ class PrecisionWarning(UserWarning):
     """Rounding is predicted to cost more than ~1e-3 relative accuracy (e.g. deep nets in the chaotic phase)."""
 
 
-class DivergentKernelError(KernelalgError):
-    """The kernel does not exist (a divergent Gaussian integral) or does not fit the floating-point range."""
+class DivergentKernelError(NotRepresentableError):
+    """The kernel does not exist: a divergent Gaussian integral (an activation that is not integrable against
+    the Gaussian, or an existence condition of a dual violated by the variances met)."""
 
 
 NEGATIVE_STD = (
