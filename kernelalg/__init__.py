@@ -11,10 +11,10 @@ Example:
 
 from kernelalg.layers._activations import (ABRelu, Abs, Cos, Erf, Exp, Gaussian, Gelu, LeakyRelu, Monomial, Polynomial,
                            Rbf, RectifiedMonomial, Relu, Sign, Sin, activation)
-from kernelalg.backends._compile import CompiledKernel, Kernel, compile, kernel, reference_kernel
-from kernelalg.layers._dense import Dense, FanInSum, FanOut, Identity
+from kernelalg.backends._compile import CompiledKernel, Kernel, ReferenceKernel, compile, kernel, reference_kernel
+from kernelalg.layers._dense import Dense, FanInConcat, FanInProd, FanInSum, FanOut, Identity
 from kernelalg.layers._elementwise import Elementwise
-from kernelalg.core._errors import (InputError, KernelalgError, LayerOrderError, LoweringError,
+from kernelalg.core._errors import (DivergentKernelError, InputError, KernelalgError, LayerOrderError, LoweringError,
                                    NotRepresentableError, PrecisionWarning)
 from kernelalg.core._layer import Layer, parallel, serial
 from kernelalg.core._program import C, D, Q1, Q2
@@ -23,12 +23,14 @@ from kernelalg.layers.recurrent._recurrent import Recurrent, recurrent_step_map
 from kernelalg.layers.recurrent._sequences import Sequences
 from kernelalg.layers.spatial._conv import Conv
 from kernelalg.layers.spatial._pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool
-from kernelalg.layers._surrogate import SurrogateSign, SurrogateStep, true_gradient
+from kernelalg.layers._surrogate import SurrogateSign, SurrogateStep, true_gradient, with_sharpness
 from kernelalg.finite._surrogate import SurrogateTwins, empirical_sg_ntk, surrogate_twins
 from kernelalg.finite._twins import FiniteNet, finite
 from kernelalg.finite._empirical import empirical_nngp, empirical_ntk, empirical_ntk_fn
-from kernelalg.finite._montecarlo import Convergence, MonteCarlo, convergence, monte_carlo
-from kernelalg.finite._verify import Verification, verify
+from kernelalg.finite._montecarlo import MonteCarlo, monte_carlo
+from kernelalg.finite._convergence import Convergence, SpreadFit, convergence
+from kernelalg.finite._verify import Decorrelated, Verification, verify
+from kernelalg.finite._sharpness import SharpnessLimit, verify_sharpness_limit
 from kernelalg import analysis  # ka.analysis: spectra, decay, loss asymptotics, dynamics
 from kernelalg.scale._gram import GramPlan, gram, plan_gram
 from kernelalg.scale._store import GramStore, open_gram
@@ -39,7 +41,7 @@ from kernelalg.layers._catalogue import constructors as _constructors
 
 __all__ = [
     # layers
-    "ABRelu", "Abs", "Cos", "Dense", "Elementwise", "Erf", "Exp", "FanInSum", "FanOut", "Gaussian", "Gelu", "Identity",
+    "ABRelu", "Abs", "Cos", "Dense", "Elementwise", "Erf", "Exp", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Gaussian", "Gelu", "Identity",
     "LeakyRelu", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "Relu", "Sign", "Sin", "activation",
     "parallel", "serial", "Layer",
     # convolutional
@@ -48,16 +50,19 @@ __all__ = [
     "Recurrent", "Sequences", "recurrent_step_map",
     # surrogate gradients
     "SurrogateSign", "SurrogateStep", "SurrogateTwins", "surrogate_twins", "empirical_sg_ntk", "true_gradient",
+    "with_sharpness", "verify_sharpness_limit", "SharpnessLimit",
     # finite width and verification
     "finite", "FiniteNet", "empirical_ntk", "empirical_ntk_fn", "empirical_nngp", "monte_carlo", "MonteCarlo",
-    "convergence", "Convergence", "verify", "Verification",
+    "convergence", "Convergence", "SpreadFit", "verify", "Verification", "Decorrelated",
     # kernels
-    "symbolic", "SymbolicKernel", "parse", "compile", "CompiledKernel", "kernel", "Kernel", "reference_kernel",
+    "symbolic", "SymbolicKernel", "parse", "compile", "CompiledKernel", "ReferenceKernel", "kernel", "Kernel",
+    "reference_kernel",
     "Q1", "Q2", "C", "D",
     # scale: tiled / multi-device / Dask Gram matrices, resumable zarr stores
     "gram", "plan_gram", "GramPlan", "GramStore", "open_gram",
     # errors
     "KernelalgError", "InputError", "LayerOrderError", "LoweringError", "NotRepresentableError", "PrecisionWarning",
+    "DivergentKernelError",
 ]
 
 # Every layer constructor of the catalogue is public: a constructor added to a family module needs no edit

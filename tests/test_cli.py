@@ -115,11 +115,13 @@ def test_kernel_zarr_resume_computes_only_missing_tiles(capsys: pytest.CaptureFi
     assert sorted(gs.tiles) == [(0, 0), (0, 3), (0, 6), (3, 3), (3, 6), (6, 6)]  # upper tile triangle
     first = {t for _, t in gs.compute_log()}
     assert first == set(gs.tiles)
-    # Simulate an interruption: tiles (0, 3) and (6, 6) never finished; a finished tile carries a marker
-    # that a recomputation would overwrite.
+    # Simulate an interruption: tiles (0, 3) and (6, 6) never finished. A finished tile's chunk file and
+    # record are kept to check that the resume leaves them untouched (a marker written into its data would
+    # now be caught by its checksum and recomputed, as documented).
     gs.invalidate([(0, 3), (6, 6)])
     gs.array("ntk")[0:3, 3:6] = np.nan
-    gs.array("ntk")[3:6, 6:7] = -1.0
+    finished = store / "ntk" / "c" / "1" / "2"  # tile (3, 6) of tile size 3
+    kept = finished.read_bytes(), gs.records()[(3, 6)]
     code, _, err = run(capsys, *argv)
     assert code == 0 and "4 of 6 tiles were already done" in err
     gs = ka.open_gram(store)
@@ -128,7 +130,7 @@ def test_kernel_zarr_resume_computes_only_missing_tiles(capsys: pytest.CaptureFi
         runs.setdefault(run_id, set()).add(t)
     assert sorted(map(sorted, runs.values())) == sorted([sorted(first), [(0, 3), (6, 6)]])  # only the missing
     got = gs.load("ntk")
-    np.testing.assert_array_equal(got[3:6, 6:7], -1.0)            # finished tile: not recomputed
+    assert (finished.read_bytes(), gs.records()[(3, 6)]) == kept  # finished tile: not recomputed
     np.testing.assert_allclose(got[0:3, 3:6], np.asarray(want.ntk)[0:3, 3:6], rtol=1e-12)  # recomputed
     np.testing.assert_allclose(got[3:6, 0:3], np.asarray(want.ntk)[3:6, 0:3], rtol=1e-12)  # mirrored
     # Another architecture into the same store is refused.
@@ -182,7 +184,9 @@ def test_verify_passes_and_writes_report(capsys: pytest.CaptureFixture, tmp_path
     statuses = {c["name"]: c["status"] for c in results["checks"]}
     assert statuses["Exact vs Monte Carlo, entrywise"] == "passed"
     assert statuses["Loss curves vs kernel prediction"] == "passed"
-    for png in ("convergence.png", "verify.png", "loss_curve.png"):
+    assert statuses["Per-network spread ~ width^-1/2"] == "passed"
+    assert statuses["Spectrum of the data's Gram matrix"] == "passed"
+    for png in ("convergence.png", "verify.png", "loss_curve.png", "gram_spectrum.png"):
         assert (tmp_path / "r" / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in summary
     import kernelalg.analysis as an
     if hasattr(an, "mercer_spectrum"):
@@ -192,7 +196,7 @@ def test_verify_passes_and_writes_report(capsys: pytest.CaptureFixture, tmp_path
 
 def test_predicted_loss_is_the_mean_over_gaussian_initial_functions() -> None:
     """E over f0 ~ N(0, K) of the linearized GD loss (simulated, 20000 draws) matches the closed form."""
-    from kernelalg.cli._verify_report import predicted_loss
+    from kernelalg.cli._loss_report import predicted_loss
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((2, 6, 6))
     ntk, nngp = a @ a.T + 0.1 * np.eye(6), b @ b.T / 6
@@ -227,6 +231,11 @@ def test_verify_fails_with_a_wrong_kernel(capsys: pytest.CaptureFixture, tmp_pat
     statuses = {c["name"]: c["status"] for c in results["checks"]}
     assert statuses["Exact vs Monte Carlo, entrywise"] == "failed"
     assert statuses["Convergence in width"] == "failed"
+    # the new checks catch it too, and show as failing
+    assert statuses["Spectrum of the data's Gram matrix"] == "failed"
+    entries = next(c for c in results["checks"] if c["name"] == "Exact vs Monte Carlo, entrywise")
+    assert max(entries["numbers"]["decorrelated_p"].values()) < 5.7e-7
+    assert "## Spectrum of the data's Gram matrix: failed" in (tmp_path / "r" / "summary.md").read_text()
 
 
 @pytest.mark.parametrize("argv, words", [

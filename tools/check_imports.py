@@ -8,7 +8,8 @@ The house, from the ground up (a module may import its own package and any packa
     floor 3  kernelalg.finite      finite-width twins, empirical NTK, Monte Carlo, verify, training
     floor 4  kernelalg.scale       tiled / distributed Gram matrices and their stores
     floor 5  kernelalg.analysis    spectra, decay, loss asymptotics, dynamics
-    floor 6  kernelalg.cli         the command line and its reports
+    floor 6  kernelalg.papers      the paper gallery: each paper's central claim checked
+    floor 7  kernelalg.cli         the command line and its reports
     face     kernelalg/__init__.py, kernelalg.strategies, kernelalg.__main__ (import anything, imported by none)
 
 Function-local imports are allowed only for optional third-party dependencies (OPTIONAL below); an import
@@ -25,7 +26,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FLOORS = {"core": 0, "backends": 1, "layers": 2, "finite": 3, "scale": 4, "analysis": 5, "cli": 6}
+FLOORS = {"core": 0, "backends": 1, "layers": 2, "finite": 3, "scale": 4, "analysis": 5, "papers": 6, "cli": 7}
 FACE = {"kernelalg", "kernelalg.strategies", "kernelalg.__main__"}
 #: Leaf modules of the top-level package that import nothing of kernelalg (usable from any floor).
 LEAVES = {"kernelalg._version"}

@@ -4,6 +4,12 @@
   :func:`exact_eigenvalue` (exact sympy mu_k where the closed form allows), :func:`gram_spectrum`
   (eigenvalues / n of Gram matrices on uniform sphere samples), :func:`decay_exponent` (mu_k ~ k^{-(d-1)-2s}
   from the singular expansion of k(t) at t = +-1).
+* Empirical spectra of any network on data: :func:`empirical_spectrum` -> :class:`EmpiricalSpectrum`
+  (dense or Lanczos over the tiled Gram; power-law fits, effective dimension, target alignment);
+  :func:`fit_power_law` -> :class:`SlopeFit` (95% interval, drift over the range).
+* Loss exponent: :func:`loss_exponent` -> :class:`LossExponent` (xi = kappa/nu of Velikanov & Yarotsky 2021,
+  derived on the sphere, fitted on data). Degenerate cases warn with :class:`SpectralWarning` and
+  :class:`FitRangeWarning`.
 * Loss: :func:`power_law_loss`, :func:`spectral_loss`, :func:`sphere_loss_curve`, :func:`kernel_flow_loss`,
   :func:`linearized_gd_loss`, :func:`gd_loss` (expected loss of linearized GD, asymmetric NTKs too).
 * Dynamics (neural-tangents' ``predict`` conventions: loss 1/(2N)|f - y|^2, N = y.size):
@@ -27,7 +33,10 @@ Example:
 from ._decay import DecayExponent, PowerFit, decay_exponent, singular_exponent
 from ._dynamics import Gaussian, gp_inference, gradient_descent_mse, gradient_descent_mse_ensemble, max_learning_rate
 from ._early import EarlyTimeConstants, early_time_constants, early_time_error, first_layer_ntk, linear_model_ntk
+from ._empirical import EmpiricalSpectrum, empirical_spectrum
 from ._evolution import Training, centered_alignment, kernel_distance, kernel_velocity, train_finite
+from ._exponent import LossExponent, loss_exponent
+from ._fit import FitRangeWarning, SlopeFit, SpectralWarning, fit_power_law
 from ._loss import (gd_loss, kernel_flow_loss, linearized_gd_loss, power_law_loss, spectral_loss, sphere_loss_curve,
                     zonal_target)
 from ._plots import plot_gram_spectrum, plot_loss_curves, plot_spectrum
@@ -40,9 +49,11 @@ __all__ = [
     "mercer_spectrum", "Spectrum", "TraceCheck", "exact_eigenvalue", "gram_spectrum", "decay_exponent",
     "DecayExponent", "singular_exponent", "PowerFit", "DotProductKernel", "as_kernel", "multiplicity",
     "sphere_constant", "gegenbauer_table", "sphere_points",
+    # empirical spectra, fits, warnings
+    "empirical_spectrum", "EmpiricalSpectrum", "fit_power_law", "SlopeFit", "SpectralWarning", "FitRangeWarning",
     # loss
     "power_law_loss", "spectral_loss", "sphere_loss_curve", "zonal_target", "kernel_flow_loss",
-    "linearized_gd_loss", "gd_loss",
+    "linearized_gd_loss", "gd_loss", "loss_exponent", "LossExponent",
     # dynamics
     "gradient_descent_mse", "gradient_descent_mse_ensemble", "gp_inference", "max_learning_rate", "Gaussian",
     # early time

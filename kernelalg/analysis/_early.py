@@ -7,19 +7,24 @@ d -> infinity (n/d fixed) it is close in operator norm to that of the linear mod
     Theta_lin = zeta^2 X X^T / d + nu^2 1 1^T + (E[phi'(g)^2] - zeta^2) I,
     zeta = E[phi'(g)],  nu = E[phi''(g)] sqrt(Tr Sigma^2) / d,  g ~ N(0, 1).
 
-The constants are computed exactly (sympy Gaussian integrals); the exact Theta comes from the library's
-closed-form kernel of ``Dense(1, 0) >> phi >> Dense(1, 0)`` (NTK minus NNGP = the first-layer part).
+The constants are computed exactly (sympy Gaussian integrals, term by term, checked against 30-digit
+quadrature); the exact Theta comes from the library's closed-form kernel of ``Dense(1, 0) >> phi >> Dense(1, 0)``
+(NTK minus NNGP = the first-layer part).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
+import mpmath
 import numpy as np
 import sympy as sp
 
 from kernelalg.core import _errors as E
+from kernelalg.backends import NUMPY_TABLE, evaluate
+from kernelalg.layers._integrable import Integrability, analyse
 from kernelalg.layers._activations import Erf, Gelu, Relu, Sin
 from kernelalg.layers._dense import Dense
 from ._sphere import from_network
@@ -29,6 +34,9 @@ G = sp.Symbol("g", real=True)
 
 UNKNOWN_ACTIVATION = ("activation {name!r} is not in the table {known}. Fix: pass a sympy expression in one symbol "
                       "(e.g. sympy.tanh(x)) and, for the exact kernel, the matching layer via layer=...")
+NO_MEAN = ("E[{expr}] for g ~ N(0, 1) could not be computed (no closed form, and the Gaussian integral does not "
+           "converge or cannot be evaluated). Fix: use an activation of at most exponential-quadratic growth "
+           "whose derivatives are functions (or Dirac deltas), e.g. sympy.tanh(x).")
 
 
 def _table() -> dict[str, tuple[sp.Expr, Any]]:
@@ -36,14 +44,57 @@ def _table() -> dict[str, tuple[sp.Expr, Any]]:
             "gelu": (G / 2 * (1 + sp.erf(G / sp.sqrt(2))), Gelu()), "sin": (sp.sin(G), Sin())}
 
 
+#: Functions whose Gaussian integrals (times polynomials) sympy evaluates reliably and quickly.
+_EXACT_FUNCTIONS = {sp.exp, sp.erf, sp.sin, sp.cos, sp.Heaviside, sp.DiracDelta, sp.Max, sp.Min, sp.Abs,
+                    sp.sign, sp.Piecewise}
+
+
+def _quadrature_mean(expr: sp.Expr, dps: int = 30) -> mpmath.mpf | None:
+    """E[expr(g)] by mpmath tanh-sinh quadrature (split at 0, where ReLU-like kinks sit), or None when expr has
+    a point mass (DiracDelta) or cannot be evaluated in mpmath."""
+    if expr.has(sp.DiracDelta):
+        return None
+    f = sp.lambdify(G, sp.piecewise_fold(expr.rewrite(sp.Piecewise)), modules="mpmath")
+    try:
+        with mpmath.workdps(dps + 5):
+            val, err = mpmath.quad(lambda g: f(g) * mpmath.npdf(g), [-mpmath.inf, 0, mpmath.inf], error=True)
+    except (TypeError, ValueError, ZeroDivisionError, NameError):
+        return None
+    if not (mpmath.isfinite(val) and mpmath.im(val) == 0 and err <= mpmath.mpf(10) ** (-dps // 2) * (1 + abs(val))):
+        return None
+    return val
+
+
 def _gauss_mean(expr: sp.Expr) -> sp.Expr:
-    dens = sp.exp(-G ** 2 / 2) / sp.sqrt(2 * sp.pi)
-    return sp.simplify(sp.integrate(sp.expand(expr * dens), (G, -sp.oo, sp.oo)))
+    """E[expr(g)], g ~ N(0, 1): exact when sympy can integrate it, checked against 30-digit quadrature.
+
+    The integrand is expanded and integrated term by term: sympy's ``integrate`` of the whole sum can drop
+    terms (for GELU it lost sqrt(2) g e^{-g^2/2} erf(g/sqrt 2)/(2 sqrt pi) of E[phi'^2], worth sqrt(3)/(6 pi)).
+    When sympy fails, or its value disagrees with the quadrature, the quadrature value (30 digits) is used.
+    """
+    numeric = _quadrature_mean(expr)
+    funcs = {type(f) for f in expr.atoms(sp.Function)}
+    ok = funcs <= _EXACT_FUNCTIONS and all(p.exp.is_Integer for p in expr.atoms(sp.Pow) if p.base.has(G))
+    if ok:  # sympy's integrate can run for minutes outside this class (e.g. tanh): quadrature there
+        dens = sp.exp(-G ** 2 / 2) / sp.sqrt(2 * sp.pi)
+        exact = sp.Integer(0)
+        for term in sp.Add.make_args(sp.expand(expr * dens)):
+            exact += sp.integrate(term, (G, -sp.oo, sp.oo))
+        exact = sp.simplify(exact)
+        ok = exact.is_number and not exact.has(sp.Integral, sp.oo, -sp.oo, sp.zoo, sp.nan)
+    if numeric is None:
+        if not ok:
+            raise E.KernelalgError(NO_MEAN.format(expr=expr))
+        return exact
+    if ok and abs(complex(sp.N(exact, 30)) - complex(numeric)) <= 1e-20 * (1 + abs(numeric)):
+        return exact
+    return sp.Float(mpmath.nstr(numeric, 30), 30)
 
 
 @dataclass(frozen=True)
 class EarlyTimeConstants:
-    """zeta = E[phi'(g)], E[phi''(g)] and E[phi'(g)^2] for g ~ N(0, 1) (exact sympy numbers)."""
+    """zeta = E[phi'(g)], E[phi''(g)] and E[phi'(g)^2] for g ~ N(0, 1) (exact sympy numbers where sympy
+    integrates them, else 30-digit quadrature values)."""
 
     phi: sp.Expr
     zeta: sp.Expr
@@ -74,6 +125,18 @@ def early_time_constants(activation: Any) -> EarlyTimeConstants:
         if len(free) != 1:
             raise E.KernelalgError(UNKNOWN_ACTIVATION.format(name=activation, known=sorted(_table())))
         phi = phi.subs(free[0], G)
+        verdict = analyse(phi, G, lambda e, a: evaluate(e, {G: a}, NUMPY_TABLE))
+        if verdict.problem is None and 4 * verdict.growth >= 1:
+            verdict = Integrability(f"E[phi'(g)^2] diverges for g ~ N(0, 1) (log|phi| / x^2 -> {verdict.growth:.4g} "
+                                    ">= 1/4)")
+        if verdict.problem is not None:
+            raise E.DivergentKernelError(E.DIVERGENT_DUAL.format(name=f"early_time_constants({phi})",
+                                                                 reason=verdict.problem))
+    return _constants(phi)
+
+
+@lru_cache(maxsize=32)
+def _constants(phi: sp.Expr) -> EarlyTimeConstants:
     d1 = sp.diff(phi, G)
     d2 = sp.diff(d1, G)
     return EarlyTimeConstants(phi, _gauss_mean(d1), _gauss_mean(d2), _gauss_mean(d1 ** 2))

@@ -1,8 +1,9 @@
-"""PNG plots (matplotlib, Agg backend): log-log spectra and loss curves."""
+"""PNG plots (matplotlib, Agg backend): log-log spectra and loss curves. Titles are wrapped, never cut."""
 
 from __future__ import annotations
 
 import os
+import textwrap
 from typing import Any, Mapping
 
 import numpy as np
@@ -13,6 +14,12 @@ def _pyplot() -> Any:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     return plt
+
+
+def wrap_title(title: str, inches: float, fontsize: float = 8.0) -> str:
+    """``title`` broken into lines that fit ``inches`` of figure width at ``fontsize`` points (an average
+    glyph is about 0.55 em wide)."""
+    return textwrap.fill(title, max(20, int(inches * 72 / (0.55 * fontsize))))
 
 
 def _save(fig: Any, path: Any) -> str:
@@ -47,7 +54,7 @@ def plot_spectrum(spectrum: Any, path: Any, derived: Any = None, fit: Any = "aut
         fit = spectrum.fit(kmin=max(5, int(k[-1]) // 4))
     if fit is not None:
         kk = np.arange(fit.kmin, fit.kmax + 1)
-        ax.loglog(kk, fit(kk), "-", lw=1.5, label=f"fit: slope {fit.slope:.3f}")
+        ax.loglog(kk, fit(kk), "-", lw=1.5, label=f"fit k = {fit.kmin}..{fit.kmax}: slope {fit.slope:.3f}")
     slope = getattr(derived, "slope", derived)
     if slope is not None and np.any(nz):
         slope = float(slope)
@@ -56,7 +63,7 @@ def plot_spectrum(spectrum: Any, path: Any, derived: Any = None, fit: Any = "aut
         ax.loglog(kk, mu[nz][-1] * (kk / kref) ** slope, "--", lw=1.5, label=f"derived: slope {slope:g}")
     ax.set_xlabel("degree k")
     ax.set_ylabel(r"$\mu_k$")
-    ax.set_title(title or f"{spectrum.label[:90]}, d = {spectrum.dim}", fontsize=8)
+    ax.set_title(wrap_title(title or f"{spectrum.label}, d = {spectrum.dim}", 6.0), fontsize=8)
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     return _save(fig, path)
@@ -77,7 +84,7 @@ def plot_gram_spectrum(spectrum: Any, gram: Any, path: Any, count: int | None = 
     ax.loglog(i[g > 0], g[g > 0], ".", ms=3, label=f"Gram eigenvalues / n (n = {len(gram)})")
     ax.set_xlabel("rank i")
     ax.set_ylabel("eigenvalue")
-    ax.set_title(title or f"{spectrum.label[:90]}, d = {spectrum.dim}", fontsize=8)
+    ax.set_title(wrap_title(title or f"{spectrum.label}, d = {spectrum.dim}", 6.0), fontsize=8)
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     return _save(fig, path)
@@ -98,7 +105,7 @@ def plot_loss_curves(t: np.ndarray, curves: Mapping[str, np.ndarray], path: Any,
     ax.set_xlabel(xlabel)
     ax.set_ylabel("loss")
     if title:
-        ax.set_title(title, fontsize=8)
+        ax.set_title(wrap_title(title, 6.0), fontsize=8)
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     return _save(fig, path)

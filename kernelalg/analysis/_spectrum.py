@@ -75,6 +75,8 @@ class Spectrum:
         k_at_one: k(1) (the trace of the operator).
         label: What kernel this is.
         abs_error: Quadrature error estimate (difference between two node counts), per k.
+        mu_mp: With ``dps``: the eigenvalues as mpmath numbers at that precision (``mu`` rounds them to
+            float64); None otherwise.
     """
 
     k: np.ndarray
@@ -84,6 +86,7 @@ class Spectrum:
     k_at_one: float
     label: str = "k(t)"
     abs_error: np.ndarray | None = None
+    mu_mp: tuple | None = None
 
     def trace_check(self, tail: bool = True) -> TraceCheck:
         """Check sum_k N(d, k) mu_k = k(1); ``tail`` adds a power-law estimate of the truncated terms."""
@@ -171,8 +174,8 @@ def _legendre_nodes_mp(n: int, dps: int) -> tuple[tuple, tuple]:
                 x -= p1 / dp
             xs.append(x)
             ws.append(2 / ((1 - x * x) * dp * dp))
-    half = n // 2
-    xs_all = xs + [-v for v in reversed(xs[:half])]
+        half = n // 2  # mirror inside workdps: mpf negation rounds to the working precision
+        xs_all = xs + [-v for v in reversed(xs[:half])]
     ws_all = ws + list(reversed(ws[:half]))
     return tuple(xs_all), tuple(ws_all)
 
@@ -216,7 +219,7 @@ def mercer_spectrum(net: Any, dim: int, kmax: int = 60, which: str = "ntk", *, q
         which: "ntk" or "nngp" (networks only).
         q: Input normalisation |x|^2/d (default 1, neural-tangents' standardised inputs).
         dps: If set, integrate in mpmath at this many digits (needed when mu_k falls below ~1e-13 k(1),
-            e.g. high d or large k); float64 otherwise.
+            e.g. high d or large k; the full-precision values are kept in ``mu_mp``); float64 otherwise.
         nodes: Gauss-Legendre nodes in the angle (default max(256, 4 kmax + 64) in float64, compared with
             twice as many for ``abs_error``; max(120, 2 kmax + 80) with ``dps``, compared with 32 more).
 
@@ -234,6 +237,7 @@ def mercer_spectrum(net: Any, dim: int, kmax: int = 60, which: str = "ntk", *, q
     kmax = _check_kmax(kmax)
     kern = as_kernel(net, which, q)
     n = int(nodes) if nodes is not None else max(256, 4 * kmax + 64)
+    hi = None
     if dps is None:
         mu = _gauss_float(kern, dim, kmax, n)
         err = np.abs(mu - _gauss_float(kern, dim, kmax, 2 * n))
@@ -246,7 +250,7 @@ def mercer_spectrum(net: Any, dim: int, kmax: int = 60, which: str = "ntk", *, q
     ks = np.arange(kmax + 1)
     mult_int = [multiplicity(dim, int(k)) for k in ks]  # exact; beyond int64 in high dimension
     mult = np.array(mult_int, dtype=np.int64 if max(mult_int) < 2**63 else object)
-    return Spectrum(ks, mu, mult, dim, kern.at_one(), kern.label, err)
+    return Spectrum(ks, mu, mult, dim, kern.at_one(), kern.label, err, None if hi is None else tuple(hi))
 
 
 # ------------------------------------------------------------------------------------------ exact route

@@ -1,7 +1,9 @@
-"""``ka.compile`` and ``ka.kernel``: one jitted JAX program per architecture.
+"""``ka.compile`` and ``ka.kernel``: one jitted JAX program per architecture; ``ka.reference_kernel``.
 
 The Gram matrix x1 x2^T / d is a matmul; everything after it is one fused elementwise program over the
-N x M pairs (per-sample variances are computed once per sample and broadcast).
+N x M pairs (per-sample variances are computed once per sample and broadcast). The same program runs on the
+NumPy float64 reference (``backend="numpy"``, :func:`reference_kernel`) for any network, and on mpmath for
+dense networks.
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ import sympy as sp
 
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, as_layer
-from kernelalg.core._inputs import DENSE, InputLayout, layout_of
-from kernelalg.core._program import C, D, Q1, Q2, Assign
+from kernelalg.core._inputs import DENSE, layout_of
+from kernelalg.core._program import Assign, Op
 from kernelalg.core._symbolic import SymbolicKernel, trace
-from kernelalg.core._tiles import check_tile, run_tiles
+from kernelalg.core._tiles import run_tiles
 from kernelalg.backends._jax import lower_program
-from kernelalg.backends._pairtiles import mirror_upper
+from kernelalg.backends._pairtiles import mirror_square
+from kernelalg.backends._reference import NUMPY_TABLE, evaluate_program, mpmath_dense
+from kernelalg.backends._structural import JAX_ARRAYS, NUMPY_ARRAYS
 from kernelalg.backends._precision import check as check_precision, describe, not_representable_message
-import mpmath
-from kernelalg.backends._reference import MPMATH_TABLE, NUMPY_TABLE, evaluate_program
+from kernelalg.backends._checks import (check_batch_size, check_input, check_inputs, check_params,
+                                        check_requirements, is_tracer as _is_tracer)
 
 _GETS = ("nngp", "ntk")
 
@@ -63,50 +67,15 @@ def normalize_get(get: Any) -> tuple[tuple[str, ...], bool]:
     return names, False
 
 
-def _is_tracer(x: Any) -> bool:
-    return isinstance(x, jax.core.Tracer)
-
-
-def check_input(name: str, x: Any, feature_fix: str = "reshape to (batch, features), e.g. x.reshape(len(x), -1)",
-                ndim: int = 2) -> Any:
-    """Validate an input array: rank, dtype, non-empty, finite. Integer data is converted to float64."""
-    if _is_tracer(x):
-        if x.ndim != ndim:
-            raise E.InputError(E.BAD_RANK.format(name=name, shape=x.shape, fix=feature_fix))
-        return x
-    if not isinstance(x, jax.Array):
-        x = np.asarray(x)
-    if x.dtype.kind in "iub":
-        x = np.asarray(x, dtype=np.float64)
-    if x.dtype not in (np.float32, np.float64):
-        raise E.InputError(E.BAD_DTYPE.format(name=name, dtype=x.dtype))
-    if x.ndim != ndim:
-        fix = feature_fix if x.ndim != 1 or ndim != 2 else f"{name}[None, :] for one sample or {name}[:, None]"
-        raise E.InputError(E.BAD_RANK.format(name=name, shape=tuple(x.shape), fix=fix))
-    if x.shape[0] == 0:
-        raise E.InputError(E.EMPTY_INPUT.format(name=name, shape=tuple(x.shape)))
-    finite = np.isfinite(np.asarray(x))
-    if not finite.all():
-        bad = np.argwhere(~finite)
-        raise E.InputError(E.NON_FINITE.format(name=name, count=len(bad), index=tuple(int(i) for i in bad[0])))
-    return x
-
-
-def check_inputs(layout: InputLayout, x1: Any, x2: Any = None) -> tuple[Any, Any]:
-    """The one input checker: validate (and convert) a pair of inputs for a network of input ``layout``.
-
-    The layout's own ``prepare`` (images, ``ka.Sequences``) or the default array check of
-    :func:`check_input` on each input, then the same per-sample shape for x1 and x2. Used by compiled
-    kernels, ``ka.gram``, Monte Carlo and the command line.
-    """
-    if layout.prepare is not None:  # layout-specific validation (e.g. ka.Sequences containers)
-        return layout.prepare(x1, x2)
-    x1 = check_input("x1", x1, layout.rank_fix, layout.rank)
-    if x2 is not None:
-        x2 = check_input("x2", x2, layout.rank_fix, layout.rank)
-        if x1.shape[1:] != x2.shape[1:]:
-            raise E.InputError(E.FEATURE_MISMATCH.format(d1=x1.shape[1:], d2=x2.shape[1:]))
-    return x1, x2
+def merge_params(defaults: Mapping[str, float], params: Mapping[str, Any] | None) -> dict:
+    """The hyperparameter values of one call: ``defaults`` overridden by ``params`` (names must exist)."""
+    p = dict(defaults)
+    if params:
+        unknown = set(params) - set(p)
+        if unknown:
+            raise E.KernelalgError(E.UNKNOWN_PARAM.format(names=sorted(unknown), known=sorted(p)))
+        p.update(params)
+    return p
 
 
 @contextlib.contextmanager
@@ -144,18 +113,25 @@ class CompiledKernel:
         self.symbolic: SymbolicKernel = trace(self.net, keep_symbols=True)
         self.params = self.symbolic.param_values
         self._param_symbols = {s.name: s for s in self.symbolic.params}
+        self._stds = {s.name for s in self.symbolic.params if s.is_positive}
         outs: list[sp.Expr] = []
         for st in self.symbolic.outputs:
             outs += [st.cov1, st.cov2] + [st.nngp if n == "nngp" else st.ntk for n in self.names]
         self._n_out = len(self.symbolic.outputs)
-        run = lower_program(self.symbolic.program, outs, self.symbolic.blocks)
-        # _checked also says whether every entry is finite (a reduction in the same program); _jitted (the kernels
-        # only) serves callers that check on their own
-        def kernels(x1: jax.Array, x2: jax.Array | None, p: dict) -> tuple[tuple, jax.Array]:
+        self._requires = self.symbolic.requires
+        run = lower_program(self.symbolic.program, outs + [r for r, _ in self._requires], self.symbolic.blocks)
+        count = len(outs)
+
+        # _checked also says whether every entry is finite (a reduction in the same program) and gives the
+        # smallest value met of each existence condition of the duals (Dual.requires); _jitted (the kernels only)
+        # serves callers that check on their own
+        def kernels(x1: jax.Array, x2: jax.Array | None, p: dict) -> tuple[tuple, jax.Array, list]:
             # a kernel of x1 with itself is exactly symmetric (only its upper triangle is computed), unless it is
             # asymmetric by design (surrogate gradients)
             mirror = x2 is None and not self.symbolic.asymmetric
-            return self._assemble(run(self._env(x1, x2, p), x1.shape[0] if mirror else None), x1, x2)
+            vals = run(self._env(x1, x2, p), x1.shape[0] if mirror else None)
+            out, finite = self._assemble(vals[:count], x1, x2)
+            return out, finite, [jnp.min(jnp.asarray(v)) for v in vals[count:]]
 
         # dense programs on CPU compute the symmetric case from tiles, exactly; elsewhere the in-program mirror can
         # be off by an ulp (XLA recomputes fused producers per triangle), so _evaluate mirrors the outputs again
@@ -167,7 +143,7 @@ class CompiledKernel:
         self._amplification: dict[tuple, float | None] = {}
 
     def _env(self, x1: jax.Array, x2: jax.Array | None, p: Mapping[str, Any]) -> dict:
-        env = self.layout.env(x1, x2)
+        env = self.layout.env(x1, x2, JAX_ARRAYS)
         env.update({self._param_symbols[k]: v for k, v in p.items()})
         return env
 
@@ -188,13 +164,9 @@ class CompiledKernel:
         return tuple(kernels), jnp.all(jnp.stack(finite))
 
     def _params(self, params: Mapping[str, Any] | None) -> dict:
-        p = dict(self.params)
         if params:
-            unknown = set(params) - set(p)
-            if unknown:
-                raise E.KernelalgError(E.UNKNOWN_PARAM.format(names=sorted(unknown), known=sorted(p)))
-            p.update(params)
-        return p
+            check_params(params, self._stds)
+        return merge_params(self.params, params)
 
     def __call__(self, x1: Any, x2: Any = None, params: Mapping[str, Any] | None = None,
                  batch_size: int | None = None) -> Any:
@@ -218,12 +190,12 @@ class CompiledKernel:
         """
         x1, x2 = check_inputs(self.layout, x1, x2)
         self._warn_precision(x1, x2, self._params(params))
-        if batch_size is None and self.layout.auto_batch is not None and not _is_tracer(x1):
+        if batch_size is not None:
+            batch_size = check_batch_size(batch_size)
+        elif self.layout.auto_batch is not None and not _is_tracer(x1):
             batch_size = self.layout.auto_batch(x1, x2)  # e.g. conv nets: bounded pixel-pair tiles
-        if batch_size is not None and not _is_tracer(x1):
-            batch_size = check_tile(batch_size)
-            if max(len(x1), len(x1 if x2 is None else x2)) > batch_size:
-                return self._tiled(x1, x2, params, batch_size)
+        if batch_size is not None and not _is_tracer(x1) and max(len(x1), len(x1 if x2 is None else x2)) > batch_size:
+            return self._tiled(x1, x2, params, batch_size)
         return self._evaluate(x1, x2, params)
 
     def _evaluate(self, x1: Any, x2: Any, params: Mapping[str, Any] | None) -> Any:
@@ -236,11 +208,13 @@ class CompiledKernel:
             x1 = jax.tree_util.tree_map(jnp.asarray, x1)  # inputs may be pytrees (e.g. ka.Sequences)
             x2 = None if x2 is None else jax.tree_util.tree_map(jnp.asarray, x2)
             p = {k: jnp.asarray(v, dtype=x1.dtype) for k, v in p.items()}
-            kernels, finite = self._checked(x1, x2, p)
+            kernels, finite, minima = self._checked(x1, x2, p)
             if x2 is None and not (self._exact_symmetric or self.symbolic.asymmetric):
-                kernels = _mirrored(kernels)
-        if not _is_tracer(finite) and not bool(finite):
-            raise E.NotRepresentableError(self._not_representable(x1, x2, params, kernels))
+                kernels = mirror_square(kernels)
+        if not any(map(_is_tracer, [finite, *minima])):  # not under jit/grad: one scalar each read back
+            check_requirements(minima, self._requires)  # a divergent dual says why, before any overflow report
+            if not bool(finite):
+                raise E.NotRepresentableError(self._not_representable(x1, x2, params, kernels))
         out = [getattr(k, self.names[0]) if self.single else k for k in kernels]
         return out[0] if len(out) == 1 else tuple(out)
 
@@ -316,13 +290,6 @@ def _put(results: dict, key: str, shape: tuple, start: int, vals: np.ndarray) ->
     results[key][start:start + len(vals)] = vals
 
 
-@jax.jit
-def _mirrored(kernels: tuple) -> tuple:
-    """Every square kernel array with its lower triangle replaced by the mirror of its upper triangle."""
-    return jax.tree_util.tree_map(lambda a: mirror_upper(a) if a.ndim == 2 and a.shape[0] == a.shape[1] else a,
-                                  kernels)
-
-
 def _as_float64(x: Any) -> Any:
     return None if x is None else jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), x)
 
@@ -333,23 +300,27 @@ def _full(arr: Any, lead: tuple[int, int], dtype: Any) -> jax.Array:
     return jnp.broadcast_to(arr, lead + arr.shape[2:] if arr.ndim > 2 else lead)
 
 
-_CACHE: dict[tuple[int, Any], tuple[Layer, CompiledKernel]] = {}
+_CACHE: dict[tuple[int, Any], tuple[Layer, Any]] = {}
 
 
-def compile(net: Layer, get: Any = _GETS, backend: str = "jax") -> CompiledKernel:  # noqa: A001
-    """Compile ``net``'s kernel to one jitted JAX function ``f(x1, x2=None, params=None)``.
+def compile(net: Layer, get: Any = _GETS, backend: str = "jax") -> Any:  # noqa: A001
+    """Compile ``net``'s kernel to a function ``f(x1, x2=None, params=None)``.
 
     Args:
         net: Architecture expression.
         get: "nngp", "ntk" (the call returns that array) or a tuple of them (the call returns a
             :class:`Kernel`).
-        backend: "jax" (the NumPy/mpmath reference lives in :func:`kernelalg.reference_kernel`).
+        backend: "jax" (one jitted JAX function, a :class:`CompiledKernel`) or "numpy" (the NumPy float64
+            reference, a :class:`ReferenceKernel`: slow, for testing; mpmath lives in :func:`reference_kernel`).
     """
+    if backend not in ("jax", "numpy"):
+        raise E.KernelalgError(E.BAD_BACKEND.format(backend=backend))
+    normalize_get(get)  # a clear error for get=None and other non-iterables, before the cache key
     key = (id(net), get if isinstance(get, str) else tuple(get), backend)
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is net:
         return hit[1]
-    f = CompiledKernel(net, get, backend)
+    f = CompiledKernel(net, get, backend) if backend == "jax" else ReferenceKernel(net, get)
     _CACHE[key] = (net, f)
     return f
 
@@ -372,30 +343,93 @@ def kernel(net: Layer, x1: Any, x2: Any = None, get: Any = _GETS, params: Mappin
     return compile(net, get)(x1, x2, params, batch_size)
 
 
-def reference_kernel(net: Layer, x1: Any, x2: Any = None, get: str = "ntk", dps: int | None = None) -> np.ndarray:
-    """Reference evaluation: NumPy float64 (``dps=None``) or mpmath with ``dps`` digits, pair by pair.
+class ReferenceKernel:
+    """The kernel of an architecture on the NumPy float64 reference backend: ``f(x1, x2=None, params=None)``.
 
-    Slow; meant for testing the JAX lowering.
+    Runs the same program as :class:`CompiledKernel` (elementwise sympy through the NumPy table, structural
+    ops -- stencils, pooling, readouts, time recursions -- through their NumPy implementations), in float64
+    whatever the input dtype, without jit or tiling. Slow; meant for testing the JAX path.
+
+    Attributes:
+        net: The architecture.
+        symbolic: Its :class:`SymbolicKernel` with hyperparameters as symbols.
+        get: The requested kernels.
+        params: Default hyperparameter values by symbol name.
     """
 
+    def __init__(self, net: Layer, get: Any = _GETS):
+        self.net = as_layer(net)
+        self.names, self.single = normalize_get(get)
+        self.get = get
+        self.layout = layout_of(self.net)
+        self.symbolic: SymbolicKernel = trace(self.net, keep_symbols=True)
+        self.params = self.symbolic.param_values
+        self._param_symbols = {s.name: s for s in self.symbolic.params}
+
+    def __call__(self, x1: Any, x2: Any = None, params: Mapping[str, Any] | None = None,
+                 batch_size: int | None = None) -> Any:
+        """Evaluate the kernel (``batch_size`` is accepted for symmetry with :class:`CompiledKernel` and ignored:
+        the reference evaluates one block)."""
+        x1, x2 = check_inputs(self.layout, x1, x2)
+        x1, x2 = (None if x is None else jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), x)
+                  for x in (x1, x2))
+        p = merge_params(self.params, params)
+        env = self.layout.env(x1, x2, NUMPY_ARRAYS)
+        env.update({self._param_symbols[k]: float(v) for k, v in p.items()})
+        outs: list = []
+        for st in self.symbolic.outputs:
+            outs += [st.cov1, st.cov2] + [st.nngp if n == "nngp" else st.ntk for n in self.names]
+        vals = evaluate_program(self.symbolic.program, outs, env, NUMPY_TABLE)
+        n, m = len(x1), len(x1 if x2 is None else x2)
+        per, kernels = 2 + len(self.names), []
+        for b in range(len(self.symbolic.outputs)):
+            v = [np.asarray(a, np.float64) for a in vals[b * per:(b + 1) * per]]
+            fields = {"cov1": _np_full(v[0], (n, 1))[:, 0], "cov2": _np_full(v[1], (1, m))[0]}
+            fields.update({name: _np_full(arr, (n, m)) for name, arr in zip(self.names, v[2:])})
+            kernels.append(getattr(Kernel(**fields), self.names[0]) if self.single else Kernel(**fields))
+        return kernels[0] if len(kernels) == 1 else tuple(kernels)
+
+    def __repr__(self) -> str:
+        return f"ReferenceKernel({self.net!r}, get={self.get!r})"
+
+
+def _np_full(arr: np.ndarray, lead: tuple[int, int]) -> np.ndarray:
+    """A program output broadcast to the batch axes ``lead`` plus its own trailing axes (a copy)."""
+    return np.broadcast_to(arr, lead + arr.shape[2:] if arr.ndim > 2 else lead).copy()
+
+
+def reference_kernel(net: Layer, x1: Any, x2: Any = None, get: Any = "ntk", dps: int | None = None) -> Any:
+    """Reference evaluation of ``net``'s kernel: NumPy float64 (``dps=None``) or mpmath with ``dps`` digits.
+
+    NumPy evaluates any network (dense, conv/pooling/readouts, recurrent; :class:`ReferenceKernel`); mpmath
+    evaluates dense networks pair by pair and refuses others (their structural ops have no mpmath
+    implementation). Slow; meant for testing the JAX path.
+
+    Args:
+        net: Architecture expression.
+        x1: Inputs (N, ...) as the network's input layout expects.
+        x2: Inputs (M, ...) or None (x1).
+        get: "nngp", "ntk" (an array) or, with ``dps=None``, a tuple of them (a :class:`Kernel`).
+        dps: None for NumPy float64, else the mpmath working precision in decimal digits.
+
+    Returns:
+        The (N, M) kernel (with trailing pixel axes for image networks without a readout).
+
+    Raises:
+        LoweringError: ``dps`` given for a network with structural ops (conv, pooling, recurrent).
+    """
+    if dps is None:
+        return compile(net, get, backend="numpy")(x1, x2)
+    net = as_layer(net)
+    names, single = normalize_get(get)
+    if not single:
+        raise E.KernelalgError(E.BAD_GET.format(get=get) + " With dps=..., get must be 'nngp' or 'ntk'.")
+    sk = trace(net, keep_symbols=False)
+    layout = layout_of(net)
+    ops = sorted({ins.name for ins in sk.program if isinstance(ins, Op) and "mpmath" not in ins.impls})
+    if ops or layout is not DENSE:
+        raise E.LoweringError(E.MPMATH_DENSE_ONLY.format(dps=dps, layout=layout.name, ops=ops or "none"))
     x1 = np.asarray(check_input("x1", x1), dtype=np.float64)
     x2 = x1 if x2 is None else np.asarray(check_input("x2", x2), dtype=np.float64)
-    sk = trace(as_layer(net), keep_symbols=False)
     st = sk.outputs[0]
-    out_expr = st.nngp if get == "nngp" else st.ntk
-    d = x1.shape[-1]
-    if dps is None:
-        env = {Q1: (x1 * x1).sum(-1)[:, None] / d, Q2: (x2 * x2).sum(-1)[None, :] / d, C: x1 @ x2.T / d, D: float(d)}
-        (val,) = evaluate_program(sk.program, [out_expr], env, NUMPY_TABLE)
-        return np.broadcast_to(np.asarray(val, dtype=np.float64), (len(x1), len(x2))).copy()
-    out = np.empty((len(x1), len(x2)))
-    with mpmath.workdps(dps):
-        a = [[mpmath.mpf(float(v)) for v in row] for row in x1]
-        b = [[mpmath.mpf(float(v)) for v in row] for row in x2]
-        for i, u in enumerate(a):
-            for j, v in enumerate(b):
-                env = {Q1: mpmath.fsum(t * t for t in u) / d, Q2: mpmath.fsum(t * t for t in v) / d,
-                       C: mpmath.fsum(s * t for s, t in zip(u, v)) / d, D: mpmath.mpf(d)}
-                (val,) = evaluate_program(sk.program, [out_expr], env, MPMATH_TABLE)
-                out[i, j] = float(val)
-    return out
+    return mpmath_dense(sk.program, st.nngp if names[0] == "nngp" else st.ntk, x1, x2, dps)

@@ -10,7 +10,7 @@ symmetric bit for bit (as the host-side tiling of :mod:`kernelalg.core._tiles`).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +62,13 @@ def mirror_upper(arr: jax.Array) -> jax.Array:
     return jnp.where(i[:, None] <= i[None, :], arr, arr.T)
 
 
+@jax.jit
+def mirror_square(tree: Any) -> Any:
+    """Every square matrix in ``tree`` through :func:`mirror_upper`, as a program of its own: its inputs are
+    materialised buffers, so the mirror is exact."""
+    return jax.tree_util.tree_map(lambda a: mirror_upper(a) if a.ndim == 2 and a.shape[0] == a.shape[1] else a, tree)
+
+
 def symmetric(run: Run, env: dict, n: int, elements: int, tiles: bool) -> list:
     """``run(env)`` for the kernel of x with itself (env's per-pair arrays (n, n), per-sample (n, 1) / (1, n)),
     with every (n, n) output symmetric.
@@ -75,10 +82,11 @@ def symmetric(run: Run, env: dict, n: int, elements: int, tiles: bool) -> list:
     if not tiles or n < 2 or None in kinds.values():
         outs = row_tiled(run, env, elements) if tiles else run(env)
         return [mirror_upper(o) if jnp.shape(o) == (n, n) else o for o in outs]
-    edge = min(max(2, math.isqrt(elements)), -(-n // 2))
-    # prefer an edge that divides n (no padded copy of the inputs)
+    # edges of at least 2 (per-sample (edge, 1) and per-pair (edge, edge) tile outputs must differ in shape),
+    # preferably dividing n (no padded copy of the inputs)
+    edge = max(2, min(math.isqrt(elements), -(-n // 2)))
     edge = next((t for t in range(edge, max(1, edge // 2), -1) if n % t == 0), edge)
-    count = -(-n // edge)
+    count = max(2, -(-n // edge))
     rows, cols = np.triu_indices(count)  # the computed tiles (I, J), I <= J, row-major
     padded = {k: _pad(v, kinds[k], count * edge) for k, v in env.items()}
 

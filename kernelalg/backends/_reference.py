@@ -1,7 +1,9 @@
 """Reference backends: NumPy (float64) and mpmath (arbitrary precision, scalar by scalar).
 
-They share the walker and differ from the JAX lowering only in their tables, so comparing the JAX
-program with the mpmath one at 30+ digits checks the lowering (safe primitives, powers, clipping).
+They share the walker and differ from the JAX lowering only in their tables (and, for structural ops, in
+their array namespace, see :mod:`._structural`), so comparing the JAX program with the NumPy one checks the
+compiled path on any network, and with the mpmath one at 30+ digits checks the lowering of dense networks
+(safe primitives, powers, clipping).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import scipy.special as ssp
 import sympy as sp
 
 from kernelalg.core._duals import corr
-from kernelalg.core._program import Instruction
+from kernelalg.core._program import C, D, Q1, Q2, Instruction
 from ._walker import Table, evaluate, run_program
 
 
@@ -95,3 +97,30 @@ def evaluate_program(program: Sequence[Instruction], outputs: Sequence[sp.Expr],
     """Run ``program`` on ``env`` with a reference table and evaluate ``outputs``."""
     env = run_program(program, dict(env), table)
     return [evaluate(o, env, table) for o in outputs]
+
+
+def mpmath_dense(program: Sequence[Instruction], output: sp.Expr, x1: np.ndarray, x2: np.ndarray,
+                 dps: int) -> np.ndarray:
+    """Evaluate ``output`` of a dense network's program with mpmath at ``dps`` digits, pair by pair.
+
+    Args:
+        program: The program (no structural ops: mpmath has none).
+        output: The output expression (in the program's symbols and q1, q2, c, d).
+        x1: (N, d) inputs; x2: (M, d) inputs.
+        dps: Decimal digits of the working precision.
+
+    Returns:
+        (N, M) float64 array (the values rounded once, at the end).
+    """
+    d = x1.shape[-1]
+    out = np.empty((len(x1), len(x2)))
+    with mpmath.workdps(dps):
+        a = [[mpmath.mpf(float(v)) for v in row] for row in x1]
+        b = [[mpmath.mpf(float(v)) for v in row] for row in x2]
+        for i, u in enumerate(a):
+            for j, v in enumerate(b):
+                env = {Q1: mpmath.fsum(t * t for t in u) / d, Q2: mpmath.fsum(t * t for t in v) / d,
+                       C: mpmath.fsum(s * t for s, t in zip(u, v)) / d, D: mpmath.mpf(d)}
+                (val,) = evaluate_program(program, [output], env, MPMATH_TABLE)
+                out[i, j] = float(val)
+    return out

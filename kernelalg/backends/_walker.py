@@ -4,7 +4,9 @@ A backend is a :class:`Table`: a mapping from sympy classes to functions on that
 plus how it builds constants and powers. The walker refuses any node the table does not know, with an
 error that names the node and the fix. Opaque nodes (e.g. quadrature duals) carry their own lowering
 in a ``lowering`` class attribute: ``{backend_name: fn}``; nodes with a ``numeric()`` method (the duals' stable
-forms, :mod:`kernelalg.core._nodes`) are evaluated through the expression it returns.
+forms, :mod:`kernelalg.core._nodes`) are evaluated through the expression it returns. Structural nodes
+(:class:`Op`: stencils, pooling, readouts, time recursions) carry one implementation per backend;
+:func:`run_program` runs the one named like the table and refuses, naming the op and the fix, when there is none.
 """
 
 from __future__ import annotations
@@ -104,7 +106,11 @@ def run_program(program: Sequence[Instruction], env: dict[sp.Symbol, Any], table
     """Execute a straight-line program in place on ``env`` and return it."""
     for ins in program:
         if isinstance(ins, Op):
-            outs = ins.fn(*[env[s] for s in ins.sources])
+            impl = ins.impls.get(table.name)
+            if impl is None:
+                raise E.LoweringError(E.NO_OP_IMPL.format(op=ins.name, backend=table.name,
+                                                          have=", ".join(sorted(ins.impls)) or "none"))
+            outs = impl(*[env[s] for s in ins.sources])
             env.update(zip(ins.targets, outs))
         else:
             assert isinstance(ins, Assign)

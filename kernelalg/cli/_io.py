@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from kernelalg.cli._outputs import check_parent, temporary_beside
-from kernelalg.core._errors import InputError, KernelalgError
+from kernelalg.analysis._sphere import sphere_points
+from kernelalg.core._errors import NO_FEATURES, InputError, KernelalgError
 
 BAD_SUFFIX = ("Cannot read {path!r}: unknown file type {suffix!r}. Fix: pass a .npy file (np.save) or a "
               ".csv/.txt file with one sample per row.")
@@ -27,6 +29,12 @@ NOT_NUMERIC = "{name} ({path}) has dtype {dtype}. Fix: save a numeric array, e.g
 OUT_SUFFIX = "Output {path!r} must end in .npy or .zarr. Fix: e.g. -o kernel.npy or -o kernel.zarr."
 OUT_EXISTS = ("Output {path} exists. Fix: pass --overwrite, or choose another path (a .zarr output resumes "
               "instead).")
+EMPTY_FILE = ("{name} ({path}) holds no data (shape {shape}). Fix: save at least one sample (for a CSV, one "
+              "row of numbers below the optional header).")
+OUT_PARENT = ("{option} {path!r}: {parent} is a file, not a folder, so nothing can be written under it. "
+              "Fix: choose a path inside a folder, e.g. {option} out/{name}.")
+OUT_NO_DIR = ("{option} {path!r}: the folder {parent} does not exist. Fix: create it first (mkdir -p) or choose "
+              "another path.")
 NEED_SKLEARN = ("--data {name} needs scikit-learn. Fix: pip install 'kernelalg[data]' (or pip install "
                 "scikit-learn), or use the built-in --data sphere.")
 UNKNOWN_DATA = ("Unknown data set {name!r}. Fix: use sphere, digits, iris, wine, breast_cancer, or a .npy/.csv "
@@ -47,24 +55,60 @@ def load_array(path: str, name: str = "X", dtype: str = "auto") -> np.ndarray:
             raise InputError(BAD_NPY.format(path=path, err=err)) from None
     elif suffix in (".csv", ".txt", ".tsv"):
         delim = "," if suffix == ".csv" else ("\t" if suffix == ".tsv" else None)
-        x = None
-        for skip in (0, 1):
-            try:
+        skip = 1 if _has_header(p, delim) else 0  # only a non-numeric first line is a header
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "input contained no data": refused below
                 x = np.loadtxt(p, delimiter=delim, skiprows=skip, ndmin=2, dtype=np.float64)
-                break
-            except ValueError as err:
-                last = err
-        if x is None:
-            raise InputError(BAD_CSV.format(path=path, err=str(last).rstrip('.')))
+        except ValueError as err:
+            raise InputError(BAD_CSV.format(path=path, err=str(err).split(";")[0].rstrip('.'))) from None
     else:
         raise InputError(BAD_SUFFIX.format(path=path, suffix=suffix))
     if x.dtype.kind not in "fiub":
         raise InputError(NOT_NUMERIC.format(name=name, path=path, dtype=x.dtype))
+    if x.ndim >= 2 and x.shape[0] > 0 and x.size == 0:
+        raise InputError(NO_FEATURES.format(name=f"{name} ({path})", shape=x.shape))
+    if x.size == 0:
+        raise InputError(EMPTY_FILE.format(name=name, path=path, shape=x.shape))
     if dtype == "auto":
         target = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
     else:
         target = np.dtype(dtype)
     return np.ascontiguousarray(x, dtype=target)
+
+
+def _has_header(path: Path, delim: str | None) -> bool:
+    """True when the first non-empty line of a text table has a field that is not a number."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if line.strip():
+                fields = line.strip().split(delim)
+                try:
+                    [float(f) for f in fields]
+                except ValueError:
+                    return True
+                return False
+    return False
+
+
+def check_output_path(path: str, option: str, folder: bool = False) -> None:
+    """Refuse an output path under a regular file, before any work is done.
+
+    Args:
+        path: The output path.
+        option: The command-line option that named it (for the message).
+        folder: The output is a folder that the command creates with its parents (``verify --out``);
+            otherwise the output is a file whose folder must exist.
+    """
+    target = Path(path).absolute()
+    start = target if folder else target.parent
+    for p in (start, *start.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise KernelalgError(OUT_PARENT.format(option=option, path=path, parent=p, name=target.name))
+            break
+    if not folder and not target.parent.exists():
+        raise KernelalgError(OUT_NO_DIR.format(option=option, path=path, parent=target.parent))
 
 
 class _NpySink:
@@ -122,8 +166,7 @@ def sphere(n: int, dim: int, seed: int) -> np.ndarray:
     """``n`` points uniform on the sphere of radius sqrt(dim) in R^dim (so |x|^2/d = 1)."""
     if dim < 2:
         raise KernelalgError(f"--dim must be >= 2 for sphere data, got {dim}. Fix: e.g. --dim 3.")
-    g = np.random.default_rng(seed).standard_normal((n, dim))
-    return g / np.linalg.norm(g, axis=1, keepdims=True) * np.sqrt(dim)
+    return sphere_points(n, dim, seed)
 
 
 def load_data(name: str, n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:

@@ -15,6 +15,8 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,28 +25,25 @@ import numpy as np
 import sympy as sp
 
 from kernelalg._version import __version__
-from kernelalg.backends import NUMPY_TABLE, evaluate_program
 from kernelalg.backends._compile import compile as compile_kernel
 from kernelalg.cli._io import OUT_SUFFIX, load_array, open_npy
 from kernelalg.cli._outputs import staged_folder, terminate_as_interrupt
+from kernelalg.backends._checks import check_inputs
+from kernelalg.cli._at import at_values, evaluate_at
+from kernelalg.cli._io import check_output_path
 from kernelalg.cli._spectrum_report import spectrum_command
 from kernelalg.cli._verify_report import VerifyConfig, run_verify
 from kernelalg.core._errors import InternalError, KernelalgError
 from kernelalg.core._inputs import layout_of
 from kernelalg.core._program import Op
-from kernelalg.core._symbolic import symbolic, trace
+from kernelalg.core._symbolic import symbolic
 from kernelalg.core._tiles import run_tiles, tile_offsets
 from kernelalg.layers._parse import FORMULA_FUNCTIONS, _signature, layer_constructors, parse
+from kernelalg.papers import names as paper_names, run_papers
 from kernelalg.scale._gram import gram
 from kernelalg.scale._store import open_gram
 
 DEFAULT_ARCH = "Dense(1.5, 0.05) >> Relu() >> Dense(1.5, 0.05)"
-NO_SYMBOL = ("--at {name}=...: unknown symbol {name!r}. Fix: use the input symbols q1, q2, c, d or the "
-             "hyperparameter symbols printed by 'kernelalg formula ARCH --symbols' ({known}).")
-AT_OPS = ("--at evaluates kernels of dense-input networks at (q1, q2, c); this network acts on images or "
-          "sequences. Fix: use 'kernelalg kernel ARCH X.npy' to evaluate it on inputs.")
-AT_MISSING = "--at needs values for q1, q2 and c; missing: {missing}. Fix: e.g. --at q1=1 q2=1 c=0.5."
-BAD_AT = "--at {item!r} is not NAME=NUMBER. Fix: e.g. --at q1=1 q2=1 c=0.5."
 MULTI_OUTPUT = ("The network has {n} output branches; the kernel command writes one kernel. "
                 "Fix: merge the branches with FanInSum(), e.g. FanOut(2) >> parallel(a, b) >> FanInSum().")
 
@@ -140,23 +139,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", help="save k, multiplicity, mu_k as CSV")
 
     sub.add_parser("layers", help="list the layer constructors an architecture expression may use")
+
+    g = sub.add_parser("papers", help="check the central claims of the papers kernelalg serves -> table + PNGs",
+                       description="Run the paper checks (all, or those named) and write papers.md, "
+                                   "results.json and a PNG per check. Exit 0 iff every check passes.")
+    g.add_argument("names", nargs="*", help=f"checks to run (default all): {', '.join(paper_names())}")
+    g.add_argument("--out", default="papers", help="output folder (default: papers)")
+    g.add_argument("--quick", action="store_true", help="small variants (seconds each; what CI runs)")
     return p
 
 
 # ----------------------------------------------------------------------------------------- formula
-
-
-def _at_values(items: Sequence[str] | None) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for item in items or ():
-        name, sep, val = item.partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            out[name.strip()] = float(val)
-        except ValueError:
-            raise KernelalgError(BAD_AT.format(item=item)) from None
-    return out
 
 
 def _program_text(sk: Any, which: Sequence[str], fmt: str) -> str:
@@ -181,35 +174,10 @@ def _program_text(sk: Any, which: Sequence[str], fmt: str) -> str:
     return "\n".join(lines)
 
 
-def _evaluate_at(net: Any, which: Sequence[str], at: dict[str, float]) -> list[str]:
-    """The kernels at given input statistics (and hyperparameter overrides), by the NumPy reference backend."""
-
-    sk = trace(net, keep_symbols=True)
-    if any(isinstance(i, Op) for i in sk.program):
-        raise KernelalgError(AT_OPS)
-    symbols = sk.symbols
-    unknown = [n for n in at if n not in symbols]
-    if unknown:
-        raise KernelalgError(NO_SYMBOL.format(name=unknown[0], known=", ".join(symbols)))
-    missing = [n for n in ("q1", "q2", "c") if n not in at]
-    if missing:
-        raise KernelalgError(AT_MISSING.format(missing=", ".join(missing)))
-    env = {s: v for s, v in sk.params.items()}
-    env.update({symbols[n]: np.float64(v) for n, v in at.items()})
-    env.setdefault(symbols["d"], np.float64(1.0))
-    lines = []
-    for name in which:
-        outs = [st.nngp if name == "nngp" else st.ntk for st in sk.outputs]
-        vals = evaluate_program(sk.program, outs, env, NUMPY_TABLE)
-        for b, val in enumerate(vals):
-            tag = name if len(vals) == 1 else f"{name}[{b}]"
-            args = ", ".join(f"{k}={v:g}" for k, v in at.items())
-            lines.append(f"{tag}({args}) = {float(np.asarray(val)):.15g}")
-    return lines
-
-
 def cmd_formula(args: argparse.Namespace) -> int:
 
+    if args.output:
+        check_output_path(args.output, "-o")
     net = parse(args.arch)
     sk = symbolic(net, keep_symbols=args.symbols)
     which = ("nngp", "ntk") if args.kernel == "both" else (args.kernel,)
@@ -236,9 +204,9 @@ def cmd_formula(args: argparse.Namespace) -> int:
                 body = {"text": sp.sstr, "pretty": lambda x: sp.pretty(x, use_unicode=True),
                         "latex": sp.latex}[args.format](e)
                 out.append(f"{tag} =" + ("\n" if args.format == "pretty" else " ") + body)
-    at = _at_values(args.at)
+    at = at_values(args.at)
     if at:
-        out += _evaluate_at(net, which, at)
+        out += evaluate_at(net, which, at)
     text = "\n".join(out) + "\n"
     if args.output:
         Path(args.output).write_text(text)
@@ -264,6 +232,7 @@ def cmd_kernel(args: argparse.Namespace) -> int:
     suffix = Path(args.output).suffix.lower()
     if suffix not in (".npy", ".zarr"):
         raise KernelalgError(OUT_SUFFIX.format(path=args.output))
+    check_output_path(args.output, "-o", folder=suffix == ".zarr")
     if args.batch_size is not None and args.batch_size < 1:
         raise KernelalgError(f"--batch-size must be >= 1, got {args.batch_size}. Fix: e.g. --batch-size 512.")
     if args.dask and suffix != ".zarr":
@@ -274,6 +243,7 @@ def cmd_kernel(args: argparse.Namespace) -> int:
     if x2 is not None and x1.dtype != x2.dtype:
         dt = np.result_type(x1.dtype, x2.dtype)
         x1, x2 = x1.astype(dt), x2.astype(dt)
+    check_inputs(layout_of(net), x1, x2)  # before any output is created: ka.kernel's checks
     names = ("nngp", "ntk") if args.get == "both" else (args.get,)
     if suffix == ".zarr":
         _kernel_zarr(args, net, x1, x2, names)
@@ -343,6 +313,7 @@ def _kernel_npy(args: argparse.Namespace, net: Any, x1: Any, x2: Any, names: tup
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    check_output_path(args.out, "--out", folder=True)
     net = parse(args.arch)
     cfg = VerifyConfig.make(arch=args.arch, data=args.data, n=args.n, dim=args.dim, widths=args.widths,
                             samples=args.samples, steps=args.steps, out=args.out, seed=args.seed,
@@ -354,6 +325,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_spectrum(args: argparse.Namespace) -> int:
+    for option, path in (("-o", args.output), ("--csv", args.csv)):
+        if path:
+            check_output_path(path, option)
     net = parse(args.arch)
     print(spectrum_command(net, args.arch, dim=args.dim, kmax=args.kmax, which=args.kernel, png=args.output,
                            csv=args.csv))
@@ -372,8 +346,15 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_papers(args: argparse.Namespace) -> int:
+    with terminate_as_interrupt(), staged_folder(Path(args.out)) as stage:
+        results = run_papers(args.names, stage, quick=args.quick)
+    print(f"{sum(r.passed for r in results)} of {len(results)} checks pass; table in {Path(args.out) / 'papers.md'}")
+    return 0 if all(r.passed for r in results) else 1
+
+
 _COMMANDS = {"formula": cmd_formula, "kernel": cmd_kernel, "verify": cmd_verify, "spectrum": cmd_spectrum,
-             "layers": cmd_layers}
+             "layers": cmd_layers, "papers": cmd_papers}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -384,11 +365,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return _COMMANDS[args.command](args)
+        status = _COMMANDS[args.command](args)
+        sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at interpreter exit
+        return status
+    except BrokenPipeError:  # e.g. 'kernelalg layers | head': the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 128 + getattr(signal, "SIGPIPE", 13)
     except KernelalgError as err:
         print(f"kernelalg {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as err:
         print(f"kernelalg {args.command}: error: {err}. Fix: check the path.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

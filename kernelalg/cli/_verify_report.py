@@ -1,4 +1,4 @@
-"""``kernelalg verify`` and ``kernelalg spectrum``: the checks, their plots and the markdown report.
+"""``kernelalg verify``: the checks, their plots and the markdown report.
 
 ``verify`` holds the exact kernels of an architecture to finite networks, on built-in or user data:
 
@@ -6,56 +6,70 @@
    exact kernel; passes when the error at the largest width is explained by the Monte Carlo noise and the
    fitted O(1/width) bias (``|E_n - K|_F <= 3 |SE_n|_F + |b|_F / n`` + rounding) and the error shrinks with
    width (unless already within that bound at the smallest width).
-2. *Entrywise test* (:func:`kernelalg.verify`): width-extrapolated Monte Carlo at the two largest widths,
-   every entry within 5 standard errors (plus the O(1/n^2) remainder allowance).
-3. *Loss curves*: full-batch gradient descent of finite networks on the MSE; the mean training loss over
-   networks against the infinite-width prediction E L_t = (|A^t y|^2 + tr(A^t K A^t^T)) / (2N) with
-   A = I - lr Theta / N (linearized dynamics, Jacot et al. 2018; Lee et al. 2019; for surrogate-gradient
-   layers Theta is the SG-NTK, Eilers et al. 2024), width-extrapolated and tested like 2.
-4. *Spectrum* on the sphere (``kernelalg.analysis``, when available): the Mercer eigenvalues, the trace
-   identity sum_k N(d, k) mu_k = k(1), the fitted against the derived decay exponent (Bietti & Mairal 2019).
+2. *Per-network spread*: one network's kernel deviates from the limit by O(width^-1/2) (Jacot et al. 2018;
+   Hanin & Nica 2020); the fitted exponent of sqrt(mean_s |Theta_s - K|_F^2) / |K|_F against width must
+   contain -1/2 in its 3-standard-error interval.
+3. *Entrywise test* (:func:`kernelalg.verify`): width-extrapolated Monte Carlo at the two largest widths,
+   every entry within 5 standard errors (plus the O(1/n^2) remainder allowance), and the decorrelated
+   Hotelling test (the entries share the same networks, so their z are correlated).
+4. *Loss curves* (:mod:`kernelalg.cli._loss_report`): gradient descent of finite networks vs the linearized
+   infinite-width prediction.
+5. *Spectra* (:mod:`kernelalg.cli._spectrum_report`): for ``--data sphere`` the Mercer spectrum on the sphere
+   (trace identity, decay exponent); for every data set the eigenvalues of the data's NTK Gram matrix vs the
+   Monte Carlo NTK along the same eigenvectors.
 
-The report folder gets ``summary.md``, ``results.json`` and one PNG per check.
+Exact sign/step surrogate layers (m = None) cannot be checked by Monte Carlo directly (the twins' true
+derivative is 0 almost everywhere): checks 1-3 and the Gram spectrum then run at finite sharpness m chosen
+from the widths (:func:`kernelalg.verify_sharpness_limit`), the entrywise check over a ladder of m with the
+exact distance to the m = None kernel, while the loss curves train the m = None networks themselves.
+
+The report folder gets ``summary.md``, ``results.json`` and the PNGs of the checks.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import jax
 import numpy as np
 
-from kernelalg.cli._checks import Check, _close, _pyplot
-from kernelalg.core._errors import KernelalgError
-import jax
 from kernelalg._version import __version__
-from kernelalg.finite._montecarlo import convergence
-from kernelalg.finite._verify import verify
-import jax.numpy as jnp
-from kernelalg.finite._train import gd_scan, mse_loss
-from kernelalg.finite._twins import finite
-from kernelalg.finite._montecarlo import extrapolate
 from kernelalg.backends._compile import kernel
+from kernelalg.cli._checks import NUMERIC_RTOL, REMAINDER, Z_THRESHOLD, Check, _close
 from kernelalg.cli._io import load_data
-from kernelalg.cli._spectrum_report import check_spectrum
+from kernelalg.cli._loss_report import check_loss
+from kernelalg.cli._spectrum_report import check_gram_spectrum, check_spectrum
+from kernelalg.core._errors import KernelalgError
 from kernelalg.core._inputs import DENSE, layout_of
-from kernelalg.analysis._loss import gd_loss
+from kernelalg.finite._convergence import convergence
+from kernelalg.finite._sharpness import UNITS_PER_SHARPNESS, sharpness_ladder, verify_sharpness_limit
+from kernelalg.finite._verify import verify
+from kernelalg.layers._surrogate import exact_jumps, with_sharpness
 
 DEFAULTS = {"n": 24, "widths": (64, 256, 1024, 4096), "samples": 32, "steps": 200}
 QUICK = {"n": 8, "widths": (32, 128), "samples": 8, "steps": 30}
-Z_THRESHOLD = 5.0
-#: Rounding floor of float32 Monte Carlo, relative (1000 machine epsilons, as ka.verify's numeric_rtol).
-NUMERIC_RTOL = 1000 * float(np.finfo(np.float32).eps)
-REMAINDER = 0.25
+#: The per-network spread exponent passes when -1/2 lies within this many standard errors of the fit.
+SPREAD_Z = 3.0
 BAD_SETTING = "verify: {what} Fix: {fix}"
 NOT_VECTOR = ("verify runs on vector data (sphere, scikit-learn sets, 2-D files), but {arch!r} takes {layout} "
               "inputs. Fix: verify a dense network, e.g. \"Dense(1.5, 0.05) >> Relu() >> Dense(1.5, 0.05)\", or "
               "check image/sequence networks from Python with ka.verify(net, x) on arrays of their shape.")
+SHARP_NOTE = ("The network has exact sign/step surrogate layers (m = None). Their finite-width twins have a true "
+              "derivative 0 almost everywhere, so Monte Carlo of J J~^T would see the readout term only and cannot "
+              "test the m = None SG-NTK directly. It is the m -> infinity limit of the finite-sharpness kernels "
+              "(forward erf(m x)), each of which is the width limit of its twins (Eilers et al. 2024). So: the "
+              "convergence and spread checks run at m = {m_conv:g}, the Gram spectrum at m = {m_top:g}, each against "
+              "the exact kernel at that m; the entrywise check runs m = {ladder} against the exact finite-m kernels, "
+              "then follows the exact finite-m kernels further out (no Monte Carlo) and extrapolates them to "
+              "m = infinity, which must land on the m = None kernel; m <= (smallest width used) / "
+              f"{UNITS_PER_SHARPNESS} keeps ~13 hidden units per network inside the derivative's spike. The loss "
+              "curves train the m = None networks themselves (exact sign forward, surrogate backward) against the "
+              "m = None kernel, and the Mercer spectrum is the m = None kernel's.")
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,7 @@ class Summary:
     description: str
     checks: list[Check]
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -128,7 +143,6 @@ class Summary:
         return "\n".join(lines)
 
     def markdown(self) -> str:
-
         cfg = self.config
         out = [f"# kernelalg verify: {'PASSED' if self.passed else 'FAILED'}", "",
                f"- architecture: `{cfg.arch}`", f"- data: {self.description}",
@@ -136,8 +150,9 @@ class Summary:
                f"{cfg.steps} gradient-descent steps; seed {cfg.seed}",
                f"- reproduce: `{cfg.command()}`",
                f"- kernelalg {__version__}, jax {jax.__version__}, numpy {np.__version__}, "
-               f"Python {platform.python_version()}, {platform.machine()}; {self.seconds:.0f} s", "",
-               "| check | result | seconds |", "|---|---|---|"]
+               f"Python {platform.python_version()}, {platform.machine()}; {self.seconds:.0f} s", ""]
+        out += [note + "\n" for note in self.notes]
+        out += ["| check | result | seconds |", "|---|---|---|"]
         out += [f"| {c.name} | **{c.status}** | {c.seconds:.1f} |" for c in self.checks]
         for c in self.checks:
             out += ["", f"## {c.name}: {c.status}", "", c.detail.strip()]
@@ -146,24 +161,29 @@ class Summary:
         return "\n".join(out) + "\n"
 
 
-def _timed(fn, *args: Any) -> Check:
+def _timed(fn, *args: Any) -> list[Check]:
+    """Run one stage; its time goes to the first check it returns (later ones are verdicts on the same run)."""
     t = time.perf_counter()
-    check = fn(*args)
-    check.seconds = time.perf_counter() - t
-    return check
+    result = fn(*args)
+    result = result if isinstance(result, list) else [result]
+    result[0].seconds = time.perf_counter() - t
+    return result
 
 
 # ----------------------------------------------------------------------------------------- checks
 
 
-def check_convergence(net: Any, x: np.ndarray, exact: Any, cfg: VerifyConfig, out: Path) -> Check:
-    """Monte Carlo error across widths (``ka.convergence``) against noise floor + fitted bias."""
+def check_convergence(net: Any, x: np.ndarray, exact: Any, cfg: VerifyConfig, out: Path,
+                      note: str = "") -> list[Check]:
+    """Two checks from one ``ka.convergence`` run: the error of the mean against noise floor + fitted bias, and
+    the per-network spread's exponent against -1/2."""
     conv = convergence(net, x, widths=cfg.widths, samples=cfg.samples, key=cfg.seed, exact=exact)
-    conv.plot(str(out / "convergence.png"))
+    conv.plot(str(out / "convergence.png"), title=f"{cfg.arch}{note and ' (' + note + ')'}: finite-width Monte "
+              f"Carlo vs exact kernel, {cfg.samples} networks per width")
     _close()
     n = cfg.widths[-1]
     numeric = NUMERIC_RTOL if x.dtype == np.float32 else 1000 * float(np.finfo(np.float64).eps)
-    ok, lines, nums = True, [], {}
+    ok, spread_ok, lines, spread_lines, nums = True, True, [], [], {}
     for name in conv.exact:
         err, noise, coef = conv.rel_error[name], conv.rel_noise[name], conv.bias_coefficient[name]
         bound = 3 * noise[-1] + coef / n + numeric
@@ -172,103 +192,82 @@ def check_convergence(net: Any, x: np.ndarray, exact: Any, cfg: VerifyConfig, ou
         lines.append(f"- {name}: relative error |E_n - K|_F/|K|_F = " + ", ".join(
             f"{e:.2e} (n={w})" for e, w in zip(err, cfg.widths)) + f"; at n={n}: {err[-1]:.2e} vs bound "
             f"3 x noise {noise[-1]:.2e} + bias {coef:.3g}/n = {bound:.2e} -> {'ok' if good else 'FAIL'}")
-        nums[name] = {"rel_error": err.tolist(), "rel_noise": noise.tolist(), "bias_coefficient": coef}
-    head = ("the Monte Carlo kernels converge to the exact ones" if ok else
-            "the Monte Carlo error at the largest width is not explained by noise + O(1/width) bias")
-    return Check("Convergence in width", "passed" if ok else "failed", head + "\n\n" + "\n".join(lines),
-                 "convergence.png", nums)
+        fit, spread = conv.spread_fit[name], conv.spread[name]
+        lo, hi = fit.interval(SPREAD_Z)
+        good = bool(lo <= -0.5 <= hi)
+        spread_ok &= good
+        spread_lines.append(
+            f"- {name}: spread = " + ", ".join(f"{v:.3g} (n={w})" for v, w in zip(spread, cfg.widths))
+            + f"; fitted exponent {fit.exponent:+.3f} +- {fit.stderr:.3f} (SE; chi2 {fit.chi2:.2f} on {fit.dof} dof), "
+            f"{SPREAD_Z:g}-SE interval [{lo:+.3f}, {hi:+.3f}] {'contains' if good else 'EXCLUDES'} -1/2 -> "
+            f"{'ok' if good else 'FAIL'}")
+        nums[name] = {"rel_error": err.tolist(), "rel_noise": noise.tolist(), "bias_coefficient": coef,
+                      "spread": spread.tolist(), "spread_exponent": fit.exponent, "spread_exponent_se": fit.stderr}
+    where = f" ({note})" if note else ""
+    head = ("the Monte Carlo means converge to the exact kernels" if ok else
+            "the Monte Carlo error at the largest width is not explained by noise + O(1/width) bias") + where
+    spread_head = (f"one network's kernel deviates from the exact one as width^p with p = -1/2 within {SPREAD_Z:g} SE"
+                   if spread_ok else "the per-network spread does not scale as width^-1/2") + where
+    spread_body = ("Spread = sqrt(mean over networks of |Theta_s - K|_F^2) / |K|_F at each width (independent "
+                   "networks per width); exponent from a weighted least-squares fit of log spread on log width, "
+                   "standard errors by the delta method from the networks, inflated by sqrt(chi2/dof) when above 1 "
+                   "(right panel of convergence.png). Theory: -1/2 (Jacot et al. 2018; Hanin & Nica 2020). Same "
+                   "networks as the convergence check (its seconds include this one).")
+    return [Check("Convergence in width", "passed" if ok else "failed", head + "\n\n" + "\n".join(lines),
+                  "convergence.png", nums),
+            Check("Per-network spread ~ width^-1/2", "passed" if spread_ok else "failed",
+                  spread_head + "\n\n" + spread_body + "\n\n" + "\n".join(spread_lines), "convergence.png",
+                  {n: {k: v for k, v in d.items() if k.startswith("spread")} for n, d in nums.items()})]
+
+
+def _entries_text(res: Any) -> str:
+    n_entries = int(res.entries.sum())
+    return (f"{n_entries} entries per kernel, max |z| = {res.max_abs_z:.2f} (threshold {Z_THRESHOLD:g} standard "
+            f"errors + {REMAINDER:g} x |E_n - E_2n|), widths {res.widths}; decorrelated test p = "
+            + ", ".join(f"{d.p_value:.2g} ({n})" for n, d in res.decorrelated.items())
+            + f" (threshold {res.p_threshold:.1e})")
+
+
+ENTRIES_NOTE = ("The entries are means over the same {samples} networks per width, so their z-scores are "
+                "correlated: a common fluctuation of the networks shifts them together, and the histogram in "
+                "verify.png may sit off N(0, 1) without anything being wrong (its mean z is shown with the standard "
+                "error from the per-network means). The decorrelated test takes the networks as the independent "
+                "samples: Hotelling's T^2 of the kernel along the exact kernel's top singular directions, against "
+                "F; it passes when p >= the two-sided normal tail at {z:g} SE.")
 
 
 def check_entries(net: Any, x: np.ndarray, exact: Any, cfg: VerifyConfig, out: Path) -> Check:
-    """Entrywise test of the width-extrapolated Monte Carlo at the two largest widths (``ka.verify``)."""
-    res = verify(net, x, widths=cfg.widths[-2:], samples=cfg.samples, key=cfg.seed + 1, exact=exact,
-                 z_threshold=Z_THRESHOLD, remainder=REMAINDER)
-    res.plot(str(out / "verify.png"))
-    _close()
-    n_entries = int(res.entries.sum())
-    head = (f"{n_entries} entries per kernel, max |z| = {res.max_abs_z:.2f} (threshold {Z_THRESHOLD:g} standard "
-            f"errors + {REMAINDER:g} x |E_n - E_2n|), widths {res.widths}")
-    body = "```\n" + res.summary() + "\n```"
-    return Check("Exact vs Monte Carlo, entrywise", "passed" if res.passed else "failed", head + "\n\n" + body,
-                 "verify.png", {"max_abs_z": res.max_abs_z, "failures": len(res.failures())})
-
-
-def predicted_loss(ntk: np.ndarray, nngp: np.ndarray, y: np.ndarray, lr: float, steps: int) -> np.ndarray:
-    """Infinite-width expected training loss L_t = (|A^t y|^2 + tr(A^t K A^t^T)) / (2N), A = I - lr Theta / N,
-    of full-batch gradient descent on L = |f - y|^2 / (2N), t = 0..steps (f_0 ~ GP(0, K), Theta fixed; Theta
-    may be asymmetric, e.g. a surrogate-gradient NTK J J~^T, for which the residual obeys the same map)."""
-    return gd_loss(ntk, y, lr, steps, nngp=nngp)
-
-
-def loss_curves(net: Any, x: np.ndarray, y: np.ndarray, width: int, samples: int, steps: int, lr: float,
-                seed: int) -> np.ndarray:
-    """Training losses (samples, steps + 1) of ``samples`` finite networks (first output channel) under
-    full-batch gradient descent with learning rate ``lr`` on L = |f - y|^2 / (2N), in float32."""
-
-    twin = finite(net, width)
-    xs, ys = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
-
-    loss = mse_loss(twin.apply, xs, ys)
-
-    def train(p: Any) -> jax.Array:
-        return gd_scan(loss, p, lr, steps)[1]
-
-    shapes = jax.eval_shape(lambda k: twin.init(k, xs.shape), jax.random.PRNGKey(0))
-    n_params = sum(math.prod(s.shape) for s in jax.tree_util.tree_leaves(shapes))
-    chunk = int(max(1, min(samples, (64 * 2**20) // max(1, 16 * n_params))))
-    keys = jax.random.split(jax.random.PRNGKey(seed), samples)
-    pad = (-samples) % chunk
-    if pad:
-        keys = jnp.concatenate([keys, keys[:pad]])
-    run = jax.jit(jax.vmap(lambda k: train(twin.init(k, xs.shape))))
-    parts = [np.asarray(run(keys[i:i + chunk]), np.float64) for i in range(0, len(keys), chunk)]
-    return np.concatenate(parts)[:samples]
-
-
-def check_loss(net: Any, x: np.ndarray, y: np.ndarray, exact: Any, cfg: VerifyConfig, out: Path) -> Check:
-    """Mean training loss of finite networks vs the kernel prediction (two largest widths, extrapolated)."""
-    ntk, nngp = np.asarray(exact.ntk, np.float64), np.asarray(exact.nngp, np.float64)
-    n, steps = len(y), cfg.steps
-    lr = float(n / np.max(np.abs(np.linalg.eigvals(ntk))))
-    pred = predicted_loss(ntk, nngp, y, lr, steps)
+    """Entrywise and decorrelated tests at the two largest widths (``ka.verify``); for exact sign/step layers
+    over a ladder of finite sharpness (``ka.verify_sharpness_limit``)."""
+    name, note = "Exact vs Monte Carlo, entrywise", ENTRIES_NOTE.format(samples=cfg.samples, z=Z_THRESHOLD)
     widths = cfg.widths[-2:]
-    curves = [loss_curves(net, x, y, w, cfg.samples, steps, lr, cfg.seed + 2 + i) for i, w in enumerate(widths)]
-    means = [c.mean(0) for c in curves]
-    ses = [c.std(0, ddof=1) / math.sqrt(len(c)) for c in curves]
-    est, se, _ = extrapolate(means, ses, widths)
-    allow = REMAINDER * np.abs(means[0] - means[1])
-    ts = np.unique(np.concatenate([[0], np.round(np.geomspace(1, steps, 12)).astype(int)]))
-    z = (est[ts] - pred[ts]) / se[ts]
-    ok = bool(np.all(np.abs(est[ts] - pred[ts]) <= Z_THRESHOLD * se[ts] + allow[ts]))
-    _plot_loss(out / "loss_curve.png", pred, means, ses, widths, est, se, ts, cfg.arch)
-    rows = ["| step | predicted | extrapolated MC | SE | z |", "|---|---|---|---|---|"]
-    rows += [f"| {t} | {pred[t]:.4g} | {est[t]:.4g} | {se[t]:.2g} | {zz:+.2f} |" for t, zz in zip(ts, z)]
-    head = (f"gradient descent (lr = N / lambda_max(Theta) = {lr:.3g}, {steps} steps) on {n} inputs: mean loss "
-            f"over {cfg.samples} networks at widths {widths} vs the infinite-width prediction; max |z| = "
-            f"{np.max(np.abs(z)):.2f} at {len(ts)} checkpoints (threshold {Z_THRESHOLD:g} SE + {REMAINDER:g} x "
-            f"width shift); loss {pred[0]:.3g} -> {pred[-1]:.3g}")
-    return Check("Loss curves vs kernel prediction", "passed" if ok else "failed", head + "\n\n" + "\n".join(rows),
-                 "loss_curve.png", {"lr": lr, "predicted": pred[ts].tolist(), "estimate": est[ts].tolist(),
-                                    "stderr": se[ts].tolist(), "steps": ts.tolist()})
-
-
-def _plot_loss(path: Path, pred: np.ndarray, means: list, ses: list, widths: Sequence[int], est: np.ndarray,
-               se: np.ndarray, ts: np.ndarray, title: str) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    t = np.arange(len(pred)) + 1
-    for m, s, w in zip(means, ses, widths):
-        line, = ax.loglog(t, m, lw=1, label=f"finite width {w} (mean of networks)")
-        ax.fill_between(t, np.maximum(m - 2 * s, 1e-12), m + 2 * s, color=line.get_color(), alpha=0.2)
-    ax.errorbar(ts + 1, est[ts], yerr=Z_THRESHOLD * se[ts], fmt="o", ms=3, color="k", label="width-extrapolated")
-    ax.loglog(t, pred, "k--", lw=1.2, label="kernel prediction (infinite width)")
-    ax.set_xlabel("gradient-descent step + 1")
-    ax.set_ylabel("training loss |f - y|^2 / (2N)")
-    ax.set_title(title[:80], fontsize=8)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    if not exact_jumps(net):
+        res = verify(net, x, widths=widths, samples=cfg.samples, key=cfg.seed + 1, exact=exact,
+                     z_threshold=Z_THRESHOLD, remainder=REMAINDER)
+        res.plot(str(out / "verify.png"))
+        _close()
+        body = note + "\n\n```\n" + res.summary() + "\n```"
+        return Check(name, "passed" if res.passed else "failed", _entries_text(res) + "\n\n" + body, "verify.png",
+                     {"max_abs_z": res.max_abs_z, "failures": len(res.failures()),
+                      "decorrelated_p": {n: d.p_value for n, d in res.decorrelated.items()}})
+    lim = verify_sharpness_limit(net, x, sharpness=sharpness_ladder(widths[0]), widths=widths, samples=cfg.samples,
+                                 key=cfg.seed + 1, exact=exact, z_threshold=Z_THRESHOLD, remainder=REMAINDER)
+    lim.plot(str(out / "sharpness.png"))
+    lim.checks[-1].plot(str(out / "verify.png"))
+    _close()
+    agree = all(v.passed for v in lim.checks)
+    head = (f"m = None through finite sharpness: the Monte Carlo {'agrees' if agree else 'does NOT agree'} with the "
+            f"exact kernels at m = {', '.join(f'{m:g}' for m in lim.sharpness)}, and the exact finite-m kernels at m = "
+            f"{', '.join(f'{m:g}' for m in lim.limit)} {'extrapolate' if lim.limit_passed else 'do NOT extrapolate'} "
+            f"to the m = None kernel (Richardson residual / last distance = "
+            + ", ".join(f"{e:.3f} ({n})" for n, e in lim.extrapolated.items()) + f", threshold {lim.remainder:g})")
+    body = (note + "\n\n```\n" + lim.summary() + "\n```\n\nLargest m, entry by entry: "
+            + _entries_text(lim.checks[-1]) + "\n\n![entrywise at the largest m](verify.png)")
+    return Check(name, "passed" if lim.passed else "failed", head + "\n\n" + body, "sharpness.png",
+                 {"sharpness": list(lim.sharpness), "limit_sharpness": list(lim.limit),
+                  "max_abs_z": [v.max_abs_z for v in lim.checks], "distance": {n: d.tolist() for n, d in
+                                                                              lim.distance.items()},
+                  "rate": lim.rate, "extrapolated": lim.extrapolated})
 
 
 # ----------------------------------------------------------------------------------------- run
@@ -288,21 +287,29 @@ def run_verify(net: Any, cfg: VerifyConfig, out_dir: Path | None = None) -> Summ
     out = Path(cfg.out if out_dir is None else out_dir)
     out.mkdir(parents=True, exist_ok=True)
     x32 = x.astype(np.float32)
-    stages = [("convergence in width", check_convergence, (net, x32, exact, cfg, out)),
+    conv_net, conv_exact, gram_net, gram_exact, where, gram_note, notes = net, exact, net, exact, "", "", []
+    if exact_jumps(net):
+        m_conv, ladder = sharpness_ladder(cfg.widths[0], count=1)[0], sharpness_ladder(cfg.widths[-2])
+        conv_net, gram_net = with_sharpness(net, m_conv), with_sharpness(net, ladder[-1])
+        conv_exact, gram_exact = (kernel(n_, x, None, ("nngp", "ntk")) for n_ in (conv_net, gram_net))
+        where, gram_note = f"at sharpness m = {m_conv:g}", f"Run at sharpness m = {ladder[-1]:g} (see the notes)."
+        notes.append(SHARP_NOTE.format(m_conv=m_conv, m_top=ladder[-1], ladder=", ".join(f"{m:g}" for m in ladder)))
+    stages = [("convergence in width", check_convergence, (conv_net, x32, conv_exact, cfg, out, where)),
               ("entrywise Monte Carlo test", check_entries, (net, x32, exact, cfg, out)),
               ("loss curves", check_loss, (net, x, y, exact, cfg, out)),
-              ("spectrum", check_spectrum, (net, cfg, out))]
+              ("spectrum", check_spectrum, (net, cfg, out)),
+              ("Gram spectrum", check_gram_spectrum, (gram_net, x32, gram_exact, cfg, out, gram_note))]
     checks: list[Check] = []
     bar = tqdm(stages, desc="verify", unit="check", disable=not cfg.progress)
     for label, fn, args in bar:
         bar.set_postfix_str(label)
-        checks.append(_timed(fn, *args))
+        checks.extend(_timed(fn, *args))
     bar.close()
-    summary = Summary(cfg, desc, checks, time.perf_counter() - t0)
+    summary = Summary(cfg, desc, checks, time.perf_counter() - t0, notes)
     (out / "summary.md").write_text(summary.markdown())
     (out / "results.json").write_text(json.dumps(
         {"passed": summary.passed, "arch": cfg.arch, "data": desc, "widths": list(cfg.widths),
-         "samples": cfg.samples, "seconds": summary.seconds,
+         "samples": cfg.samples, "seconds": summary.seconds, "notes": notes,
          "checks": [{"name": c.name, "status": c.status, "seconds": c.seconds, "numbers": c.numbers}
                     for c in checks]}, indent=1, default=float))
     return summary

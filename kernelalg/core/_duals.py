@@ -30,6 +30,9 @@ from kernelalg.core._nodes import corr, plain, ratio, rdet, sqdist, williams  # 
 
 Expr = sp.Expr
 
+GAUSSIAN_DIVERGES = ("Gaussian(a, b): E[exp(2 b u^2)] diverges unless 1 - 4 b s > 0 for the variance s of its input "
+                     "(b > 0 needs s < 1/(4 b)). Fix: use b < 0, a smaller b, or smaller inputs / W_std before it.")
+
 
 @dataclass(frozen=True)
 class Dual:
@@ -39,11 +42,14 @@ class Dual:
         T: E[phi(u) phi(v)].
         Tdot: E[phi'(u) phi'(v)] (or, for surrogate gradients, E[phi'(u) psi'(v)]).
         Tdiag: T at s11 = s12 = s22 = s, in the symbol of ``s11`` (simplified variance map).
+        requires: Conditions ``(expr, reason)`` with expr > 0 needed for the expectations to exist (e.g.
+            1 - 4 b s11 > 0 for a exp(b x^2)); checked by the backends on the values actually met.
     """
 
     T: Expr
     Tdot: Expr
     Tdiag: Expr
+    requires: tuple[tuple[Expr, str], ...] = ()
 
 
 def _rho(s11: Expr, s12: Expr, s22: Expr) -> Expr:
@@ -126,13 +132,15 @@ def exp(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr) -> Dual:
 
 
 def gaussian(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr) -> Dual:
-    """phi(x) = a exp(b x^2), b < 1 / (2 max(s11, s22)) for the expectation to exist.
+    """phi(x) = a exp(b x^2), the expectations exist iff 1 - 4 b s > 0 for both
+    variances s = s11, s22 (checked on the values met: ``requires``).
 
     T = a^2 / sqrt(det), Tdot = 4 a^2 b^2 s12 / det^(3/2), det = (1 - 2 b s11)(1 - 2 b s22) - 4 b^2 s12^2
     (node ``rdet`` with k = -2 b).
     """
     r = rdet(-2 * b, s11, s12, s22)
-    return Dual(a**2 * r, 4 * a**2 * b**2 * _pinned_s12(s11, s12, s22) * r**3, a**2 / sp.sqrt(1 - 4 * b * s11))
+    return Dual(a**2 * r, 4 * a**2 * b**2 * _pinned_s12(s11, s12, s22) * r**3, a**2 / sp.sqrt(1 - 4 * b * s11),
+                ((1 - 4 * b * s11, GAUSSIAN_DIVERGES), (1 - 4 * b * s22, GAUSSIAN_DIVERGES)))
 
 
 def rbf(s11: Expr, s12: Expr, s22: Expr, gamma: Expr) -> Dual:

@@ -35,6 +35,11 @@ class PrecisionWarning(UserWarning):
     """Rounding is predicted to cost more than ~1e-3 relative accuracy (e.g. deep nets in the chaotic phase)."""
 
 
+class DivergentKernelError(NotRepresentableError):
+    """The kernel does not exist: a divergent Gaussian integral (an activation that is not integrable against
+    the Gaussian, or an existence condition of a dual violated by the variances met)."""
+
+
 NEGATIVE_STD = (
     "{layer}: {name} must be a finite number >= 0, got {value!r}. "
     "Fix: pass the standard deviation itself (its sign is irrelevant for a Gaussian), e.g. {name}={fix}."
@@ -79,7 +84,7 @@ UNKNOWN_NODE = (
     "kernelalg.backends.register_{backend}_lowering({cls}, fn)."
 )
 BAD_RANK = (
-    "{name} must be a 2-D array (batch, features) for this network, got shape {shape}. "
+    "{name} must be a {ndim}-D array (batch axis first) for this network, got shape {shape}. "
     "Fix: {fix}."
 )
 FEATURE_MISMATCH = (
@@ -101,7 +106,21 @@ UNKNOWN_PARAM = (
     "Unknown hyperparameter(s) {names}. Known: {known}. "
     "Fix: use the names listed by ka.symbolic(net).params."
 )
-BAD_BACKEND = "backend={backend!r} is not available. Fix: use backend='jax' (fast) or backend='reference'."
+BAD_BACKEND = (
+    "backend={backend!r} is not available. Fix: use backend='jax' (jitted, fast) or backend='numpy' "
+    "(the NumPy float64 reference, slow; for testing)."
+)
+NO_OP_IMPL = (
+    "The structural op {op!r} (a stencil, pooling, readout or time recursion) has no {backend} implementation "
+    "(it has: {have}). Fix: evaluate this network on one of those backends, e.g. ka.reference_kernel(net, x1, "
+    "x2, dps=None) for the NumPy float64 reference or ka.kernel(...) for JAX; the mpmath reference (dps=...) "
+    "covers dense networks only."
+)
+MPMATH_DENSE_ONLY = (
+    "reference_kernel(..., dps={dps}) evaluates dense networks only (mpmath works scalar by scalar), but this "
+    "network takes {layout!r} inputs and uses the structural op(s) {ops}, which have no mpmath implementation. "
+    "Fix: use dps=None (the NumPy float64 reference), or compare a dense network at high precision."
+)
 NOT_REPRESENTABLE = (
     "{dtype} kernel of {net} has {count} non-finite entr{ies} (first at index {index}): {reason} "
     "Fix: {fix}."
@@ -113,3 +132,23 @@ PRECISION_LOSS = (
     "for entries whose inputs have 1 - rho below about {gap:.0e} ({dtype} cannot tell them from parallel "
     "inputs); entries of less correlated inputs are not affected. Fix: {fix}. See docs/numerics.md."
 )
+
+
+NO_FEATURES = ("{name} has no features (shape {shape}), so x.x'/d is undefined. "
+               "Fix: pass at least one feature per sample.")
+RAGGED_INPUT = ("{name} is ragged (its rows have different lengths). "
+                "Fix: pass a rectangular array, e.g. pad the rows to one length.")
+INPUT_OVERFLOW = ("{name} is too large for {dtype}: |x|^2 of row {row} (largest |entry| {peak:.3g}) exceeds the "
+                  "largest {dtype} ({max:.3g}), so the input statistics x.x'/d overflow the precision. "
+                  "Fix: {fix} the inputs, e.g. x = x / np.abs(x).max().")
+BAD_COUNT = "{name}={value!r} is not a positive integer. Fix: pass a whole number >= 1, e.g. {name}={example}."
+CONDITION_FAILED = ("The kernel does not exist for these inputs (smallest value of the condition met: {value:.6g}, "
+                    "it must be > 0): {problem}. Fix: {fix}.")
+KERNEL_OVERFLOW = ("The {which} kernel is not finite at {count} of {total} entries (first at {index}): a value "
+                   "exceeds the range of {dtype} (largest {max:.3g}) or a closed form is undefined there. "
+                   "Fix: rescale the inputs or the hyperparameters (e.g. a smaller b in Exp(a, b), smaller "
+                   "W_std in deep networks), or use float64 inputs.")
+DIVERGENT_DUAL = ("{name}: the kernel of this activation does not exist: {reason}. Fix: use an activation that is "
+                  "finite and real on the whole real line and grows more slowly than exp(x^2/(4 s)) for the "
+                  "input variance s (e.g. tanh, erf, x * tanh(x)).")
+BAD_WHICH = "which={which!r} is not a kernel of the network. Fix: use one of {known}, e.g. which='ntk'."

@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import jax
-import jax.numpy as jnp
 import sympy as sp
 
 from kernelalg.core._program import C, D, Q1, Q2, KernelState
@@ -25,8 +23,10 @@ class InputLayout:
         name: Layout name ("dense", ...).
         rank: Expected ``x.ndim`` including the batch axis.
         stats: () -> the symbolic :class:`KernelState` of the raw input.
-        env: (x1, x2 or None) -> {symbol: array} for the input symbols (JAX arrays; batch axes first:
-            per-sample arrays of shape (N, 1, ...) / (1, M, ...), per-pair arrays (N, M, ...)).
+        env: (x1, x2 or None, arrays) -> {symbol: array} for the input symbols, computed with the backend's
+            array namespace ``arrays`` (a :class:`kernelalg.backends.Arrays`: JAX for the compiled kernel,
+            NumPy for the reference); batch axes first: per-sample arrays of shape (N, 1, ...) / (1, M, ...),
+            per-pair arrays (N, M, ...).
         rank_fix: Advice shown when the rank is wrong.
         prepare: Optional (x1, x2 or None) -> (x1, x2): validates raw inputs and converts them to what
             ``env`` takes (arrays or JAX pytrees that support ``len``, row slicing, ``.shape`` and
@@ -42,7 +42,7 @@ class InputLayout:
     name: str
     rank: int
     stats: Callable[[], KernelState]
-    env: Callable[[Any, Any], dict]
+    env: Callable[[Any, Any, Any], dict]
     rank_fix: str = "reshape to (batch, features), e.g. x.reshape(len(x), -1)"
     prepare: Callable[[Any, Any], tuple[Any, Any]] | None = None
     specialize: Callable[[Any], "InputLayout"] | None = None
@@ -62,12 +62,12 @@ def _dense_stats() -> KernelState:
     return KernelState(Q1, Q2, C, sp.Integer(0), gaussian=False, width=D, after="the input", layout="dense")
 
 
-def _dense_env(x1: jax.Array, x2: jax.Array | None) -> dict:
-    d = x1.shape[-1]
-    q1 = jnp.sum(x1 * x1, axis=-1, keepdims=True) / d
+def _dense_env(x1: Any, x2: Any, arrays: Any) -> dict:
+    xp, d = arrays.xp, x1.shape[-1]
+    q1 = xp.sum(x1 * x1, axis=-1, keepdims=True) / d
     other = x1 if x2 is None else x2
-    c = jnp.matmul(x1, other.T, precision=jax.lax.Precision.HIGHEST) / d
-    q2 = q1.T if x2 is None else (jnp.sum(x2 * x2, axis=-1, keepdims=True) / d).T
+    c = arrays.matmul(x1, other.T) / d
+    q2 = q1.T if x2 is None else (xp.sum(x2 * x2, axis=-1, keepdims=True) / d).T
     return {Q1: q1, Q2: q2, C: c, D: float(d)}
 
 

@@ -76,6 +76,11 @@ class Layer:
             of such a kernel are never mirrored.
         routes: How the duals this layer uses are computed, ((activation name, route), ...), for duals that
             are not library closed forms (``Elementwise``); the symbolic kernel reports them.
+        identity: What determines the layer's values beyond its name, params and static settings (which
+            ``repr`` shows): e.g. the sympy form or code fingerprint of an ``Elementwise`` function; "" when
+            nothing else does. Stores of results compare it (:mod:`kernelalg.scale`).
+        unidentified: Why ``identity`` could not be determined ("" when it could): results of such a
+            layer cannot be stored for resumption.
     """
 
     name: str
@@ -92,6 +97,8 @@ class Layer:
     spatial: Spatial | None = None
     asymmetric: bool = False
     routes: tuple[tuple[str, str], ...] = ()
+    identity: str = ""
+    unidentified: str = ""
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:

@@ -6,8 +6,8 @@ subexpressions are extracted (``sympy.cse``) and every state entry is bound to a
 next layer therefore only ever sees symbols, so the program grows linearly with depth, whatever the
 depth, and full closed forms are recovered on demand by substitution.
 
-Layers whose maths is not elementwise (spatial convolutions, pooling, time recursions) emit
-:class:`Op` instructions that carry a backend function; everything elementwise stays sympy.
+Layers whose maths is not elementwise (spatial convolutions, pooling, readouts, time recursions) emit
+named :class:`Op` instructions that carry one implementation per backend; everything elementwise stays sympy.
 """
 
 from __future__ import annotations
@@ -77,17 +77,27 @@ class Assign:
     expr: Expr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Op:
-    """``targets = fn(*sources, **static)`` for non-elementwise maths (spatial or temporal linear maps).
+    """``targets = impls[backend](*sources)``: a named structural node (stencil, pooling, readout, time
+    recursion) for maths that is not elementwise.
 
-    ``fn`` receives arrays of the chosen backend's array type and returns a tuple of arrays.
+    Attributes:
+        targets: Output symbols.
+        name: What the node computes (e.g. "conv", "avgpool", "Recurrent_last"); shown in closed forms and
+            in the error raised when a backend has no implementation.
+        impls: Backend name ("jax", "numpy", ...) -> function of the source arrays of that backend, returning
+            a tuple of arrays (see :func:`kernelalg.backends.structural`).
+        sources: Input symbols.
+        tag: Optional static key other layers use to find this node (pooling ops whose last output is a
+            per-image record, see :mod:`kernelalg.layers.spatial._pairs`).
     """
 
     targets: tuple[sp.Symbol, ...]
-    fn: Callable[..., tuple[Any, ...]]
+    name: str
+    impls: Mapping[str, Callable[..., tuple[Any, ...]]]
     sources: tuple[sp.Symbol, ...]
-    label: str = ""
+    tag: Any = None
 
 
 Instruction = Union[Assign, Op]
@@ -120,6 +130,9 @@ class Builder:
     routes: dict[str, str] = field(default_factory=dict)
     #: Set by layers whose NTK is not symmetric in (x, x') (surrogate gradients): never mirror tiles.
     asymmetric: bool = False
+    #: Conditions (expr, reason): expr > 0 wherever the kernel exists (a dual defined only for small
+    #: variances); the backends evaluate them on the values met and raise ``reason`` where one fails.
+    requires: list[tuple[Expr, str]] = field(default_factory=list)
     _layer_counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _tmp: Iterator[sp.Symbol] = field(default_factory=lambda: sp.numbered_symbols("z", start=0))
     _depth: int = 0
@@ -133,6 +146,12 @@ class Builder:
             f"{name}_{layer_index}", real=True)
         self.params[sym] = float(value)
         return sym if self.keep_symbols else number(value)
+
+    def require(self, conditions: Sequence[tuple[Expr, str]]) -> None:
+        """Record conditions ``(expr, reason)`` that must hold (expr > 0) for the kernel to exist."""
+        for expr, reason in conditions:
+            if expr.is_positive is not True:  # provably positive conditions (e.g. b < 0 given) are dropped
+                self.requires.append((expr, reason))
 
     def fresh(self, stem: str, **assumptions: bool) -> sp.Symbol:
         return sp.Symbol(f"{stem}_{len(self.program)}", **assumptions)
@@ -166,11 +185,11 @@ class Builder:
         self.blocks.clear()
         return seg
 
-    def emit(self, fn: Callable[..., tuple[Any, ...]], sources: Sequence[sp.Symbol], n_out: int,
-             stem: str = "s", label: str = "") -> tuple[sp.Symbol, ...]:
-        """Append an :class:`Op` and return its fresh output symbols."""
+    def emit(self, name: str, impls: Mapping[str, Callable[..., tuple[Any, ...]]], sources: Sequence[sp.Symbol],
+             n_out: int, stem: str = "s", tag: Any = None) -> tuple[sp.Symbol, ...]:
+        """Append an :class:`Op` named ``name`` with per-backend ``impls`` and return its fresh output symbols."""
         targets = tuple(sp.Symbol(f"{stem}{j}_{len(self.program)}", real=True) for j in range(n_out))
-        self.program.append(Op(targets, fn, tuple(sources), label))
+        self.program.append(Op(targets, name, dict(impls), tuple(sources), tag))
         return targets
 
 
@@ -184,7 +203,7 @@ def expand(program: Sequence[Instruction], outputs: Sequence[Expr]) -> list[Expr
     for ins in program:
         if isinstance(ins, Op):
             for t in ins.targets:
-                env[t] = sp.Function(ins.label or "op")(*[env.get(s, s) for s in ins.sources])
+                env[t] = sp.Function(ins.name)(*[env.get(s, s) for s in ins.sources])
             continue
         env[ins.target] = ins.expr.xreplace(env) if ins.expr.free_symbols & env.keys() else ins.expr
     return [o.xreplace(env) if hasattr(o, "xreplace") else o for o in outputs]

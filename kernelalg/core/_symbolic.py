@@ -12,6 +12,7 @@ from typing import Any
 
 import sympy as sp
 
+from kernelalg.core import _errors as E
 from kernelalg.core._duals import plain
 from kernelalg.core._inputs import layout_of
 from kernelalg.core._layer import Layer, as_layer, build
@@ -30,6 +31,8 @@ class SymbolicKernel:
         keep_symbols: Whether hyperparameters appear as symbols in ``nngp``/``ntk``.
         routes: How each non-library activation's dual was obtained.
         asymmetric: True when the NTK is not symmetric in (x, x') (surrogate-gradient kernels).
+        requires: Conditions (expr > 0, reason) on program symbols for the kernel to exist (see
+            :meth:`~kernelalg.core._program.Builder.require`).
     """
 
     net: Layer
@@ -40,6 +43,7 @@ class SymbolicKernel:
     routes: dict[str, str] = field(default_factory=dict)
     asymmetric: bool = False
     blocks: tuple = ()
+    requires: tuple[tuple[sp.Expr, str], ...] = ()
 
     #: Input symbols: |x|^2/d, |x'|^2/d, x.x'/d, and the input dimension d.
     inputs = {"q1": Q1, "q2": Q2, "c": C, "d": D}
@@ -102,10 +106,12 @@ class SymbolicKernel:
         """LaTeX of the kernel.
 
         Args:
-            which: "nngp" or "ntk".
+            which: "nngp", "ntk", "cov1" or "cov2".
             program: If True, the CSE'd program as aligned equations (readable at any depth); if False, the
                 single closed form; None chooses the program when the closed form would be long.
         """
+        if which not in _LATEX_WHICH:
+            raise E.KernelalgError(E.BAD_WHICH.format(which=which, known=", ".join(map(repr, _LATEX_WHICH))))
         if program is None:
             program = len(self.program) > 40
         if not program:
@@ -124,6 +130,9 @@ class SymbolicKernel:
     def __repr__(self) -> str:
         return (f"SymbolicKernel({self.net!r}; {len(self.program)} instructions, size {self.size()}, "
                 f"params {self.param_values})")
+
+
+_LATEX_WHICH = ("nngp", "ntk", "cov1", "cov2")
 
 
 def _subs(e: Any, rep: dict) -> Any:
@@ -151,7 +160,7 @@ def _trace(net: Layer, keep_symbols: bool) -> SymbolicKernel:
     out = build(net, builder, layout_of(net).stats())
     return SymbolicKernel(net, tuple(builder.program), flatten_states(out), dict(builder.params),
                           keep_symbols, dict(builder.routes), builder.asymmetric,
-                          tuple(builder.blocks))
+                          tuple(builder.blocks), tuple(builder.requires))
 
 
 def symbolic(net: Layer, keep_symbols: bool = False) -> SymbolicKernel:

@@ -31,8 +31,10 @@ import numpy as np
 
 from kernelalg.core import _errors as E
 from kernelalg.backends._compile import precision_of
-from kernelalg.core._tiles import check_tile, run_tiles
+from kernelalg.core._tiles import run_tiles
 from kernelalg.finite._twins import FiniteNet
+from kernelalg.backends._checks import check_batch_size, check_input, check_inputs, is_tracer
+from kernelalg.core._inputs import layout_of
 
 METHODS = ("jacobian", "ntvp", "structured")
 BAD_METHOD = ("method={method!r} is not known. Fix: use method='jacobian' (default), method='ntvp' or "
@@ -228,10 +230,15 @@ def empirical_ntk(fn: Callable, params: Any, x1: Any, x2: Any = None, *, method:
     Returns:
         The kernel array.
     """
+    twin = getattr(fn, "__self__", None)
+    if isinstance(twin, FiniteNet):  # a twin's apply: the inputs its network takes, checked as by ka.kernel
+        x1, x2 = check_inputs(layout_of(twin.net), x1, x2)
+    else:
+        x1, x2 = _check_any(x1, "x1"), None if x2 is None else _check_any(x2, "x2")
     f = _cached_fn(fn, method, trace, vmap_examples)
     if batch_size is None:
         return f(x1, x2, params)
-    bs = check_tile(batch_size)
+    bs = check_batch_size(batch_size)
     n = _batch_len(x1)
     sym = x2 is None
     xb = x1 if sym else x2
@@ -251,6 +258,14 @@ def empirical_ntk(fn: Callable, params: Any, x1: Any, x2: Any = None, *, method:
     run_tiles(compute, n, m, bs, sym, write, pair_axes=True)
     with precision_of(out["ntk"]):  # a float64 result stays float64
         return jnp.asarray(out["ntk"])
+
+
+def _check_any(x: Any, name: str) -> Any:
+    """Inputs of an arbitrary ``fn``: array leaves batch-first (ndim >= 1), non-empty and finite."""
+    for leaf in jax.tree_util.tree_leaves(x):
+        if isinstance(leaf, (np.ndarray, jax.Array)) and not is_tracer(leaf):
+            check_input(name, leaf, "pass a batch-first array, e.g. x[None] for one sample", max(leaf.ndim, 1))
+    return x
 
 
 _FN_CACHE: dict = {}

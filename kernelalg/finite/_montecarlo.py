@@ -16,12 +16,12 @@ The mean at width n carries an O(1/n) bias for networks with two or more hidden 
 (Dyer & Gur-Ari 2020; Hanin & Nica 2020); one hidden layer is unbiased at any width because the first
 layer's pre-activations are exactly Gaussian. :func:`convergence` measures the bias across widths and
 fits ``E_n = K + b/n`` entrywise (weighted least squares), whose intercept is a width-extrapolated
-estimate with a standard error (two widths n, 2n: Richardson's 2 E_2n - E_n).
+estimate with a standard error (two widths n, 2n: Richardson's 2 E_2n - E_n); :func:`convergence` lives in
+:mod:`kernelalg.finite._convergence`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -32,11 +32,12 @@ import numpy as np
 
 from kernelalg.core import _errors as E
 from kernelalg.backends._compile import normalize_get, precision_of
+from kernelalg.backends._checks import check_count, check_inputs
+from kernelalg.core._inputs import layout_of
 from kernelalg.finite._empirical import ntk_block, output_covariance
 from kernelalg.finite._twins import FiniteNet, finite, input_shape_of
 from kernelalg.core._layer import Layer, as_layer
-from kernelalg.layers._surrogate import true_gradient
-from kernelalg.backends._compile import kernel
+from kernelalg.finite._surrogate import true_gradient_twin
 
 #: Bytes of Jacobians held at once while vectorizing over draws (draws are processed in chunks).
 CHUNK_BYTES = 256 * 2**20
@@ -44,8 +45,6 @@ CHUNK_BYTES = 256 * 2**20
 MAX_CHUNK = 128
 
 TOO_FEW_SAMPLES = "samples={samples!r}: a standard error needs at least 2 draws. Fix: e.g. samples=64."
-NO_WIDTH_FREEDOM = ("convergence(...): widths {widths} need at least two distinct values. "
-                    "Fix: e.g. widths=(64, 128, 256, 512).")
 
 
 @dataclass(frozen=True)
@@ -146,8 +145,7 @@ def _sampler(twin: FiniteNet, in_shape: tuple, names: tuple[str, ...], ntk_units
 
     true_fn = None
     if _has_surrogate(twin.net):  # SG-NTK: J_true(x) J_surrogate(x')^T with shared parameters
-        true_twin = dataclasses.replace(twin, chain=tuple(true_gradient(c, _exact=True) for c in twin.chain),
-                                        _cache={})
+        true_twin = true_gradient_twin(twin)
 
         def true_fn(params: Any, xb: Any) -> jax.Array:
             y = true_twin.apply(params, xb)
@@ -209,6 +207,9 @@ def monte_carlo(net: Layer, x1: Any, x2: Any = None, width: int = 512, samples: 
     if isinstance(samples, bool) or int(samples) != samples or samples < 2:
         raise E.KernelalgError(TOO_FEW_SAMPLES.format(samples=samples))
     samples = int(samples)
+    ntk_units = check_count("ntk_units", ntk_units, 1)
+    chunk = None if chunk is None else check_count("chunk", chunk, 16)
+    x1, x2 = check_inputs(layout_of(net), x1, x2)  # the checks of ka.kernel: rank, size, finite, magnitude
     probe = finite(net, width)
     rb = probe.readout_is_last() and out_dim is None
     readout = probe.readout_layer
@@ -269,86 +270,6 @@ def extrapolate(means: Sequence[np.ndarray], ses: Sequence[np.ndarray], widths: 
     b = (s0 * t1 - s1 * t0) / det
     shape = np.shape(means[0])
     return a.reshape(shape), np.sqrt(s2 / det).reshape(shape), b.reshape(shape)
-
-
-@dataclass(frozen=True)
-class Convergence:
-    """Monte Carlo estimates across widths against the exact kernels.
-
-    Attributes:
-        widths: The widths, increasing.
-        estimates: One :class:`MonteCarlo` per width.
-        exact: {name: exact kernel array}.
-        rel_error: {name: (len(widths),) relative Frobenius error |E_n - K|_F / |K|_F}.
-        rel_noise: {name: (len(widths),) the Monte Carlo noise floor |SE_n|_F / |K|_F of that error}.
-        extrapolated: {name: (a, stderr of a)} from the fit E_n = a + b/n (:func:`extrapolate`).
-        bias_coefficient: {name: |b|_F / |K|_F}: the relative O(1/n) bias is about this over n.
-    """
-
-    widths: tuple[int, ...]
-    estimates: tuple[MonteCarlo, ...]
-    exact: dict
-    rel_error: dict
-    rel_noise: dict
-    extrapolated: dict
-    bias_coefficient: dict
-
-    def plot(self, path: str | None = None):
-        """Relative error vs 1/width (log-log) with the noise floor; saves a PNG when ``path`` is given."""
-        import matplotlib
-        if path is not None:
-            matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        inv = 1.0 / np.asarray(self.widths, dtype=float)
-        for name in self.exact:
-            line, = ax.loglog(inv, self.rel_error[name], "o-", label=f"{name}: |E_n - K| / |K|")
-            ax.loglog(inv, self.rel_noise[name], ":", color=line.get_color(), label=f"{name}: MC noise floor")
-            ax.loglog(inv, self.bias_coefficient[name] * inv, "--", color=line.get_color(), alpha=0.6,
-                      label=f"{name}: fitted bias {self.bias_coefficient[name]:.3g}/n")
-        ax.set_xlabel("1 / width")
-        ax.set_ylabel("relative error")
-        ax.set_title("finite-width Monte Carlo vs exact kernel")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        if path is not None:
-            fig.savefig(path, dpi=120)
-        return fig
-
-
-def convergence(net: Layer, x1: Any, x2: Any = None, widths: Sequence[int] = (64, 128, 256, 512),
-                samples: int = 64, key: Any = 0, *, get: Any = ("nngp", "ntk"), exact: Any = None,
-                **kwargs: Any) -> Convergence:
-    """Convergence study: Monte Carlo at each width vs the exact kernel (error vs 1/width).
-
-    Args:
-        net: Architecture expression (NTK parametrization: its kernel must not depend on the widths).
-        x1, x2: Inputs.
-        widths: Hidden widths (at least two distinct).
-        samples: Networks per width.
-        key: PRNG key or int seed (each width gets its own subkey).
-        get: Kernels to study.
-        exact: Precomputed exact kernel (a ``ka.Kernel``); None computes it with ``ka.kernel`` in float64.
-        **kwargs: Passed to :func:`monte_carlo`.
-    """
-    names, _ = normalize_get(get)
-    widths = tuple(sorted(int(w) for w in widths))
-    if len(set(widths)) < 2:
-        raise E.KernelalgError(NO_WIDTH_FREEDOM.format(widths=widths))
-    if exact is None:
-        exact = kernel(net, _to64(x1), None if x2 is None else _to64(x2), names)
-    ex = {n: np.asarray(getattr(exact, n), dtype=np.float64) for n in names}
-    keys = jax.random.split(_key(key), len(widths))
-    ests = tuple(monte_carlo(net, x1, x2, w, samples, k, get=names, **kwargs) for w, k in zip(widths, keys))
-    err, noise, extra, coef = {}, {}, {}, {}
-    for n in names:
-        norm = max(float(np.linalg.norm(ex[n])), 1e-300)
-        err[n] = np.array([np.linalg.norm(e.get(n)[0] - ex[n]) / norm for e in ests])
-        noise[n] = np.array([np.linalg.norm(e.get(n)[1]) / norm for e in ests])
-        a, sa, b = extrapolate([e.get(n)[0] for e in ests], [e.get(n)[1] for e in ests], widths)
-        extra[n] = (a, sa)
-        coef[n] = float(np.linalg.norm(b) / norm)
-    return Convergence(widths, ests, ex, err, noise, extra, coef)
 
 
 def _to64(x: Any) -> Any:

@@ -2,12 +2,21 @@
 
 Two networks share one parameter set and one forward pass; they differ only in the derivative autodiff
 sees at every :func:`kernelalg.SurrogateSign` / :func:`kernelalg.SurrogateStep` layer: the surrogate one
-(custom JVP: surrogate-gradient training, J_tilde) and the true one (J). Their mean empirical kernel
-converges to ``ka.kernel(net, x1, x2).ntk`` (Eilers, Memmesheimer, Goedeke, NeurIPS 2024).
+(custom JVP: surrogate-gradient training, J_tilde) and the true one (J). At finite sharpness ``m`` their
+mean empirical kernel converges (in width) to ``ka.kernel(net, x1, x2).ntk`` (Eilers, Memmesheimer, Goedeke,
+NeurIPS 2024).
+
+At ``m=None`` (the exact sign/step) it does NOT: the true derivative of a finite-width twin's sign is 0
+almost everywhere, so J only has its readout part and the empirical kernel estimates the readout term
+alone. The m = None kernel is the m -> infinity limit of the finite-m kernels (Eilers et al. 2024;
+``tests/test_surrogate.py`` checks the limit symbolically); it is checked through finite-m twins whose m
+grows with the width (:func:`kernelalg.verify_sharpness_limit`) and through the training dynamics of
+exact-sign networks with surrogate gradients (``kernelalg verify``'s loss curves).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -15,10 +24,15 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from kernelalg.finite._twins import layer_parts
 from kernelalg.core._layer import Layer, as_layer
+from kernelalg.finite._twins import FiniteNet, finite
 from kernelalg.layers._surrogate import true_gradient
 
+
+def true_gradient_twin(twin: FiniteNet) -> FiniteNet:
+    """The same finite network (same parameters and forward) whose surrogate layers backpropagate their true
+    derivative (0 almost everywhere for the exact sign/step, m=None)."""
+    return dataclasses.replace(twin, chain=tuple(true_gradient(c, _exact=True) for c in twin.chain), _cache={})
 
 
 @dataclass(frozen=True)
@@ -38,19 +52,25 @@ class SurrogateTwins:
     out_shape: tuple
 
 
-def surrogate_twins(net: Layer, input_shape: tuple, width: int) -> SurrogateTwins:
+def surrogate_twins(net: Layer, input_shape: tuple, width: int, out_dim: int | None = None) -> SurrogateTwins:
     """Finite-width twins of ``net`` for surrogate-gradient training and its empirical SG-NTK.
 
+    The widths follow :func:`kernelalg.finite` (the readout rule): hidden layers get ``width``, the readout
+    layer ``out_dim`` (default: its own ``out_dim``, else 1).
+
     Args:
-        net: Architecture (Dense widths default to ``width`` unless ``out_dim`` is given; end with
-            ``Dense(..., out_dim=k)`` for k outputs).
+        net: Architecture expression.
         input_shape: Shape of one input, without the batch axis, e.g. (d,).
-        width: Hidden width of Dense layers without ``out_dim``.
+        width: Hidden width of layers without their own ``out_dim``.
+        out_dim: Output width of the readout layer (None: its own ``out_dim``, else 1).
     """
-    net = as_layer(net)
-    init, apply_s, out = layer_parts(net, tuple(input_shape), int(width))
-    _, apply_t, _ = layer_parts(true_gradient(net, _exact=True), tuple(input_shape), int(width))
-    return SurrogateTwins(init, apply_t, apply_s, out)
+    twin = finite(as_layer(net), int(width), out_dim)
+    true_twin = true_gradient_twin(twin)
+    in_shape = tuple(input_shape)
+
+    def init(key: jax.Array) -> Any:
+        return twin.init(key, in_shape)
+    return SurrogateTwins(init, true_twin.apply, twin.apply, twin.output_shape(in_shape))
 
 
 def empirical_sg_ntk(twins: SurrogateTwins, params: Any, x1: Any, x2: Any = None) -> jax.Array:

@@ -28,6 +28,7 @@ def _activation_kernel(name: str, dual: Callable[..., _duals.Dual], static_args:
         kw = dict(p, **{k: static[k] for k in static_args})
         d1 = dual(st.cov1, st.nngp, st.cov2, **kw)
         var2 = d1.Tdiag if st.cov2 == st.cov1 else dual(st.cov2, st.nngp, st.cov1, **kw).Tdiag
+        b.require(d1.requires)
         return KernelState(d1.Tdiag, var2, d1.T, d1.Tdot * st.ntk, gaussian=False, width=st.width,
                      after=name, layout=st.layout)
     return kernel

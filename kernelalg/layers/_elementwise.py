@@ -27,10 +27,13 @@ import sympy as sp
 from kernelalg.core import _errors as E
 from kernelalg.layers._activations import X
 from kernelalg.core._duals import Dual, corr
+from kernelalg.core._fingerprint import FingerprintError, callable_fingerprint
 from kernelalg.core._layer import Layer, require_gaussian
 from kernelalg.core._program import Builder, KernelState
 from kernelalg.backends import NUMPY_TABLE, evaluate, lower_elementwise
 from kernelalg.backends._jax import snapped_corr
+from kernelalg.layers._formula import _formula_function, parse_formula
+from kernelalg.layers._integrable import analyse, analyse_callable, growth_condition
 
 
 def _terms(expr: sp.Expr) -> list[tuple[sp.Expr, int, sp.Expr]] | None:
@@ -143,19 +146,31 @@ def quadrature_dual(name: str, phi: Callable, dphi: Callable, phi_np: Callable |
     return dual
 
 
-def Elementwise(fn: Callable[[Any], Any], name: str | None = None, deg: int = 32) -> Layer:
+def Elementwise(fn: Callable[[Any], Any] | str, name: str | None = None, deg: int = 32) -> Layer:
     """An activation given by any function; its dual is derived exactly when possible.
 
     Args:
         fn: The activation. Either it accepts a sympy symbol (e.g. ``lambda x: sympy.tanh(x)`` or
-            ``lambda x: x**3 + sympy.sin(x)``), or it is a JAX-traceable callable on arrays (then only the
-            quadrature route applies and its derivative comes from ``jax.grad``).
+            ``lambda x: x**3 + sympy.sin(x)``), or it is a formula string in ``x`` as on the command line
+            (``"x * tanh(x)"``, parsed safely by :func:`~kernelalg.layers._formula.parse_formula`), or it is a
+            JAX-traceable callable on arrays (then only the quadrature route applies and its derivative comes
+            from ``jax.grad``).
         name: Display name (default: from ``fn``).
         deg: Gauss-Hermite degree per dimension for the quadrature route.
 
     Returns:
-        The layer; ``layer.static`` holds ``route`` saying which route was taken.
+        The layer; ``layer.static`` holds ``route`` saying which route was taken, ``layer.identity`` what
+        determines its values (the sympy form, or a fingerprint of fn's code and the values it reads).
+
+    Raises:
+        DivergentKernelError: the dual does not exist (phi or phi' not real on the whole line, a
+            non-integrable singularity, growth faster than any Gaussian decays; see
+            :mod:`kernelalg.layers._integrable`). Growth like exp(c x^2) is checked at evaluation, on the
+            variances met (1 - 4 c s > 0).
     """
+    if isinstance(fn, str):
+        fn = _formula_function(parse_formula(fn))
+        name = name or "phi"
     name = name or getattr(fn, "__name__", "phi").replace("<lambda>", "phi")
     try:
         expr = sp.sympify(fn(X))
@@ -163,16 +178,24 @@ def Elementwise(fn: Callable[[Any], Any], name: str | None = None, deg: int = 32
             raise TypeError
     except Exception:
         expr = None
+    conditions: list[Callable[[sp.Expr], tuple[sp.Expr, str]]] = []
     if expr is not None:
-        dual = exact_dual(expr)
+        dual = exact_dual(expr)  # sums of c x^k e^{bx}: entire, of at most exponential growth, always integrable
         route = "exact: Gaussian moment generating function"
         if dual is None:
+            verdict = analyse(expr, X, lambda e, a: evaluate(e, {X: a}, NUMPY_TABLE))
+            if verdict.problem is not None:
+                raise E.DivergentKernelError(E.DIVERGENT_DUAL.format(name=f"Elementwise({expr})",
+                                                                     reason=verdict.problem))
+            if verdict.growth > 0:
+                conditions.append(growth_condition(f"Elementwise({expr})", verdict.growth))
             dexpr = sp.diff(expr, X)
             route = f"Gauss-Hermite quadrature, degree {deg}"
             dual = quadrature_dual(name, lower_elementwise(expr, X), lower_elementwise(dexpr, X),
                                    lambda a: evaluate(expr, {X: a}, NUMPY_TABLE),
                                    lambda a: evaluate(dexpr, {X: a}, NUMPY_TABLE), deg)
         phi_sym = expr
+        identity, unidentified = "sympy:" + sp.srepr(expr), ""
     else:
         try:
             probe = jnp.asarray(fn(jnp.linspace(-1.0, 1.0, 3)))
@@ -186,12 +209,21 @@ def Elementwise(fn: Callable[[Any], Any], name: str | None = None, deg: int = 32
             jax.make_jaxpr(lambda t: (fn(t), dfn(t)))(jnp.linspace(-1.0, 1.0, 3))
         except Exception as err:
             raise E.KernelalgError(E.NOT_TRACEABLE.format(name=name, err=str(err).splitlines()[0][:200])) from None
+        verdict = analyse_callable(fn, dfn)
+        if verdict.problem is not None:
+            raise E.DivergentKernelError(E.DIVERGENT_DUAL.format(name=f"Elementwise({name})",
+                                                                 reason=verdict.problem))
         route = f"Gauss-Hermite quadrature, degree {deg}"
         dual = quadrature_dual(name, fn, dfn, None, None, deg)
         phi_sym = None
+        try:
+            identity, unidentified = "code:" + callable_fingerprint(fn), ""
+        except FingerprintError as err:
+            identity, unidentified = "", f"Elementwise({name}): its function cannot be fingerprinted ({err})"
 
     def kernel(b: Builder, st: KernelState, p: Mapping, static: Mapping) -> KernelState:
         require_gaussian(st, name)
+        b.require([cond(v) for cond in conditions for v in (st.cov1, st.cov2)])
         d1, d2 = dual(st.cov1, st.nngp, st.cov2), dual(st.cov2, st.nngp, st.cov1)
         return KernelState(d1.Tdiag, d2.Tdiag, d1.T, d1.Tdot * st.ntk, gaussian=False, width=st.width, after=name,
                      layout=st.layout)
@@ -202,4 +234,5 @@ def Elementwise(fn: Callable[[Any], Any], name: str | None = None, deg: int = 32
         f = lower_elementwise(phi_sym, X)
         return (lambda key: {}), (lambda params, x: f(x)), in_shape
 
-    return Layer(name, kernel, static=(("route", route),), finite=finite, role="activation", routes=((name, route),))
+    return Layer(name, kernel, static=(("route", route),), finite=finite, role="activation", routes=((name, route),),
+                 identity=identity, unidentified=unidentified)

@@ -356,3 +356,22 @@ def true_gradient(net: Layer, _exact: bool = False) -> Layer:
     if net.children:
         return dataclasses.replace(net, children=tuple(true_gradient(c, _exact) for c in net.children))
     return net
+
+
+def exact_jumps(net: Layer) -> bool:
+    """True when ``net`` has a surrogate layer at m = None (exact sign/step): its finite-width twins have a true
+    derivative 0 almost everywhere there, so Monte Carlo cannot estimate its NTK (see :func:`with_sharpness`)."""
+    return any(_is_surrogate(leaf) and leaf.hyperparameters.get("m") is None for leaf in as_layer(net).leaves())
+
+
+def with_sharpness(net: Layer, m: float) -> Layer:
+    """The same network with every exact sign/step (m = None) replaced by its smooth version at sharpness ``m``
+    (forward erf(m x)); surrogate shape and scale kept. The m = None kernel is the m -> infinity limit of these.
+    """
+    net = as_layer(net)
+    if _is_surrogate(net) and net.hyperparameters.get("m") is None:
+        kind = "sign" if net.name == _NAMES["sign"] else "step"
+        return _make(kind, m, dict(net.static)["surrogate"], net.hyperparameters.get("a", 1.0))
+    if net.children:
+        return dataclasses.replace(net, children=tuple(with_sharpness(c, m) for c in net.children))
+    return net

@@ -14,6 +14,9 @@ from typing import Any
 from kernelalg.core._errors import KernelalgError
 from kernelalg.core._layer import Layer
 
+NOT_UNICODE = ("{what} contains {char!r} at position {pos}, which is not a valid Unicode character (a lone "
+               "surrogate, e.g. from bytes decoded with the wrong encoding). Fix: retype the expression in plain "
+               "text (ASCII suffices).")
 #: Longest accepted expression, in characters.
 MAX_LENGTH = 10_000
 #: Deepest accepted nesting of calls/containers/arithmetic (a ``>>`` chain counts as one level).
@@ -93,6 +96,10 @@ def _parse_tree(text: Any, what: str) -> ast.expr:
         raise KernelalgError(TOO_LONG.format(n=len(text), limit=MAX_LENGTH))
     if not text.strip():
         raise KernelalgError(f"{what} is empty. Fix: pass an expression. " + PARSE_HINT)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:  # a lone surrogate, e.g. from a mis-decoded file or shell argument
+        raise KernelalgError(NOT_UNICODE.format(what=what, char=text[err.start], pos=err.start)) from None
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as err:

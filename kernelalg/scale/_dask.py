@@ -37,7 +37,7 @@ def _worker_state(spec: dict) -> tuple[Any, GramStore]:
 def _task(spec: dict, x1: np.ndarray, x2: np.ndarray | None, group: list) -> list:
     """A Dask task: compute the tiles of ``group`` still missing and write them to the store."""
     ev, gs = _worker_state(spec)
-    todo = [t for t in group if not gs._record_path(t).exists()]
+    todo = [t for t in group if not gs.has_record(t)]
     if not todo:
         return []
     for t in todo:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -27,7 +28,8 @@ from kernelalg.backends._compile import CompiledKernel, Kernel, check_inputs, co
 from kernelalg.core._errors import InputError, KernelalgError
 from kernelalg.core._tiles import tile_offsets, transpose_into
 from kernelalg.scale._dask import run_dask
-from kernelalg.scale._store import GramStore, fingerprint
+from kernelalg.scale._meta import fingerprint
+from kernelalg.scale._store import GramStore
 from kernelalg.scale._tiles import TileEvaluator, evaluator, progress_callback
 
 DEFAULT_MEMORY = 1 << 30  # bytes per device for one tile when neither tile nor memory is given
@@ -41,6 +43,8 @@ MULTI_OUTPUT = ("The network has {n} output branches; gram computes one kernel. 
                 "readout (e.g. FanInSum() after parallel branches), or use ka.kernel for several outputs.")
 NOT_ARRAY = ("gram takes array inputs; got {kind}. Fix: pass NumPy/JAX arrays (for ka.Sequences inputs use "
              "ka.kernel(..., batch_size=...)).")
+REPAIRED = ("Recomputing {k} damaged tile(s) of the store {path} (data not matching their checksums, deleted "
+            "chunk files or damaged records), first {tiles}.")
 BAD_DEVICES = ("devices must be None (all local devices), a positive count <= {have}, or a list of jax devices; "
                "got {devices!r}. Fix: e.g. devices=None.")
 
@@ -195,10 +199,11 @@ def gram(net: Any, x1: Any, x2: Any = None, get: Any = "ntk", *, params: Mapping
         tile: Tile edge in rows (None: sized from ``memory``; a resumed store keeps its own tile).
         memory: Per-device byte budget for one tile call when ``tile`` is None (default 1 GiB).
         devices: None (all local devices), a count, or a list of jax devices (local runs).
-        store: None (return arrays) or a path: a zarr store with per-tile completion records; an existing
-            store of the same computation is resumed (only missing tiles are computed), a different one
-            is refused. Returns a :class:`~kernelalg.GramStore` then.
-        overwrite: Replace an existing store at ``store``.
+        store: None (return arrays) or a path: a zarr store with per-tile completion records and checksums;
+            an existing store of the same computation is resumed (its tiles re-verified, damaged and missing
+            ones computed), a different one is refused. Returns a :class:`~kernelalg.GramStore` then.
+        overwrite: Replace an existing store at ``store`` (refused when the directory holds any file that
+            kernelalg did not create).
         client: None (run in this process), "local" / True (start a Dask LocalCluster), a scheduler address
             "tcp://host:port", or a ``dask.distributed.Client``. Dask needs ``store`` (workers write tiles).
         workers: Workers of a LocalCluster started here (default 1).
@@ -213,27 +218,61 @@ def gram(net: Any, x1: Any, x2: Any = None, get: Any = "ntk", *, params: Mapping
     names, single = normalize_get(get)
     f = compile_kernel(net, names)
     x1, x2 = _prepare(f, x1, x2)
-    gs = None
-    if store is not None:
-        meta = fingerprint(f, x1, x2, names, params)
-        gs = GramStore.prepare(store, meta, overwrite)
-        if tile is None and gs.tile is not None:
-            tile = gs.tile  # resume with the store's tile, whatever the memory planner would pick now
-    if client is not None and gs is None:
-        raise KernelalgError("gram(client=...) needs store=path: Dask workers write their tiles to the store. "
-                             "Fix: pass store='kernel.zarr' (a path all workers can reach).")
+    if store is None:
+        if client is not None:
+            raise KernelalgError("gram(client=...) needs store=path: Dask workers write their tiles to the store. "
+                                 "Fix: pass store='kernel.zarr' (a path all workers can reach).")
+        ev, plan = _plan(f, x1, x2, tile, memory, devices, params)
+        out = run_local(ev, plan, x1, x1 if x2 is None else x2, None, progress)
+        return out[names[0]] if single else Kernel(**out)
+    gs = GramStore.prepare(store, fingerprint(f, x1, x2, names, params), overwrite)
+    tile_given = tile is not None
+    if tile is None and gs.tile is not None:
+        tile = gs.tile  # resume with the store's tile, whatever the memory planner would pick now
+    n, m = len(x1), len(x1 if x2 is None else x2)
+    symmetric = x2 is None and not f.symbolic.asymmetric
     if client is not None:
-        n, m = len(x1), len(x1 if x2 is None else x2)
         t = int(tile) if tile is not None else _plan(f, x1, x2, None, memory, devices, params)[1].tile
-        gs.initialize(n, m, t, x2 is None and not f.symbolic.asymmetric, x1.dtype)
+        gs.initialize(n, m, t, symmetric, x1.dtype, tile_given)
+        _repair(gs)
         return run_dask(gs, net, names, params, x1, x2, client, workers, processes, tiles_per_task, progress)
     ev, plan = _plan(f, x1, x2, tile, memory, devices, params)
-    other = x1 if x2 is None else x2
-    if gs is not None:
-        gs.initialize(plan.n, plan.m, plan.tile, plan.symmetric, x1.dtype)
-        return run_local(ev, plan, x1, other, gs, progress)
-    out = run_local(ev, plan, x1, other, None, progress)
-    return out[names[0]] if single else Kernel(**out)
+    t = gs.initialize(n, m, plan.tile, symmetric, x1.dtype, tile_given)
+    if t != plan.tile:  # another process created the store meanwhile, with its own tile: adopt it
+        ev, plan = _plan(f, x1, x2, t, None, devices, params)
+    _repair(gs)
+    return run_local(ev, plan, x1, x1 if x2 is None else x2, gs, progress)
+
+
+def _repair(gs: GramStore) -> None:
+    """Re-verify every recorded tile of a store being resumed; damaged ones lose their record (recomputed)."""
+    bad = gs.repair()
+    if bad:
+        warnings.warn(REPAIRED.format(k=len(bad), path=gs.path, tiles=bad[:5]), stacklevel=3)
+
+
+def _store_groups(gs: GramStore, todo: list, k: int, run: str, skipped: list) -> Iterator[list]:
+    """Groups of up to ``k`` tiles of ``todo`` for this run: first the tiles it can claim (so concurrent runs
+    on one store share the work), then tiles claimed by other runs but still without a record (runs that
+    were killed, or are slow). Tiles that got a record meanwhile are skipped (counted in ``skipped``)."""
+    group, others = [], []
+    for t in todo:
+        if gs.has_record(t):
+            skipped[0] += 1
+        elif gs.claim(t, run):
+            group.append(t)
+        else:
+            others.append(t)
+        if len(group) == k:
+            yield group
+            group = []
+    if group:
+        yield group
+    for s in range(0, len(others), k):
+        group = [t for t in others[s:s + k] if not gs.has_record(t)]
+        skipped[0] += min(k, len(others) - s) - len(group)
+        if group:
+            yield group
 
 
 def run_local(ev: TileEvaluator, plan: GramPlan, x1: np.ndarray, other: np.ndarray, gs: Any,
@@ -243,11 +282,14 @@ def run_local(ev: TileEvaluator, plan: GramPlan, x1: np.ndarray, other: np.ndarr
     todo = list(plan.tiles) if gs is None else gs.missing()
     advance = progress_callback(progress, len(plan.tiles), len(plan.tiles) - len(todo))
     out: dict[str, np.ndarray] = {}
+    k = len(ev.devices)
     if gs is None:
         out = {nm: np.empty((plan.n, plan.m), ev.dtype) for nm in ev.f.names}
-    k = len(ev.devices)
-    for s in range(0, len(todo), k):
-        group = todo[s:s + k]
+        groups: Iterator[list] = (todo[s:s + k] for s in range(0, len(todo), k))
+    else:
+        skipped = [0]
+        groups = _store_groups(gs, todo, k, run, skipped)
+    for group in groups:
         t0 = time.perf_counter()
         if gs is not None:
             for tl in group:
@@ -263,4 +305,9 @@ def run_local(ev: TileEvaluator, plan: GramPlan, x1: np.ndarray, other: np.ndarr
                 if plan.symmetric and j > i:
                     transpose_into(out[nm][j:j + b.shape[1], i:i + b.shape[0]], b)
         advance(len(group))
+        if gs is not None and skipped[0]:  # tiles another process finished meanwhile
+            advance(skipped[0])
+            skipped[0] = 0
+    if gs is not None and skipped[0]:
+        advance(skipped[0])
     return gs if gs is not None else out

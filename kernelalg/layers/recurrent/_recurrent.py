@@ -11,8 +11,9 @@ shared over time. On the time-pair grid, with K_in/Theta_in the kernels of the l
 
 and the state of h_t is (K, D * Theta). T(S) needs the diagonal S(t,t) of each sequence, a 1-D recursion of
 its own. The per-step maps are sympy (the activation layer's own dual supplies T, Tdot, Tdiag); they are
-lowered once and run inside ``jax.lax.scan`` over the rows t of the (N, M, T, T') grid (row t needs row t-1
-shifted by one column), so compile time does not depend on T and no (T, T) Python loop exists.
+CSE'd once and run inside a scan over the rows t of the (N, M, T, T') grid (row t needs row t-1 shifted by
+one column): ``jax.lax.scan`` in JAX, so compile time does not depend on T and no (T, T) Python loop exists;
+a loop over t in the NumPy reference. The whole layer is one named structural Op (see :mod:`._scan`).
 
 Readouts: "last" (h at each sequence's last step), "mean" (average of h over each sequence's valid steps;
 its K(x, x) needs each sequence's own time-pair grid, tracked from the input and through Recurrent
@@ -32,7 +33,7 @@ import sympy as sp
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, as_layer, bind_params, check_std
 from kernelalg.core._program import Assign, Builder, KernelState
-from kernelalg.backends import lower_program
+from kernelalg.backends import Arrays, evaluate_program, structural
 from kernelalg.layers._affine import check_parameterization, weight_bias
 from kernelalg.layers.recurrent._scan import make_op, rnn_apply
 from kernelalg.layers.recurrent._sequences import SEQUENCE_LAYOUT, SequenceState
@@ -128,10 +129,11 @@ def recurrent_step_map(layer: Layer, keep_symbols: bool = True) -> dict[str, sp.
     return step_maps(b, st, p, dict(layer.static))
 
 
-def _lower(outputs: list[sp.Expr]) -> Callable[[dict], list]:
-    """CSE + lower a list of step expressions once (JAX); returns env -> [arrays]."""
+def _lower(outputs: list[sp.Expr]) -> Callable[[Arrays, dict], list]:
+    """CSE a list of step expressions once; returns (arrays, env) -> [arrays] on that backend's table."""
     reps, reduced = sp.cse(outputs, symbols=sp.numbered_symbols("rnn_"), optimizations=None)
-    return lower_program([Assign(s, e) for s, e in reps], reduced)
+    program = [Assign(s, e) for s, e in reps]
+    return lambda ops, env: evaluate_program(program, reduced, env, ops.table)
 
 
 def _recurrent_kernel(builder: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
@@ -163,13 +165,13 @@ def _recurrent_kernel(builder: Builder, st: KernelState, p: Mapping[str, sp.Expr
     syms = [s for s in sources if isinstance(s, sp.Symbol)]
     consts = {i: float(s) for i, s in enumerate(sources) if not isinstance(s, sp.Symbol)}
 
-    def op(*arrays: Any) -> tuple:
+    def op(ops: Arrays, *arrays: Any) -> tuple:
         it = iter(arrays)
         full = [consts[i] if i in consts else next(it) for i in range(len(sources))]
-        return fn(*full)
+        return fn(ops, *full)
 
-    label = f"Recurrent_{readout}" + ("_bidirectional" if static["bidirectional"] else "")
-    outs = dict(zip(out_names, builder.emit(op, syms, len(out_names), stem="r", label=label)))
+    name = f"Recurrent_{readout}" + ("_bidirectional" if static["bidirectional"] else "")
+    outs = dict(zip(out_names, builder.emit(name, structural(op), syms, len(out_names), stem="r")))
     width = static["out_dim"] * (2 if static["bidirectional"] else 1) if static["out_dim"] else None
     if readout != "sequence":
         return KernelState(outs["cov1"], outs["cov2"], outs["nngp"], outs["ntk"], gaussian=False, width=width,

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import sympy as sp
 
+from kernelalg.backends import Arrays
 from kernelalg.core import _errors as E
 from kernelalg.core._inputs import InputLayout
 from kernelalg.core._program import C, D, Q1, Q2, KernelState
@@ -274,16 +275,15 @@ def _seq_stats() -> KernelState:
     return KernelState(Q1, Q2, C, zero, gaussian=False, width=D, after="the input", layout=state)
 
 
-def _seq_env(x1: Sequences, x2: Sequences | None) -> dict:
-    hi = jax.lax.Precision.HIGHEST
+def _seq_env(x1: Sequences, x2: Sequences | None, ops: Arrays) -> dict:
     m = x1.x.shape[-1]
     s2 = x1 if x2 is None else x2
     a, b = x1.x, s2.x
-    q1 = jnp.sum(a * a, axis=-1) / m
-    q2 = q1 if x2 is None else jnp.sum(b * b, axis=-1) / m
-    g1 = jnp.einsum("ntd,nsd->nts", a, a, precision=hi) / m
-    g2 = g1 if x2 is None else jnp.einsum("ntd,nsd->nts", b, b, precision=hi) / m
-    c = jnp.einsum("ntd,msd->nmts", a, b, precision=hi) / m
+    q1 = ops.xp.sum(a * a, axis=-1) / m
+    q2 = q1 if x2 is None else ops.xp.sum(b * b, axis=-1) / m
+    g1 = ops.einsum("ntd,nsd->nts", a, a) / m
+    g2 = g1 if x2 is None else ops.einsum("ntd,nsd->nts", b, b) / m
+    c = ops.einsum("ntd,msd->nmts", a, b) / m
     return {Q1: q1[:, None, :, None], Q2: q2[None, :, None, :], C: c, D: float(m),
             MASK1: x1.mask[:, None, :, None], MASK2: s2.mask[None, :, None, :],
             GRAM1: g1[:, None], GRAM2: g2[None], SEQ1: a, SEQ2: b}

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import sympy as sp
 
+from kernelalg.backends import Arrays
 from kernelalg.core import _errors as E
 from kernelalg.layers.spatial import _grid as S
 from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
@@ -43,19 +44,20 @@ STANDARD_NEEDS_CHANNELS = (
 
 
 def conv_map(lay: S.SpatialState, filt: tuple, strides: tuple, padding: str):
-    """The unscaled conv map ``A`` on (var1, var2, cov, ntk) arrays of layout ``lay``."""
+    """The unscaled conv map ``A`` on (var1, var2, cov, ntk) arrays of layout ``lay`` (backend-neutral)."""
     k = lay.ndim
     q = math.prod(filt)
     unprimed, primed = tuple(range(2, 2 + k)), tuple(range(2 + k, 2 + 2 * k))
 
-    def diag_box(x: Any, axes: tuple) -> Any:
-        return None if x is None else S.box(x, axes, filt, strides, padding, "Conv") / q
+    def fn(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx) -> tuple:
+        def diag_box(x: Any, axes: tuple) -> Any:
+            return None if x is None else S.box(ops, x, axes, filt, strides, padding, "Conv") / q
 
-    def fn(v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx) -> tuple:
         if lay.mode == "diag":
             return tuple(diag_box(x, unprimed) for x in (v1, v2, cov, ntk))
-        grid = (lambda x: None if x is None else S.pair_conv(x, filt, strides, padding, "Conv"))
-        return diag_box(v1, unprimed), diag_box(v2, primed), *ctx.isolated(lambda a, b: (grid(a), grid(b)), cov, ntk)
+        grid = (lambda x: None if x is None else S.pair_conv(ops, x, filt, strides, padding, "Conv"))
+        return (diag_box(v1, unprimed), diag_box(v2, primed),
+                *ops.isolated(ctx.live, lambda a, b: (grid(a), grid(b)), cov, ntk))
 
     return fn
 

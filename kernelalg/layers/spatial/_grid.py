@@ -3,9 +3,11 @@
 A conv net's kernel lives on pixel pairs (Arora et al., "On Exact Computation with an Infinitely Wide
 Neural Net", NeurIPS 2019; Novak et al., ICLR 2019): with S the spatial shape, the state of a pair of
 images is an array over (p, p') in S x S. Nonlinearities act per pixel pair (elementwise, so the
-activation layers apply unchanged); convolutions and pooling are linear maps on the grid, emitted as
-:class:`~kernelalg.core._program.Op` s that act on JAX arrays. Two storage modes, chosen once per network by
-a pre-pass (:func:`kernelalg.layers.spatial._inputs.plan`, as neural-tangents' ``diagonal_spatial``):
+activation layers apply unchanged); convolutions and pooling are linear maps on the grid, emitted as named
+:class:`~kernelalg.core._program.Op` s written once against a backend's array namespace
+(:class:`kernelalg.backends.Arrays`: JAX for the compiled kernel, NumPy for the reference). Two storage
+modes, chosen once per network by a pre-pass (:func:`kernelalg.layers.spatial._inputs.plan`, as
+neural-tangents' ``diagonal_spatial``):
 
 * ``"diag"``: only matching pixels p = p' (enough when the readout is Flatten and nothing pools):
   cov/ntk (B1, B2, *S), var1 (B1, 1 or B2, *S), var2 likewise.
@@ -28,11 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import sympy as sp
 
+from kernelalg.backends import Arrays, structural
 from kernelalg.core import _errors as E
 from kernelalg.core._program import Builder, KernelState
 
@@ -71,26 +72,14 @@ class Ctx:
         phase: 0 batch mode; 1 chunked self pairs (each pair is an image with itself); 2 chunked pairs of
             different images, whose per-pixel variances after pooling come from ``rec``.
         rec: Phase 2: {pooling op key: (var1, var2)} gathered from phase 1.
+        live: A runtime-true predicate for :attr:`Arrays.isolated <kernelalg.backends.Arrays>` (each layer's
+            map as a computation of its own), or None.
     """
 
     ext: bool = False
     phase: int = 0
     rec: Any = None
     live: Any = None
-
-    def isolated(self, fn: Any, *arrays: Any) -> Any:
-        """``fn(*arrays)`` as a computation of its own: inputs and outputs materialised, nothing fused across.
-
-        XLA's CPU fusion otherwise inlines each layer's producers into every tap of the next stencil (and the
-        stencil into each of the activation's fusions), recomputing earlier layers per output entry
-        (|F|^depth work); ``optimization_barrier`` does not stop that on CPU, a conditional does. ``live`` is
-        a runtime-true predicate that XLA cannot fold; the zero branch is never taken.
-        """
-        if self.live is None:
-            return fn(*arrays)
-        shapes = jax.eval_shape(fn, *arrays)
-        zeros = (lambda *a: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
-        return jax.lax.cond(self.live, fn, zeros, *arrays)
 
 
 @dataclass(frozen=True)
@@ -148,13 +137,13 @@ def require_spatial(st: KernelState, layer: str, ndim: int | None = None, what: 
     return lay
 
 
-def spatial_op(b: Builder, st: KernelState, fn: Any, label: str, n_extra: int = 0, tag: Any = None) -> list:
-    """Emit one Op ``fn(var1, var2, cov, ntk, ctx) -> (var1', var2', cov', ntk', *extra)`` on the state.
+def spatial_op(b: Builder, st: KernelState, fn: Any, name: str, n_extra: int = 0, tag: Any = None) -> list:
+    """Emit the Op ``name``: ``fn(arrays, var1, var2, cov, ntk, ctx) -> (var1', var2', cov', ntk', *extra)``.
 
-    Entries that are the number 0 (the NTK of the input) are passed as None and must come back as None
-    (they stay 0: every map here is linear). ``ctx`` is the :class:`Ctx` bound to :data:`CTX`.
-    Returns the four new entries followed by ``n_extra`` further symbols. ``tag`` is stored on the Op's
-    function as ``op.pool_key`` (pooling ops whose last output is a phase-1 record).
+    ``fn`` is backend-neutral (``arrays`` is the backend's :class:`~kernelalg.backends.Arrays`). Entries that are
+    the number 0 (the NTK of the input) are passed as None and must come back as None (they stay 0: every map
+    here is linear). ``ctx`` is the :class:`Ctx` bound to :data:`CTX`. Returns the four new entries followed by
+    ``n_extra`` further symbols. ``tag`` is the Op's tag (pooling ops whose last output is a phase-1 record).
     """
     exprs = st.exprs
     live = [i for i, e in enumerate(exprs) if not (e.is_Number and e == 0)]
@@ -162,19 +151,19 @@ def spatial_op(b: Builder, st: KernelState, fn: Any, label: str, n_extra: int = 
     consts = {i: float(exprs[i]) for i in live if exprs[i].is_Number and i in (0, 1)}
     arrays_in = [i for i in live if i not in consts]
     if 2 not in arrays_in or any(not exprs[i].is_Symbol for i in arrays_in):
-        raise E.InternalError(f"{label}: unmaterialised state {exprs}. Please report this bug.")
+        raise E.InternalError(f"{name}: unmaterialised state {exprs}. Please report this bug.")
 
-    def op(*arrays: Any) -> tuple:
+    def op(ops: Arrays, *arrays: Any) -> tuple:
         args: list = [None] * 4
         for i, a in zip(arrays_in, arrays):
             args[i] = a
         for i, c in consts.items():
-            args[i] = jnp.full(_var_shape(st.layout, args[2].shape, i), c, args[2].dtype)
-        outs = fn(*args, arrays[-1])
+            args[i] = ops.xp.full(_var_shape(st.layout, args[2].shape, i), c, args[2].dtype)
+        outs = fn(ops, *args, arrays[-1])
         return tuple(outs[i] for i in live) + tuple(outs[4:])
 
-    op.pool_key = tag  # type: ignore[attr-defined]
-    syms = b.emit(op, [exprs[i] for i in arrays_in] + [CTX], len(live) + n_extra, stem="s", label=label)
+    syms = b.emit(name, structural(op), [exprs[i] for i in arrays_in] + [CTX], len(live) + n_extra, stem="s",
+                  tag=tag)
     out: list = list(exprs)
     for i, sym in zip(live, syms):
         out[i] = sym
@@ -206,54 +195,55 @@ def pads(n: int, f: int, s: int, padding: str, layer: str = "Conv", axis: int = 
     return lo, hi, (n + lo + hi - f) // s + 1
 
 
-def _wrap_pad(x: jax.Array, axes: Sequence[int], amounts: Sequence[tuple[int, int]]) -> jax.Array:
+def _wrap_pad(ops: Arrays, x: Any, axes: Sequence[int], amounts: Sequence[tuple[int, int]]) -> Any:
     cfg = [(0, 0)] * x.ndim
     for a, p in zip(axes, amounts):
         cfg[a] = p
-    return jnp.pad(x, cfg, mode="wrap") if any(p != (0, 0) for p in cfg) else x
+    return ops.xp.pad(x, cfg, mode="wrap") if any(p != (0, 0) for p in cfg) else x
 
 
-def _tap(x: jax.Array, axes: Sequence[int], shifts: Sequence[int], strides: Sequence[int],
-         outs: Sequence[int]) -> jax.Array | None:
+def _tap(ops: Arrays, x: Any, axes: Sequence[int], shifts: Sequence[int], strides: Sequence[int],
+         outs: Sequence[int]) -> Any:
     """y(i) = x(s i + shift) on ``axes`` (zero where that is outside x), as a slice padded back to size.
 
     Returns None when no output reads inside x. (A padded slice fuses into the consumer's loop; padding
     x first would write a padded copy.)
     """
-    start, limit, step, cfg = [0] * x.ndim, list(x.shape), [1] * x.ndim, [(0, 0, 0)] * x.ndim
+    start, limit, step, cfg = [0] * x.ndim, list(x.shape), [1] * x.ndim, [(0, 0)] * x.ndim
     for ax, sh, s, out in zip(axes, shifts, strides, outs):
         lo = (-sh + s - 1) // s if sh < 0 else 0  # first i with s i + sh >= 0
         hi = min(out - 1, (x.shape[ax] - 1 - sh) // s)  # last i with s i + sh <= n - 1
         if hi < lo:
             return None
         start[ax], limit[ax], step[ax] = s * lo + sh, s * hi + sh + 1, s
-        cfg[ax] = (lo, out - 1 - hi, 0)
-    y = jax.lax.slice(x, start, limit, step)
-    return jax.lax.pad(y, jnp.zeros((), x.dtype), cfg) if any(c != (0, 0, 0) for c in cfg) else y
+        cfg[ax] = (lo, out - 1 - hi)
+    y = ops.slice(x, start, limit, step)
+    return ops.pad(y, cfg) if any(c != (0, 0) for c in cfg) else y
 
 
-def _window_sum(x: jax.Array, axes: Sequence[int], offsets: Any, padding: Sequence[tuple[int, int]],
-                strides: Sequence[int], outs: Sequence[int], circular: bool) -> jax.Array:
+def _window_sum(ops: Arrays, x: Any, axes: Sequence[int], offsets: Any, padding: Sequence[tuple[int, int]],
+                strides: Sequence[int], outs: Sequence[int], circular: bool) -> Any:
     """sum over offset tuples o (one entry per axis) of x(s i + o - pad_lo) on ``axes``; zero outside x
     (SAME/VALID) or periodic (CIRCULAR, wrap-padded by ``padding`` first, as neural-tangents)."""
     pad_lo = [p[0] for p in padding]
     if circular:
-        x = _wrap_pad(x, axes, padding)
+        x = _wrap_pad(ops, x, axes, padding)
         pad_lo = [0] * len(axes)
     acc = None
     for offs in offsets:
-        w = _tap(x, axes, [o - lo for o, lo in zip(offs, pad_lo)], strides, outs)
+        w = _tap(ops, x, axes, [o - lo for o, lo in zip(offs, pad_lo)], strides, outs)
         if w is not None:
             acc = w if acc is None else acc + w
     if acc is None:
         shape = list(x.shape)
         for a, o in zip(axes, outs):
             shape[a] = o
-        acc = jnp.zeros(shape, x.dtype)
+        acc = ops.xp.zeros(shape, x.dtype)
     return acc
 
 
-def pair_conv(x: jax.Array, filt: Sequence[int], strides: Sequence[int], padding: str, layer: str = "Conv") -> jax.Array:
+def pair_conv(ops: Arrays, x: Any, filt: Sequence[int], strides: Sequence[int], padding: str,
+              layer: str = "Conv") -> Any:
     """Aligned window mean on the full pixel-pair grid: the conv stencil of Arora et al. (2019).
 
     out(i, i') = (1/|F|) sum_{a in F} x(s i + a - lo, s i' + a - lo) (zero outside the image for SAME,
@@ -269,18 +259,18 @@ def pair_conv(x: jax.Array, filt: Sequence[int], strides: Sequence[int], padding
             lo, hi, out = pads(x.shape[ax], filt[d], strides[d], padding, layer, d)
             axes.append(ax), amounts.append((lo, hi)), outs.append(out), st.append(strides[d])
     offsets = [tuple(o for o in offs for _ in (0, 1)) for offs in itertools.product(*(range(f) for f in filt))]
-    return _window_sum(x, axes, offsets, amounts, st, outs, padding == "CIRCULAR") / math.prod(filt)
+    return _window_sum(ops, x, axes, offsets, amounts, st, outs, padding == "CIRCULAR") / math.prod(filt)
 
 
-def box(x: jax.Array, axes: Sequence[int], window: Sequence[int], strides: Sequence[int], padding: str,
-        layer: str = "Conv") -> jax.Array:
+def box(ops: Arrays, x: Any, axes: Sequence[int], window: Sequence[int], strides: Sequence[int], padding: str,
+        layer: str = "Conv") -> Any:
     """Window sums along ``axes`` (axis ``axes[j]`` uses ``window[j]``, ``strides[j]``), one axis at a time
     (separable: sum_j f_j taps instead of prod_j f_j)."""
     for a, f, s in zip(axes, window, strides):
         if f == 1 and s == 1:
             continue
         lo, hi, out = pads(x.shape[a], f, s, padding, layer, a)
-        x = _window_sum(x, (a,), [(o,) for o in range(f)], [(lo, hi)], (s,), (out,), padding == "CIRCULAR")
+        x = _window_sum(ops, x, (a,), [(o,) for o in range(f)], [(lo, hi)], (s,), (out,), padding == "CIRCULAR")
     return x
 
 
@@ -293,42 +283,44 @@ def window_counts(n: int, f: int, s: int, padding: str) -> np.ndarray:
     return np.array([inside[i * s:i * s + f].sum() for i in range(out)])
 
 
-def pixel_diag(g: jax.Array, k: int) -> jax.Array:
+def pixel_diag(ops: Arrays, g: Any, k: int) -> Any:
     """(..., *S, *S) -> (..., *S): the matching-pixel entries p = p'."""
     s = g.shape[g.ndim - 2 * k:g.ndim - k]
     p = math.prod(s)
     flat = g.reshape(g.shape[:g.ndim - 2 * k] + (p, p))
-    return jnp.diagonal(flat, axis1=-2, axis2=-1).reshape(g.shape[:g.ndim - 2 * k] + s)
+    return ops.xp.diagonal(flat, axis1=-2, axis2=-1).reshape(g.shape[:g.ndim - 2 * k] + s)
 
 
-def ext_vars(d1: jax.Array, d2: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+def ext_vars(ops: Arrays, d1: Any, d2: Any, k: int) -> tuple[Any, Any]:
     """Per-pair variance arrays of the extended batch from per-pixel variances d1 (N, *S), d2 (M, *S)."""
+    xp = ops.xp
     n, m, s = d1.shape[0], d2.shape[0], d1.shape[1:]
-    one = jnp.ones((1, 1) + s, d1.dtype)
-    top = jnp.broadcast_to(d1[:, None], (n, m + 1) + s)
-    v1 = jnp.concatenate([top, jnp.concatenate([d2[None], one], axis=1)], axis=0)
-    left = jnp.broadcast_to(d2[None], (n + 1, m) + d2.shape[1:])
-    v2 = jnp.concatenate([left, jnp.concatenate([d1[:, None], one], axis=0)], axis=1)
+    one = xp.ones((1, 1) + s, d1.dtype)
+    top = xp.broadcast_to(d1[:, None], (n, m + 1) + s)
+    v1 = xp.concatenate([top, xp.concatenate([d2[None], one], axis=1)], axis=0)
+    left = xp.broadcast_to(d2[None], (n + 1, m) + d2.shape[1:])
+    v2 = xp.concatenate([left, xp.concatenate([d1[:, None], one], axis=0)], axis=1)
     ones = (1,) * k
     return v1.reshape(v1.shape + ones), v2.reshape(v2.shape[:2] + ones + v2.shape[2:])
 
 
-def own_vars(d: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+def own_vars(d: Any, k: int) -> tuple[Any, Any]:
     """var1 (B, 1, *S, 1..1) and var2 (B, 1, 1..1, *S) from per-pixel variances d (B, 1, *S)."""
     s, ones = d.shape[2:], (1,) * k
     return d.reshape(d.shape[:2] + s + ones), d.reshape(d.shape[:2] + ones + s)
 
 
-def self_pixel_vars(g: jax.Array, ext: bool, k: int) -> tuple[jax.Array, jax.Array]:
+def self_pixel_vars(ops: Arrays, g: Any, ext: bool, k: int) -> tuple[Any, Any]:
     """var1/var2 of a batch-mode full state from its (pooled) grid ``g`` that holds the self grids."""
     if ext:
         n, m = g.shape[0] - 1, g.shape[1] - 1
-        return ext_vars(pixel_diag(g[:n, m], k), pixel_diag(g[n, :m], k), k)
-    d = pixel_diag(jnp.moveaxis(jnp.diagonal(g, axis1=0, axis2=1), -1, 0), k)  # (N, *S): the batch diagonal
+        return ext_vars(ops, pixel_diag(ops, g[:n, m], k), pixel_diag(ops, g[n, :m], k), k)
+    xp = ops.xp
+    d = pixel_diag(ops, xp.moveaxis(xp.diagonal(g, axis1=0, axis2=1), -1, 0), k)  # (N, *S): the batch diagonal
     ones = (1,) * k
     return d[:, None].reshape((d.shape[0], 1) + d.shape[1:] + ones), d[None].reshape((1, d.shape[0]) + ones + d.shape[1:])
 
 
-def strip(g: jax.Array, ext: bool) -> jax.Array:
+def strip(g: Any, ext: bool) -> Any:
     """Drop the self-grid extension of the batch axes."""
     return g[:-1, :-1] if ext else g

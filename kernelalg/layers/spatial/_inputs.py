@@ -13,11 +13,10 @@ import math
 from functools import partial
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import sympy as sp
 
+from kernelalg.backends import Arrays
 from kernelalg.core import _errors as E
 from kernelalg.backends._compile import check_input
 from kernelalg.core._inputs import InputLayout
@@ -53,34 +52,32 @@ def _stats(lay: SpatialState) -> KernelState:
     return KernelState(Q1, Q2, C, sp.Integer(0), gaussian=False, width=D, after="the input", layout=lay)
 
 
-def _env(lay: SpatialState, x1: jax.Array, x2: jax.Array | None) -> dict:
+def _env(lay: SpatialState, x1: Any, x2: Any, ops: Arrays) -> dict:
     ch = x1.shape[-1]
     if lay.chunked:  # the readout's Op builds the pixel-pair arrays chunk by chunk from the images
         return {D: float(ch), IMG1: x1, IMG2: x2}
-    hi = jax.lax.Precision.HIGHEST
-    k, s = lay.ndim, x1.shape[1:-1]
+    xp, k, s = ops.xp, lay.ndim, x1.shape[1:-1]
     other = x1 if x2 is None else x2
-    d1 = jnp.sum(x1 * x1, axis=-1) / ch
-    d2 = d1 if x2 is None else jnp.sum(other * other, axis=-1) / ch
-    first = x1.reshape(-1)[0]
-    env = {D: float(ch), CTX: Ctx(live=jnp.isfinite(first) | ~jnp.isfinite(first))}  # true, not foldable
+    d1 = xp.sum(x1 * x1, axis=-1) / ch
+    d2 = d1 if x2 is None else xp.sum(other * other, axis=-1) / ch
+    env = {D: float(ch), CTX: Ctx(live=ops.live(x1.reshape(-1)[0]))}  # true, not foldable
     if lay.mode == "diag":
-        c = jnp.einsum("n...c,m...c->nm...", x1, other, precision=hi) / ch
+        c = ops.einsum("n...c,m...c->nm...", x1, other) / ch
         env.update({Q1: d1[:, None], Q2: d2[None], C: c})
         return env
     a, bb = x1.reshape(len(x1), -1, ch), other.reshape(len(other), -1, ch)
-    c = jnp.einsum("npc,mqc->nmpq", a, bb, precision=hi) / ch
+    c = ops.einsum("npc,mqc->nmpq", a, bb) / ch
     ones = (1,) * k
     if lay.self_grids and x2 is not None:
         if lay.spatial_out:
             raise E.InputError(SPATIAL_OUT_NEEDS_SYMMETRIC)
         p = a.shape[1]
-        g1 = jnp.einsum("npc,nqc->npq", a, a, precision=hi) / ch
-        g2 = jnp.einsum("npc,nqc->npq", bb, bb, precision=hi) / ch
-        top = jnp.concatenate([c, g1[:, None]], axis=1)
-        bottom = jnp.concatenate([g2[None], jnp.zeros((1, 1, p, p), c.dtype)], axis=1)
-        c = jnp.concatenate([top, bottom], axis=0)
-        v1, v2 = ext_vars(d1, d2, k)
+        g1 = ops.einsum("npc,nqc->npq", a, a) / ch
+        g2 = ops.einsum("npc,nqc->npq", bb, bb) / ch
+        top = xp.concatenate([c, g1[:, None]], axis=1)
+        bottom = xp.concatenate([g2[None], xp.zeros((1, 1, p, p), c.dtype)], axis=1)
+        c = xp.concatenate([top, bottom], axis=0)
+        v1, v2 = ext_vars(ops, d1, d2, k)
         env.update({Q1: v1, Q2: v2, C: c.reshape(c.shape[:2] + s + s), CTX: Ctx(ext=True, live=env[CTX].live)})
         return env
     env.update({Q1: d1.reshape((len(x1), 1) + s + ones), Q2: d2.reshape((1, len(other)) + ones + s),
@@ -88,17 +85,17 @@ def _env(lay: SpatialState, x1: jax.Array, x2: jax.Array | None) -> dict:
     return env
 
 
-def pair_inputs(lay: SpatialState, a: jax.Array, b: jax.Array) -> dict:
+def pair_inputs(ops: Arrays, lay: SpatialState, a: Any, b: Any) -> dict:
     """Input arrays of a chunk of image pairs a[i], b[i] (each (B, *S, C)): batch axes (B, 1)."""
-    hi = jax.lax.Precision.HIGHEST
+    xp = ops.xp
     ch, s, k = a.shape[-1], a.shape[1:-1], lay.ndim
-    d1 = (jnp.sum(a * a, axis=-1) / ch)[:, None]
-    d2 = (jnp.sum(b * b, axis=-1) / ch)[:, None]
+    d1 = (xp.sum(a * a, axis=-1) / ch)[:, None]
+    d2 = (xp.sum(b * b, axis=-1) / ch)[:, None]
     if lay.mode == "diag":
-        c = jnp.sum(a * b, axis=-1)[:, None] / ch
+        c = xp.sum(a * b, axis=-1)[:, None] / ch
         return {Q1: d1, Q2: d2, C: c}
     fa, fb = a.reshape(len(a), -1, ch), b.reshape(len(b), -1, ch)
-    c = jnp.einsum("npc,nqc->npq", fa, fb, precision=hi) / ch
+    c = ops.einsum("npc,nqc->npq", fa, fb) / ch
     v1, v2 = own_vars(d1, k)[0], own_vars(d2, k)[1]
     return {Q1: v1, Q2: v2, C: c.reshape((len(a), 1) + s + s)}
 

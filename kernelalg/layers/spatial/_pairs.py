@@ -4,12 +4,12 @@ Every image pair (x_i, x'_j) goes through the spatial layers independently of al
 readout (GlobalAvgPool, GlobalSumPool, Flatten) turns its pixel-pair grid into one number. So when a
 network has exactly one readout, the readout layer takes the program built so far (the spatial
 "segment": Conv Ops, activation Assigns, pooling Ops) out of the builder and wraps it into a single Op
-that runs it on chunks of image pairs inside ``jax.lax.map``:
+that runs it on chunks of image pairs inside ``jax.lax.map`` (a plain loop in the NumPy reference):
 
 * memory is bounded by the chunk (a few MB of pixel-pair grids), whatever N and M; the loop reuses its
   buffers, and a chunk of grids stays in cache through all layers;
 * with x2 None only the pairs i < j are evaluated (plus the N pairs (i, i)), i.e. the symmetric half;
-* each layer's linear map runs as a computation of its own (``Ctx.isolated``), and so does every shared
+* each layer's linear map runs as a computation of its own (``Arrays.isolated``), and so does every shared
   transcendental of the activations (theta = arccos(rho), read by both T and Tdot): XLA would otherwise
   inline it into each consumer and evaluate it twice per grid entry;
 * phase 1 runs the self pairs (x, x) -- they give the readout's K(x, x) and, when AvgPool/SumPool mix
@@ -28,15 +28,14 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import sympy as sp
+from jax import tree_util
 
-from kernelalg.layers.spatial import _grid as S
-from kernelalg.core._program import Q1, Q2, Builder, C, Op, KernelState
-from kernelalg.layers.spatial._inputs import pair_inputs
-from kernelalg.backends import JAX_TABLE, run_program
+from kernelalg.backends import Arrays, run_program, structural
 from kernelalg.backends._walker import evaluate as walk
+from kernelalg.core._program import Q1, Q2, Builder, C, Op, KernelState
+from kernelalg.layers.spatial import _grid as S
+from kernelalg.layers.spatial._inputs import pair_inputs
 
 #: Pixel-pair entries per chunk (per array): 2^18 entries = 2 MB in float64 (stays in cache).
 CHUNK_ELEMS = 2**18
@@ -52,16 +51,18 @@ def _free_symbols(seg: tuple) -> list[sp.Symbol]:
     return sorted(free - {Q1, Q2, C, S.CTX}, key=str)
 
 
-def wrap_readout(b: Builder, st: KernelState, lay: S.SpatialState, reduce: Callable[[jax.Array], jax.Array],
-                 label: str, npix: bool = False) -> list:
+def wrap_readout(b: Builder, st: KernelState, lay: S.SpatialState, reduce: Callable[[Arrays, Any], Any],
+                 name: str, npix: bool = False) -> list:
     """Replace the program built so far by one chunked Op that ends in ``reduce`` (per-pair readout).
+
+    The Op runs the segment on the backend it is evaluated on (JAX: ``lax.map`` over chunks; NumPy: a loop).
 
     Args:
         b: The builder; its whole program is the spatial segment (there is one readout).
         st: The spatial state reaching the readout.
         lay: Its layout.
-        reduce: (B, 1, <pixel axes>) -> (B,) readout of one chunk of pair grids.
-        label: Op label.
+        reduce: (arrays, (B, 1, <pixel axes>) grid) -> (B,) readout of one chunk of pair grids (backend-neutral).
+        name: Op name.
         npix: Also return the number of pixels (the factor of the width after Flatten).
 
     Returns:
@@ -69,11 +70,10 @@ def wrap_readout(b: Builder, st: KernelState, lay: S.SpatialState, reduce: Calla
     """
     seg = b.take_program()  # the segment now lives inside the chunked Op
     free = _free_symbols(seg)
-    pools = [(ins.fn.pool_key, ins.targets[-1]) for ins in seg
-             if isinstance(ins, Op) and getattr(ins.fn, "pool_key", None) is not None]
+    pools = [(ins.tag, ins.targets[-1]) for ins in seg if isinstance(ins, Op) and ins.tag is not None]
     has_ntk = not (st.ntk.is_Number and st.ntk == 0)
     fn = partial(_run, seg, lay, st, reduce, free, pools, b.asymmetric, has_ntk, npix)
-    outs = list(b.emit(fn, [S.IMG1, S.IMG2] + free, 3 + has_ntk + npix, stem="r", label=label))
+    outs = list(b.emit(name, structural(fn), [S.IMG1, S.IMG2] + free, 3 + has_ntk + npix, stem="r"))
     if not has_ntk:
         outs.insert(3, sp.Integer(0))
     return outs
@@ -105,46 +105,49 @@ def chunk_size(lay: S.SpatialState, shape: tuple, total: int) -> int:
     return max(1, min(total, CHUNK_ELEMS // per))
 
 
-def _map_pairs(body: Callable, total: int, size: int) -> Any:
-    """lax.map ``body(ks, valid)`` over chunks of the pair indices 0..total-1; results concatenated."""
+def _map_pairs(ops: Arrays, body: Callable, total: int, size: int) -> Any:
+    """Map ``body(ks, valid)`` over chunks of the pair indices 0..total-1 (``lax.map`` in JAX, a loop in
+    NumPy); results concatenated."""
+    xp = ops.xp
     n_chunks = -(-total // size)
 
-    def step(c: jax.Array) -> Any:
-        ks = c * size + jnp.arange(size)
-        return body(jnp.where(ks < total, ks, 0), c >= 0)  # c >= 0: runtime-true, see Ctx.isolated
+    def step(c: Any) -> Any:
+        ks = c * size + xp.arange(size)
+        return body(xp.where(ks < total, ks, 0), c >= 0)  # c >= 0: runtime-true, see Arrays.isolated
 
-    out = jax.lax.map(step, jnp.arange(n_chunks))
-    return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:total], out)
+    out = ops.map(step, xp.arange(n_chunks))
+    return tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:total], out)
 
 
 def _run(seg: tuple, lay: S.SpatialState, st: KernelState, reduce: Callable, free: list, pools: list, asym: bool,
-         has_ntk: bool, npix: bool, img1: jax.Array, img2: jax.Array | None, *free_vals: Any) -> tuple:
+         has_ntk: bool, npix: bool, ops: Arrays, img1: Any, img2: Any, *free_vals: Any) -> tuple:
+    xp, table = ops.xp, ops.table
     shared = _shared_transcendentals(seg)
     base = dict(zip(free, free_vals))
     sym = img2 is None
-    z = img1 if sym else jnp.concatenate([img1, img2.astype(img1.dtype)])
+    z = img1 if sym else xp.concatenate([img1, img2.astype(img1.dtype)])
     n = len(img1)
     m = n if sym else len(img2)
     shape = img1.shape[1:-1]
     pixels: list[int] = []  # pixel count at the readout (static; recorded while tracing)
 
-    def evaluate(ia: jax.Array, ib: jax.Array, ctx: S.Ctx) -> tuple:
+    def evaluate(ia: Any, ib: Any, ctx: S.Ctx) -> tuple:
         env = dict(base)
-        env.update(pair_inputs(lay, z[ia], z[ib]))
+        env.update(pair_inputs(ops, lay, z[ia], z[ib]))
         env[S.CTX] = ctx
         for ins in seg:
             if ins in shared:  # evaluated once and materialised (XLA would inline it into each consumer)
-                env[ins.target] = ctx.isolated(lambda *vals, ins=ins: walk(
-                    ins.expr, {**env, **dict(zip(shared[ins], vals))}, JAX_TABLE), *[env[v] for v in shared[ins]])
+                env[ins.target] = ops.isolated(ctx.live, lambda *vals, ins=ins: walk(
+                    ins.expr, {**env, **dict(zip(shared[ins], vals))}, table), *[env[v] for v in shared[ins]])
             else:
-                run_program((ins,), env, JAX_TABLE)
+                run_program((ins,), env, table)
         grid = env[st.nngp]
         pixels.append(math.prod(grid.shape[2:2 + lay.ndim]))
         if has_ntk:
-            cov, ntk = ctx.isolated(lambda a, b: (reduce(a), reduce(b)), grid, env[st.ntk])
+            cov, ntk = ops.isolated(ctx.live, lambda a, b: (reduce(ops, a), reduce(ops, b)), grid, env[st.ntk])
         else:
-            cov = ctx.isolated(reduce, grid)
-            ntk = jnp.zeros_like(cov)
+            cov = ops.isolated(ctx.live, partial(reduce, ops), grid)
+            ntk = xp.zeros_like(cov)
         return cov, ntk, ({key: env[sym_][:, 0] for key, sym_ in pools} if ctx.phase == 1 else {})
 
     # pairs of different images: k -> (row image, column image) indices into z
@@ -160,38 +163,42 @@ def _run(seg: tuple, lay: S.SpatialState, st: KernelState, reduce: Callable, fre
 
     if pools:  # phase 1 (self pairs) records the pooled variances that phase 2 (cross pairs) reads
         self_cov, self_ntk, rec = _map_pairs(
-            lambda ks, live: evaluate(ks, ks, S.Ctx(phase=1, live=live)), nz, chunk_size(lay, shape, nz))
+            ops, lambda ks, live: evaluate(ks, ks, S.Ctx(phase=1, live=live)), nz, chunk_size(lay, shape, nz))
 
-        def gathered(ia: jax.Array, ib: jax.Array) -> dict:
+        def gathered(ia: Any, ib: Any) -> dict:
             return {key: (S.own_vars(r[ia][:, None], lay.ndim)[0], S.own_vars(r[ib][:, None], lay.ndim)[1])
                     for key, r in rec.items()}
 
-        def cross(ks: jax.Array, live: jax.Array) -> tuple:
+        def cross(ks: Any, live: Any) -> tuple:
             ia, ib = cross_index(ks)
             return evaluate(ia, ib, S.Ctx(phase=2, rec=gathered(ia, ib), live=live))[:2]
 
-        kc, kt = (_map_pairs(cross, n_cross, chunk_size(lay, shape, n_cross)) if n_cross
-                  else (jnp.zeros((0,), z.dtype),) * 2)
+        kc, kt = (_map_pairs(ops, cross, n_cross, chunk_size(lay, shape, n_cross)) if n_cross
+                  else (xp.zeros((0,), z.dtype),) * 2)
     else:  # one loop: the nz self pairs, then the cross pairs
-        def both(ks: jax.Array, live: jax.Array) -> tuple:
-            ia, ib = cross_index(jnp.maximum(ks - nz, 0))
-            ia, ib = jnp.where(ks < nz, ks, ia), jnp.where(ks < nz, ks, ib)
+        def both(ks: Any, live: Any) -> tuple:
+            ia, ib = cross_index(xp.maximum(ks - nz, 0))
+            ia, ib = xp.where(ks < nz, ks, ia), xp.where(ks < nz, ks, ib)
             return evaluate(ia, ib, S.Ctx(phase=2, live=live))[:2]
 
         total = nz + n_cross
-        vc, vt = _map_pairs(both, total, chunk_size(lay, shape, total))
+        vc, vt = _map_pairs(ops, both, total, chunk_size(lay, shape, total))
         self_cov, self_ntk, kc, kt = vc[:nz], vt[:nz], vc[nz:], vt[nz:]
 
     d1 = self_cov[:n]
     d2 = d1 if sym else self_cov[n:]
     if sym and not asym:
-        i = jnp.arange(n)[None, :]
-        j = (i + jnp.arange(1, half + 1)[:, None]) % n
-        cov = jnp.diag(self_cov).at[i, j].set(kc.reshape(half, n)).at[j, i].set(kc.reshape(half, n))
-        ntk = jnp.diag(self_ntk).at[i, j].set(kt.reshape(half, n)).at[j, i].set(kt.reshape(half, n))
+        i = xp.arange(n)[None, :]
+        j = (i + xp.arange(1, half + 1)[:, None]) % n
+
+        def mirrored(diag: Any, half_pairs: Any) -> Any:
+            vals = half_pairs.reshape(half, n)
+            return ops.set_at(ops.set_at(xp.diag(diag), (i, j), vals), (j, i), vals)
+
+        cov, ntk = mirrored(self_cov, kc), mirrored(self_ntk, kt)
     else:
         cov, ntk = kc.reshape(n, m), kt.reshape(n, m)
     outs = [d1[:, None], d2[None, :], cov] + ([ntk] if has_ntk else [])
     if npix:
-        outs.append(jnp.asarray(pixels[0], img1.dtype))
+        outs.append(xp.asarray(pixels[0], img1.dtype))
     return tuple(outs)

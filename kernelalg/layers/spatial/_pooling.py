@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import sympy as sp
 
+from kernelalg.backends import Arrays
 from kernelalg.core import _errors as E
 from kernelalg.layers.spatial import _grid as S
 from kernelalg.layers.spatial._conv import circular_pad, conv_out_shape
@@ -48,10 +49,10 @@ def _pool_map(lay: S.SpatialState, window: tuple, strides: tuple, padding: str, 
     k = lay.ndim
     axes = tuple(range(2, 2 + 2 * k))
 
-    def grid(x: Any) -> Any:
+    def grid(ops: Arrays, x: Any) -> Any:
         if x is None:
             return None
-        out = S.box(x, axes, window + window, strides + strides, padding, "Pool")
+        out = S.box(ops, x, axes, window + window, strides + strides, padding, "Pool")
         if not avg:
             return out
         if normalize_edges and padding == "SAME":
@@ -59,20 +60,20 @@ def _pool_map(lay: S.SpatialState, window: tuple, strides: tuple, padding: str, 
             norm = counts[0]
             for c in counts[1:]:
                 norm = np.multiply.outer(norm, c)
-            return out / jnp.asarray(norm, out.dtype)
+            return out / ops.xp.asarray(norm, out.dtype)
         return out / math.prod(window) ** 2
 
-    def fn(v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx) -> tuple:
-        g = grid(cov)
+    def fn(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx) -> tuple:
+        g = grid(ops, cov)
         if ctx.phase == 0:  # batch mode: self grids on the batch diagonal or in the extension
-            n1, n2 = S.self_pixel_vars(g, ctx.ext, k)
-            return n1.astype(g.dtype), n2.astype(g.dtype), g, grid(ntk), None
+            n1, n2 = S.self_pixel_vars(ops, g, ctx.ext, k)
+            return n1.astype(g.dtype), n2.astype(g.dtype), g, grid(ops, ntk), None
         if ctx.phase == 1:  # chunked self pairs: the pooled grid is the image's own
-            d = S.pixel_diag(g, k)
+            d = S.pixel_diag(ops, g, k)
             n1, n2 = S.own_vars(d, k)
-            return n1, n2, g, grid(ntk), d
+            return n1, n2, g, grid(ops, ntk), d
         n1, n2 = ctx.rec[key]  # chunked pairs of different images: variances recorded in phase 1
-        return n1.astype(g.dtype), n2.astype(g.dtype), g, grid(ntk), None
+        return n1.astype(g.dtype), n2.astype(g.dtype), g, grid(ops, ntk), None
 
     key = next(_KEYS)
     return fn, key
@@ -151,17 +152,17 @@ def _global_kernel(name: str, avg: bool):
         _need_full(lay, name)
         axes = tuple(range(2, 2 + 2 * lay.ndim))
         if lay.chunked:
-            reduce = (lambda x: (jnp.mean if avg else jnp.sum)(x, axis=(1,) + axes))
+            reduce = (lambda ops, x: (ops.xp.mean if avg else ops.xp.sum)(x, axis=(1,) + axes))
             v1, v2, cov, ntk = wrap_readout(b, st, lay, reduce, name.lower())
             return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after=name, layout="dense")
 
-        def fn(v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx) -> tuple:
-            red = (lambda x: None if x is None else (jnp.mean if avg else jnp.sum)(x, axis=axes))
+        def fn(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx) -> tuple:
+            red = (lambda x: None if x is None else (ops.xp.mean if avg else ops.xp.sum)(x, axis=axes))
             g, t = red(cov), red(ntk)
             if ctx.ext:
                 n, m = g.shape[0] - 1, g.shape[1] - 1
                 return g[:n, m:], g[n:, :m], g[:n, :m], None if t is None else t[:n, :m]
-            d = jnp.diagonal(g)
+            d = ops.xp.diagonal(g)
             return d[:, None], d[None, :], g, t
 
         v1, v2, cov, ntk = S.spatial_op(b, st, fn, name.lower())[:4]
@@ -197,25 +198,26 @@ def _flatten_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], stati
     k = lay.ndim
     if lay.chunked:
         if lay.mode == "diag":
-            reduce = (lambda x: jnp.mean(x, axis=tuple(range(1, x.ndim))))
+            reduce = (lambda ops, x: ops.xp.mean(x, axis=tuple(range(1, x.ndim))))
         else:
-            reduce = (lambda x: jnp.mean(S.pixel_diag(x, k), axis=tuple(range(1, 2 + k))))
+            reduce = (lambda ops, x: ops.xp.mean(S.pixel_diag(ops, x, k), axis=tuple(range(1, 2 + k))))
         v1, v2, cov, ntk, npix = wrap_readout(b, st, lay, reduce, "flatten", npix=True)
         width = None if st.width is None else st.width * npix
         return KernelState(v1, v2, cov, ntk, gaussian=False, width=width, after="Flatten", layout="dense")
 
-    def fn(v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx) -> tuple:
-        ext = ctx.ext
+    def fn(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx) -> tuple:
+        ext, xp = ctx.ext, ops.xp
         if lay.mode == "diag":
-            red = (lambda x: None if x is None else jnp.mean(x, axis=tuple(range(2, x.ndim))))
+            red = (lambda x: None if x is None else xp.mean(x, axis=tuple(range(2, x.ndim))))
             npix = math.prod(cov.shape[2:])
-            return red(v1), red(v2), red(cov), red(ntk), jnp.asarray(npix, cov.dtype)
-        grid = (lambda x: None if x is None else S.strip(jnp.mean(S.pixel_diag(x, k), axis=tuple(range(2, 2 + k))), ext))
-        m1, m2 = (jnp.mean(v, axis=tuple(range(2, v.ndim))) for v in (v1, v2))
+            return red(v1), red(v2), red(cov), red(ntk), xp.asarray(npix, cov.dtype)
+        grid = (lambda x: None if x is None else S.strip(xp.mean(S.pixel_diag(ops, x, k), axis=tuple(range(2, 2 + k))),
+                                                         ext))
+        m1, m2 = (xp.mean(v, axis=tuple(range(2, v.ndim))) for v in (v1, v2))
         if ext:
             m1, m2 = m1[:-1, :1], m2[:1, :-1]
         npix = math.prod(cov.shape[2:2 + k])
-        return m1, m2, grid(cov), grid(ntk), jnp.asarray(npix, cov.dtype)
+        return m1, m2, grid(cov), grid(ntk), xp.asarray(npix, cov.dtype)
 
     v1, v2, cov, ntk, npix = S.spatial_op(b, st, fn, "flatten", n_extra=1)
     width = None if st.width is None else st.width * npix
