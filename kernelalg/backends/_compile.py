@@ -119,10 +119,11 @@ class CompiledKernel:
             outs += [st.cov1, st.cov2] + [st.nngp if n == "nngp" else st.ntk for n in self.names]
         self._n_out = len(self.symbolic.outputs)
         self._requires = self.symbolic.requires
-        run = lower_program(self.symbolic.program, outs + [r for r, _ in self._requires], self.symbolic.blocks)
         count = len(outs)
+        run = lower_program(self.symbolic.program, outs + [r for r, _ in self._requires], self.symbolic.blocks,
+                            flagged=count)
 
-        # _checked also says whether every entry is finite (a reduction in the same program) and gives the
+        # _checked also says whether every entry is finite (reduced tile by tile in the same program) and gives the
         # smallest value met of each existence condition of the duals (Dual.requires); _jitted (the kernels only)
         # serves callers that check on their own
         def kernels(x1: jax.Array, x2: jax.Array | None, p: dict) -> tuple[tuple, jax.Array, list]:
@@ -130,8 +131,7 @@ class CompiledKernel:
             # asymmetric by design (surrogate gradients)
             mirror = x2 is None and not self.symbolic.asymmetric
             vals = run(self._env(x1, x2, p), x1.shape[0] if mirror else None)
-            out, finite = self._assemble(vals[:count], x1, x2)
-            return out, finite, [jnp.min(jnp.asarray(v)) for v in vals[count:]]
+            return self._assemble(vals[:count], x1, x2), vals[-1], [jnp.min(jnp.asarray(v)) for v in vals[count:-1]]
 
         # dense programs on CPU compute the symmetric case from tiles, exactly; elsewhere the in-program mirror can
         # be off by an ulp (XLA recomputes fused producers per triangle), so _evaluate mirrors the outputs again
@@ -147,12 +147,12 @@ class CompiledKernel:
         env.update({self._param_symbols[k]: v for k, v in p.items()})
         return env
 
-    def _assemble(self, vals: list, x1: jax.Array, x2: jax.Array | None) -> tuple[tuple, jax.Array]:
-        """The :class:`Kernel` of each output, and whether every entry is finite."""
+    def _assemble(self, vals: list, x1: jax.Array, x2: jax.Array | None) -> tuple:
+        """The :class:`Kernel` of each output."""
         n, m = x1.shape[0], (x1 if x2 is None else x2).shape[0]
         dtype = x1.dtype
         per = 2 + len(self.names)
-        kernels, finite = [], []
+        kernels = []
         for b in range(self._n_out):
             v = vals[b * per:(b + 1) * per]
             fields = {"cov1": _full(v[0], (n, 1), dtype)[:, 0]}
@@ -160,8 +160,7 @@ class CompiledKernel:
             for name, arr in zip(self.names, v[2:]):
                 fields[name] = _full(arr, (n, m), dtype)
             kernels.append(Kernel(**fields))
-            finite += [jnp.all(jnp.isfinite(a)) for a in fields.values()]
-        return tuple(kernels), jnp.all(jnp.stack(finite))
+        return tuple(kernels)
 
     def _params(self, params: Mapping[str, Any] | None) -> dict:
         if params:

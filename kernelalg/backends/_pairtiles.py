@@ -19,11 +19,12 @@ import numpy as np
 Run = Callable[[dict], list]
 
 
-def row_tiled(run: Run, env: dict, elements: int) -> list:
+def row_tiled(run: Run, env: dict, elements: int, flag: bool = False) -> list:
     """``run(env)`` evaluated on row tiles of about ``elements`` pair entries of the (N, ...) arrays of ``env``.
 
     Arrays whose leading axis is N are cut into tiles (the last one padded by repeating the last row), arrays
-    with leading axis 1 and scalars are shared by all tiles.
+    with leading axis 1 and scalars are shared by all tiles. With ``flag`` the last output of ``run`` is a
+    boolean per tile, and-reduced over the tiles.
     """
     arrays = [v for v in env.values() if jnp.ndim(v) >= 1]
     n = max((jnp.shape(v)[0] for v in arrays), default=1)
@@ -45,8 +46,9 @@ def row_tiled(run: Run, env: dict, elements: int) -> list:
         return [jnp.asarray(o) for o in run({**env, **dict(zip(split, tiles))})]
 
     outs = jax.lax.map(body, [cut(env[k]) for k in split])
-    return [o.reshape((count * tile,) + o.shape[2:])[:n] if o.ndim >= 2 and o.shape[1] == tile else o[0]
-            for o in outs]
+    result = [o.reshape((count * tile,) + o.shape[2:])[:n] if o.ndim >= 2 and o.shape[1] == tile else o[0]
+              for o in outs]
+    return result[:-1] + [jnp.all(outs[-1])] if flag else result
 
 
 def mirror_upper(arr: jax.Array) -> jax.Array:
@@ -69,18 +71,18 @@ def mirror_square(tree: Any) -> Any:
     return jax.tree_util.tree_map(lambda a: mirror_upper(a) if a.ndim == 2 and a.shape[0] == a.shape[1] else a, tree)
 
 
-def symmetric(run: Run, env: dict, n: int, elements: int, tiles: bool) -> list:
+def symmetric(run: Run, env: dict, n: int, elements: int, tiles: bool, flag: bool = False) -> list:
     """``run(env)`` for the kernel of x with itself (env's per-pair arrays (n, n), per-sample (n, 1) / (1, n)),
     with every (n, n) output symmetric.
 
     With ``tiles`` (a dense program on CPU) only the square tiles on and above the diagonal are computed, in a
     loop (at least two tiles per side, so that it stays a loop), and the matrix is assembled from the loop's
     output buffer: exactly symmetric. Otherwise the full evaluation with its upper triangle mirrored in the
-    program (see :func:`mirror_upper` for when that is exact).
+    program (see :func:`mirror_upper` for when that is exact). ``flag`` as in :func:`row_tiled`.
     """
     kinds = {k: _kind(v, n) for k, v in env.items()}
     if not tiles or n < 2 or None in kinds.values():
-        outs = row_tiled(run, env, elements) if tiles else run(env)
+        outs = row_tiled(run, env, elements, flag) if tiles else run(env)
         return [mirror_upper(o) if jnp.shape(o) == (n, n) else o for o in outs]
     # edges of at least 2 (per-sample (edge, 1) and per-pair (edge, edge) tile outputs must differ in shape),
     # preferably dividing n (no padded copy of the inputs)
@@ -117,7 +119,7 @@ def symmetric(run: Run, env: dict, n: int, elements: int, tiles: bool) -> list:
             result.append(o[diag].reshape(1, count * edge)[:, :n])
         else:  # scalars and constants: the same in every tile
             result.append(o[0])
-    return result
+    return result[:-1] + [jnp.all(outs[-1])] if flag else result
 
 
 def _kind(v: jax.Array, n: int) -> str | None:
