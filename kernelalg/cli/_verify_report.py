@@ -48,6 +48,8 @@ from kernelalg.analysis._loss import gd_loss
 
 DEFAULTS = {"n": 24, "widths": (64, 256, 1024, 4096), "samples": 32, "steps": 200}
 QUICK = {"n": 8, "widths": (32, 128), "samples": 8, "steps": 30}
+#: Most inputs: every check holds n x n kernels per width and network (-n 1024 --quick: ~1.2 GB, minutes).
+MAX_N = 1024
 Z_THRESHOLD = 5.0
 #: Rounding floor of float32 Monte Carlo, relative (1000 machine epsilons, as ka.verify's numeric_rtol).
 NUMERIC_RTOL = 1000 * float(np.finfo(np.float32).eps)
@@ -87,6 +89,10 @@ class VerifyConfig:
         if n < 4:
             raise KernelalgError(BAD_SETTING.format(what=f"-n {n} is too small.",
                                                     fix="use at least 4 inputs, e.g. -n 24."))
+        if n > MAX_N:
+            raise KernelalgError(BAD_SETTING.format(what=f"-n {n} is too large (limit {MAX_N}; the checks hold "
+                                                    "n x n kernels for every width and network).",
+                                                    fix=f"use at most {MAX_N} inputs, e.g. -n 24."))
         if len(widths) < 2 or widths[0] < 1:
             raise KernelalgError(BAD_SETTING.format(what=f"--widths {','.join(map(str, widths))} needs two or more "
                                                     "distinct positive widths.", fix="e.g. --widths 64,256,1024."))
