@@ -43,7 +43,7 @@ MAX_MGF_TERMS = 256
 #: expectation is taken (beyond them, the quadrature route is taken): most distinct slopes b; largest sum of
 #: (degree + 1) of the p_b; largest sum over pairs of complex slopes (sin, cos) of ((deg p_a + 1)(deg p_b + 1))^2,
 #: whose real parts are expanded. Together they keep one exact dual under about a second.
-MAX_MGF_SLOPES = 9
+MAX_MGF_SLOPES = 17
 MAX_MGF_WEIGHT = 17
 MAX_MGF_COMPLEX = 1024
 
