@@ -100,10 +100,10 @@ def check_spectrum(net: Any, cfg: Any, out: Path) -> Any:
         if cfg.dim > MAX_DIM:
             raise KernelalgError(BAD_DIM.format(dim=cfg.dim, limit=MAX_DIM))
         ms, decay = _analysis()
+        kmax = KMAX
+        spec = ms(net, cfg.dim, kmax, "ntk")  # needs the closed form, which may exceed its limits
     except KernelalgError as err:
         return Check(name, "skipped", str(err).split(" Fix:")[0])
-    kmax = KMAX
-    spec = ms(net, cfg.dim, kmax, "ntk")
     ok, trace_line = _trace(spec)
     fitted = _fitted_rate(spec)
     dec = _derived(decay, net, cfg.dim, "ntk")
