@@ -188,8 +188,9 @@ def polynomial(s11: Expr, s12: Expr, s22: Expr, coef: tuple[Expr, ...]) -> Dual:
     s12 (Mehler's expansion, O(n^2) terms); phi' has the coefficients (i + 1) c_(i+1)."""
     coef = tuple(coef)
     dcoef = tuple(i * c for i, c in enumerate(coef))[1:]
-    return Dual(polynomial_expectation(coef, coef, s11, s12, s22), polynomial_expectation(dcoef, dcoef, s11, s12, s22),
-                polynomial_expectation(coef, coef, s11, s11, s11))
+    t = polynomial_expectation(coef, coef, s11, s12, s22)
+    tdot = polynomial_expectation(dcoef, dcoef, s11, s12, s22)
+    return Dual(t, tdot, polynomial_expectation(coef, coef, s11, s11, s11))
 
 
 def monomial(s11: Expr, s12: Expr, s22: Expr, degree: int) -> Dual:

@@ -59,6 +59,10 @@ TOO_HIGH_DEGREE = ("Elementwise({name}): the activation has degree up to {degree
 _EXP_SUMS = {sp.exp: 1, sp.sin: 2, sp.cos: 2, sp.sinh: 2, sp.cosh: 2}
 
 
+#: Functions that keep the polynomial degree of their arguments (abs, max, min).
+_PIECEWISE_LINEAR = (sp.Abs, sp.Max, sp.Min)
+
+
 def _fold(expr: sp.Expr, leaf: Callable[[sp.Expr], Any], node: Callable[[sp.Expr, list], Any]) -> Any:
     """Evaluate ``node(e, [values of e.args])`` bottom-up without recursion (``leaf`` for atoms), each shared
     subexpression once."""
@@ -86,13 +90,15 @@ def _degree_node(e: sp.Expr, d: list[int]) -> int:
     if e.is_Pow:
         n = e.exp
         return d[0] * math.ceil(min(abs(float(n)), 1e9)) if n.is_number and n.is_finite else d[0] + d[1]
-    return max(d) if max(d) > 1 else 0  # exp(b x), sin(b x + c), ...: bounded by an exponential, degree 0
+    if isinstance(e, _PIECEWISE_LINEAR):
+        return max(d)
+    return max(d) if max(d) > 1 else 0  # exp(b x), sin(b x + c), tanh(x), ...: no polynomial growth of their own
 
 
 def degree_bound(expr: sp.Expr) -> int:
     """An upper bound on the polynomial degree of ``expr`` in x: x**k counts k, sums the max, products the sum,
-    functions of affine arguments 0 and of others the degree of their arguments (so x**16 * (x + 1) has 17,
-    x**16 * exp(x) has 16 and tanh(x**3) has 3)."""
+    abs/max/min the max of their arguments, other functions 0 for affine arguments and else the degree of their
+    arguments (so x**16 * (x + 1) and x**16 * max(x, 0) have 17, x**16 * exp(x) has 16, tanh(x**3) has 3)."""
     return _fold(expr, lambda e: 1 if e == X else 0, _degree_node)
 
 

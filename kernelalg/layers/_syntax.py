@@ -1,8 +1,8 @@
 """The safe-syntax rules shared by the architecture parser and the activation-formula parser.
 
-Limits (length, nesting, size, exponents, repeats, layer count, formula count), the messages that name the problem and its
-fix, and the checked arithmetic on literal numbers. Nothing here evaluates a string: callers parse with
-:mod:`ast` and walk the tree.
+Limits (length, nesting, size, exponents, repeats, layer count, formula count), the messages that name the
+problem and its fix, and the checked arithmetic on literal numbers. Nothing here evaluates a string: callers
+parse with :mod:`ast` and walk the tree.
 """
 
 from __future__ import annotations
