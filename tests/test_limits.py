@@ -87,6 +87,7 @@ POLY400 = "Dense() >> Polynomial([" + ", ".join(["0.5"] * 400) + "])"
     (" >> ".join(["parse('repeat(Dense(), 1000)')"] * 11), ["11000 layers", "limit 10000"]),
     ("serial(" + ", ".join(["repeat(Dense(), 1000)"] * 11) + ")", ["11000 layers", "limit 10000"]),
     (" >> ".join(f"Dense() >> Elementwise('x + {i}')" for i in range(9)), ["More than 8", "Elementwise", "Fix"]),
+    ("Dense() >> FanOut(1e308) >> FanInSum()", ["FanOut", "1..10000", "Fix"]),
 ])
 def test_parser_refuses_fast(text: str, words: list[str]) -> None:
     assert len(text) < 10_000
@@ -100,6 +101,7 @@ def test_parser_refuses_fast(text: str, words: list[str]) -> None:
     lambda: ka.Monomial(17), lambda: ka.RectifiedMonomial(-1), lambda: ka.Monomial(float("nan")),
     lambda: ka.Monomial("2"), lambda: ka.Polynomial([1.0] * 18), lambda: ka.Polynomial(3.0),
     lambda: ka.Elementwise(lambda x: x**20), lambda: ka.Elementwise(lambda x: sp.tanh(x), deg=0),
+    lambda: ka.FanOut(10**6), lambda: ka.FanOut(float("inf")),
 ])
 def test_python_constructors_refuse(make: Callable[[], ka.Layer]) -> None:
     with deadline(), pytest.raises(ka.KernelalgError, match="Fix"):

@@ -122,10 +122,19 @@ def _fanout_finite(p: Mapping, static: Mapping, in_shape: tuple, width: int):
     return (lambda key: {}), (lambda params, x: (x,) * n), (in_shape,) * n
 
 
+#: Most branches of ``FanOut`` (as many as an architecture may have layers).
+MAX_BRANCHES = 10_000
+
+
 def FanOut(num: int) -> Layer:
-    """Copy the input into ``num`` branches (to be consumed by ``parallel``)."""
-    if int(num) != num or num < 1:
-        raise E.KernelalgError(f"FanOut: num must be a positive integer, got {num!r}. Fix: e.g. FanOut(2).")
+    """Copy the input into ``num`` branches (to be consumed by ``parallel``; 1..MAX_BRANCHES = 10,000)."""
+    try:
+        ok = not isinstance(num, (bool, str)) and int(num) == num and 1 <= int(num) <= MAX_BRANCHES
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise E.KernelalgError(f"FanOut: num must be an integer in 1..{MAX_BRANCHES}, got {num!r}. Fix: e.g. "
+                               "FanOut(2).")
     return Layer("FanOut", _fanout_kernel, static=(("num", int(num)),), finite=_fanout_finite, role="branch")
 
 
