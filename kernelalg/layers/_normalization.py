@@ -244,7 +244,7 @@ def _dropout_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape:
         key = jax.random.fold_in(jax.random.PRNGKey(seed[0]), seed[1])
         keys = jax.vmap(lambda h: jax.random.fold_in(key, h))(input_hash(x))
         keep = jax.vmap(lambda k: jax.random.bernoulli(k, rate, x.shape[1:]))(keys)
-        return jnp.where(keep, x / rate, jnp.zeros((), x.dtype))
+        return jnp.where(keep, x / rate, 0.0)
 
     return init, apply, in_shape
 
