@@ -16,12 +16,14 @@ from kernelalg.layers._dense import Dense, FanInSum, FanOut, Identity
 from kernelalg.layers._elementwise import Elementwise
 from kernelalg.core._errors import InputError, KernelalgError, LayerOrderError, LoweringError
 from kernelalg.core._layer import Layer, parallel, serial
-from kernelalg.core._program import C, D, Q1, Q2
+from kernelalg.core._program import C, D, ID1, ID2, Q1, Q2
 from kernelalg.core._symbolic import SymbolicKernel, symbolic
 from kernelalg.layers.recurrent._recurrent import Recurrent, recurrent_step_map
 from kernelalg.layers.recurrent._sequences import Sequences
 from kernelalg.layers.spatial._conv import Conv
 from kernelalg.layers.spatial._pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool
+from kernelalg.layers.spatial._attention import GlobalSelfAttention
+from kernelalg.layers._normalization import Dropout, LayerNorm
 from kernelalg.layers._surrogate import SurrogateSign, SurrogateStep, true_gradient
 from kernelalg.finite._surrogate import SurrogateTwins, empirical_sg_ntk, surrogate_twins
 from kernelalg.finite._twins import FiniteNet, finite
@@ -43,6 +45,8 @@ __all__ = [
     "parallel", "serial", "Layer",
     # convolutional
     "Conv", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
+    # attention, normalization, dropout
+    "GlobalSelfAttention", "LayerNorm", "Dropout",
     # recurrent
     "Recurrent", "Sequences", "recurrent_step_map",
     # surrogate gradients
@@ -53,7 +57,7 @@ __all__ = [
     # kernels
     "symbolic", "SymbolicKernel", "parse", "compile", "CompiledKernel", "ReferenceKernel", "kernel", "Kernel",
     "reference_kernel",
-    "Q1", "Q2", "C", "D",
+    "Q1", "Q2", "C", "D", "ID1", "ID2",
     # scale: tiled / multi-device / Dask Gram matrices, resumable zarr stores
     "gram", "plan_gram", "GramPlan", "GramStore", "open_gram",
     # errors

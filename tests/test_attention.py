@@ -87,13 +87,15 @@ def test_other_mechanisms_monte_carlo(mech: str) -> None:
 
 @SLOW
 def test_monte_carlo_error_shrinks_with_width() -> None:
-    """Softmax attention after a Dense embedding: the relative error of the Monte Carlo mean falls with the width
-    (8 -> 128), and the width-extrapolated estimate agrees with the exact kernel within 5 SE."""
+    """Softmax attention after a Dense embedding, 2048 networks per width: at width 4 the finite-width bias is
+    visible (the relative error is more than twice its noise floor; measured 0.12 vs 0.048 for the NNGP, 0.16 vs
+    0.036 for the NTK), it falls by more than 3x at width 64, and the width-extrapolated estimate agrees with
+    the exact kernel within 5 SE."""
     net = ka.Dense(1.3, 0.1) >> ka.GlobalSelfAttention(W_key_std=2.0, b_std=0.1) >> ka.GlobalAvgPool() >> ka.Dense()
-    conv = ka.convergence(net, SEQ.astype(np.float32), widths=(8, 32, 128), samples=512, key=8)
+    conv = ka.convergence(net, SEQ.astype(np.float32), widths=(4, 16, 64), samples=2048, key=8)
     for name in ("nngp", "ntk"):
         err, noise = conv.rel_error[name], conv.rel_noise[name]
-        assert err[0] > 3 * noise[0] and err[-1] < err[0] / 2, (name, err, noise)
+        assert err[0] > 2 * noise[0] and err[-1] < err[0] / 3, (name, err, noise)
         a, sa = conv.extrapolated[name]
         assert np.all(np.abs(a - conv.exact[name]) <= 5 * sa), name
 

@@ -167,7 +167,7 @@ def _attention_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shap
     chol = None
     if kind != "NONE" and static["pos_emb_decay_fn"] is not None:
         r = positional_covariance(spatial, static["pos_emb_p_norm"], static["pos_emb_decay_fn"])
-        chol = jnp.asarray(np.linalg.cholesky(r))
+        chol = np.linalg.cholesky(r)  # a NumPy constant: this runs once per shape, possibly under a trace
     qk, ov = p["W_query_std"] * p["W_key_std"], p["W_out_std"] * p["W_value_std"]
     norm = c_keys * (n_key if linear else math.sqrt(n_key))
     hi = jax.lax.Precision.HIGHEST
@@ -190,7 +190,7 @@ def _attention_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shap
         keys_in = vals_in = xs
         if kind != "NONE":
             pe = params["pos_emb"].astype(x.dtype)
-            pe = (pe if chol is None else jnp.matmul(chol.astype(x.dtype), pe, precision=hi)) * p["W_pos_emb_std"]
+            pe = (pe if chol is None else jnp.matmul(jnp.asarray(chol, x.dtype), pe, precision=hi)) * p["W_pos_emb_std"]
             keys_in = xs + pe if kind == "SUM" else jnp.concatenate([xs, jnp.broadcast_to(pe, (n,) + pe.shape)], -1)
             vals_in = keys_in if static["val_pos_emb"] else xs
         proj = (lambda a, w: jnp.einsum("npc,hck->hnpk", a, w.astype(x.dtype), precision=hi))
