@@ -187,7 +187,7 @@ def transformer_networks(draw: Any, depth: tuple[int, int] = (1, 2), activation:
                          dropout: bool = True) -> ka.Layer:
     """Transformer-style networks on sequences (batch, length, channels): ``Dense >> [residual(attention) (>>
     LayerNorm) >> residual(Dense >> act (>> Dropout) >> Dense) (>> LayerNorm)] x depth >> readout >> Dense``.
-    Attention: linear logit scaling with any mechanism, or 1/sqrt scaling with identity weights; positional
+    Attention: linear logit scaling with any mechanism, or 1/sqrt scaling with identity, abs or relu weights; positional
     embeddings none / summed / concatenated, in the values or not; the readout GlobalAvgPool, GlobalSumPool or
     Flatten."""
     activation = activation if activation is not None else activations(("Relu", "Erf", "Gelu", "Abs"))
@@ -204,7 +204,7 @@ def transformer_networks(draw: Any, depth: tuple[int, int] = (1, 2), activation:
     layers = [ka.Dense(draw(_f(0.7, 1.3)), bias())]
     for _ in range(draw(st.sampled_from(list(range(depth[1], depth[0] - 1, -1))))):
         linear = maybe()
-        mech = draw(st.sampled_from(["SOFTMAX", "IDENTITY", "ABS", "RELU"])) if linear else "IDENTITY"
+        mech = draw(st.sampled_from(["SOFTMAX", "IDENTITY", "ABS", "RELU"][0 if linear else 1:]))
         pos = draw(st.sampled_from(["SUM", "CONCAT", "NONE"]))
         layers.append(residual(ka.GlobalSelfAttention(
             linear, W_key_std=draw(_f(0.5, 1.5)), W_value_std=draw(_f(0.7, 1.3)), b_std=bias(), attention_mechanism=mech,

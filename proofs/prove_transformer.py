@@ -14,8 +14,8 @@ large numbers), as stated in each claim.
 * Attention: the logits of tied keys and queries with 1/n_key scaling have mean K(p, q) and variance
   (K(p,p) K(q,q) + K(p,q)^2)/n_key -> 0; with independent keys and queries and 1/sqrt(n_key) scaling, mean 0
   and covariance K(p, p') K(q, q') (exactly, at any n_key); given the weights G, the output covariance over
-  the value and output weights is G K G'^T and their NTK terms add 2 G K G'^T; and NT's closed form of the
-  identity mechanism with 1/sqrt scaling equals the term-by-term sum of those contributions.
+  the value and output weights is G K G'^T and their NTK terms add 2 G K G'^T; and the general 1/sqrt map (the
+  sum of those contributions with the mechanism's dual) reduces to NT's closed form for identity weights.
 """
 
 from __future__ import annotations
@@ -135,8 +135,10 @@ def prove_attention_values() -> Proof:
 
 
 def prove_attention_identity_sqrt() -> Proof:
-    """NT's closed form of identity weights with 1/sqrt scaling == the sum of the contributions (values, W_V and
-    W_O, the logits through Cov(Z, Z') and their NTK), for 2 positions and symbolic kernels."""
+    """The general 1/sqrt-scaling map of kernelalg/layers/spatial/_attend.py -- the sum of the contributions
+    (values, W_V and W_O, the logits through their covariance S12 and their NTK Theta_Z, with the mechanism's
+    dual T, Tdot; abs and relu use it with their arc-cosine duals) -- with identity weights (T = S12, Tdot = 1)
+    equals NT's closed form, for 2 positions and symbolic kernels."""
     p = Proof("attention_identity_sqrt", covers=())
     npos, qk = 2, sp.Symbol("qk", positive=True)
     mat = (lambda nm: sp.Matrix(npos, npos, sp.symbols(f"{nm}1:{npos * npos + 1}", real=True)))

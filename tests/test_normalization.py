@@ -112,7 +112,7 @@ def test_dropout_twin_masks() -> None:
 def test_layernorm_monte_carlo() -> None:
     """Dense >> LayerNorm >> Relu >> Dense and a residual sum before the LayerNorm: the finite twins (variance
     estimated from the width's channels: biased as 1/n) extrapolated over widths (32, 64), 256 networks each,
-    within 5 SE of the exact kernels."""
+    within 5 SE of the exact kernels (median SE 1.3% / 2.4% of max |K|)."""
     block = ka.FanOut(2) >> ka.parallel(ka.Relu() >> ka.Dense(1.1, 0.1), ka.Identity()) >> ka.FanInSum()
     net = ka.Dense(1.3, 0.2) >> block >> ka.LayerNorm(eps=0.05) >> ka.Relu() >> ka.Dense(1.2, 0.1)
     v = ka.verify(net, X.astype(np.float32), width=32, samples=256, key=3)
@@ -122,7 +122,7 @@ def test_layernorm_monte_carlo() -> None:
 def test_dropout_monte_carlo_one_width() -> None:
     """One hidden layer with Dropout: the twin is unbiased at any width (the masks are exact Bernoulli draws, the
     readout conditional is exact), so one width (16) with 1024 networks: |z| <= 5 on x2 None (diagonal scaled)
-    and on x2 a copy of x1 (the same inputs get the same masks)."""
+    and on x2 a copy of x1 (the same inputs get the same masks); median SE 0.8% / 0.65% of max |K|."""
     net = ka.Dense(1.3, 0.2) >> ka.Relu() >> ka.Dropout(0.6) >> ka.Dense(1.2, 0.1)
     x = X.astype(np.float32)
     for x2 in (None, x.copy()):

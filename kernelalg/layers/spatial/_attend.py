@@ -9,9 +9,17 @@ output layer's affine map (``W_out_std W_value_std`` and ``b_std``, applied elem
 * linear logit scaling (Hron et al. 2020, Sec. 3; neural-tangents): the logits converge to the
   deterministic QK K_int(x, x)(p, q), so the attention weights G(x) = phi(QK K_int(x, x)) (softmax over q)
   are fixed by each input's own self grid:  A = G(x) V G(x')^T,  A_T = G(x) V_T G(x')^T + 2 A.
-* 1/sqrt scaling with the identity mechanism (neural-tangents' closed form): the logits are Gaussian with
-  Cov(Z(p, q), Z'(p', q')) = QK^2 K_int(p, p') K_int(q, q'), so with dot = sum_{q,q'} K_int V:
-  A = QK^2 dot K_int,  A_T = QK^2 [(sum K_int V_T + sum Theta_int V) K_int + dot (Theta_int + 4 K_int)].
+* 1/sqrt scaling: the logits are Gaussian with Cov(Z(p, q), Z'(p', q')) = S12 = QK^2 K_int(p, p') K_int(q, q')
+  (variances S11(p, q) = QK^2 K_int(x, x)(p, p) K_int(x, x)(q, q), S22 likewise), so with the mechanism's dual
+  (T, Tdot) of (S11, S12, S22) -- the same expectations over the Gaussian logits as an activation's:
+  A(p, p') = sum_{q,q'} T V(q, q'),
+  A_T(p, p') = sum_{q,q'} [T (V_T + 2 V) + Tdot Theta_Z V](q, q'),
+  Theta_Z = QK^2 [2 K_int(p, p') K_int(q, q') + Theta_int(p, p') K_int(q, q') + K_int(p, p') Theta_int(q, q')]
+  (the query and key weights' gradients and those of their inputs). Identity weights (T = S12, Tdot = 1)
+  factor: with dot = sum K_int V, A = QK^2 dot K_int, A_T = QK^2 [(sum K_int V_T + sum Theta_int V) K_int +
+  dot (Theta_int + 4 K_int)] (neural-tangents' closed form). Abs and relu use the arc-cosine duals (beyond
+  neural-tangents, which refuses them) on the (p, q, p', q') grid, one p at a time. Softmax has no such form:
+  its weights depend on a whole row of logits.
 
 References:
     Hron, Bahri, Sohl-Dickstein, Novak (2020), Infinite attention: NNGP and NTK for deep attention networks,
@@ -25,9 +33,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+import sympy as sp
 
-from kernelalg.backends import Arrays
+from kernelalg.backends import Arrays, evaluate_program
+from kernelalg.core import _duals
+from kernelalg.core._program import Assign
 from kernelalg.layers.spatial import _grid as S
+
+S11, S12, S22 = sp.Symbol("s11", positive=True), sp.Symbol("s12", real=True), sp.Symbol("s22", positive=True)
 
 MECHANISMS = ("SOFTMAX", "IDENTITY", "ABS", "RELU")
 POS_EMB_TYPES = ("NONE", "SUM", "CONCAT")
@@ -68,12 +81,43 @@ def _weights(ops: Arrays, mech: str, logits: Any) -> Any:
     return logits
 
 
+def _gaussian_dual(mech: str) -> Callable[[Arrays, Any, Any, Any], list]:
+    """(arrays, s11, s12, s22) -> [T, Tdot] of abs / relu (the library's closed forms, CSE'd once)."""
+    d = _duals.relu(S11, S12, S22) if mech == "RELU" else _duals.abrelu(S11, S12, S22, -1, 1)
+    reps, reduced = sp.cse([d.T, d.Tdot], symbols=sp.numbered_symbols("att_"), optimizations=None)
+    program = [Assign(sym, e) for sym, e in reps]
+    return lambda ops, s11, s12, s22: evaluate_program(program, reduced, {S11: s11, S12: s12, S22: s22}, ops.table)
+
+
+def _sqrt_dual(ops: Arrays, dual: Callable, qk: Any, v1: Any, v2: Any, ki: Any, ti: Any, vk: Any, vt: Any) -> tuple:
+    """A, A_T of 1/sqrt scaling with a nonlinear mechanism on (B1, B2, P, P) grids (v1, v2: (B1|1, B2|1, P)
+    variances of the keys' inputs), one query position p of x at a time: (B1, B2, q, p', q') per step."""
+    xp = ops.xp
+    s11, s22 = qk**2 * v1[..., :, None] * v1[..., None, :], qk**2 * v2[..., :, None] * v2[..., None, :]
+    kqq = ki[..., :, None, :]  # K_int(q, q') at [q, p', q']
+
+    def at_p(xs: tuple) -> tuple:
+        s11p, kp, tp = xs  # S11(p, q) (B1, B2|1, q); K_int(p, p'), Theta_int(p, p') (B1, B2, p')
+        kpp, tpp = kp[..., None, :, None], tp[..., None, :, None]
+        t, tdot = (xp.broadcast_to(v, kqq.shape[:-3] + (kqq.shape[-3], kp.shape[-1], kqq.shape[-1]))
+                   for v in dual(ops, s11p[..., :, None, None], qk**2 * kpp * kqq, s22[..., None, :, :]))
+        theta_z = qk**2 * (2 * kpp * kqq + tpp * kqq + kpp * ti[..., :, None, :])
+        vkk, vtt = vk[..., :, None, :], vt[..., :, None, :]
+        return (xp.sum(t * vkk, axis=(-3, -1)), xp.sum(t * (vtt + 2 * vkk) + tdot * theta_z * vkk, axis=(-3, -1)))
+
+    s11 = xp.broadcast_to(s11, ki.shape[:2] + s11.shape[2:])
+    rows = (xp.moveaxis(s11, 2, 0), xp.moveaxis(ki, 2, 0), xp.moveaxis(ti, 2, 0))
+    a, at = ops.map(lambda p: at_p(tuple(r[p] for r in rows)), xp.arange(ki.shape[2]))
+    return xp.moveaxis(a, 0, 2), xp.moveaxis(at, 0, 2)
+
+
 def attention_map(lay: S.SpatialState, st: Setting, key: Any) -> Callable[..., tuple]:
     """The op ``fn(arrays, v1, v2, cov, ntk, ctx, qk, kw, pw) -> (a1, a2, A, A_T, record)`` on the pixel-pair
     grid (full mode, batch axes as in :mod:`._grid`); ``ntk`` None stands for a zero input NTK; ``record`` is
     the phase-1 record (chunked self pairs: [G | diag A] with linear scaling, diag A otherwise), else None;
     ``key`` is the op's tag, under which phase 2 finds the records (``ctx.rec``)."""
     k = lay.ndim
+    dual = _gaussian_dual(st.mechanism) if not st.linear_scaling and st.mechanism != "IDENTITY" else None
 
     def fn(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx, qk: Any, kw: Any, pw: Any) -> tuple:
         xp = ops.xp
@@ -90,12 +134,18 @@ def attention_map(lay: S.SpatialState, st: Setting, key: Any) -> Callable[..., t
         if st.linear_scaling:
             weights = (lambda g: _weights(ops, st.mechanism, qk * kint(g)))
             a, at, record = _linear(ops, kk, vk, vt, ctx, weights, recs)
-        else:
+        elif st.mechanism == "IDENTITY":
             ki, ti = kint(kk), kint(tt)
             dot = xp.sum(ki * vk, axis=(-2, -1), keepdims=True)
             cross = xp.sum(ki * vt, axis=(-2, -1), keepdims=True) + xp.sum(ti * vk, axis=(-2, -1), keepdims=True)
             a = qk**2 * dot * ki
             at = qk**2 * (cross * ki + dot * (ti + 4 * ki))
+            record = None
+        else:
+            v1i, v2i = v1.reshape(v1.shape[:2] + (size,)), v2.reshape(v2.shape[:2] + (size,))  # per position
+            if r is not None:
+                v1i, v2i = kw * v1i + pw * xp.diagonal(r), kw * v2i + pw * xp.diagonal(r)
+            a, at = _sqrt_dual(ops, dual, qk, v1i, v2i, kint(kk), kint(tt), vk, vt)
             record = None
         a, at = unflat(a), unflat(at)
         if ctx.phase == 0:

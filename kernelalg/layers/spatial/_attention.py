@@ -15,9 +15,10 @@ position pairs. The state must carry every position pair and each input's own gr
 like pooling); with one readout the pairs run in chunks (:mod:`._pairs`): the self pairs first record each
 input's attention weights, the other pairs read them.
 
-Unsupported, as in neural-tangents (a clear error): 1/sqrt(n_key) scaling with softmax, abs or relu weights
-(the expectations over the Gaussian logits of a whole row have no closed form); masks; attention after
-``Recurrent`` (the sequence layout of recurrent nets).
+With 1/sqrt(n_key) scaling the logits stay Gaussian: identity weights have neural-tangents' closed form, abs and
+relu weights the arc-cosine duals of the logits (neural-tangents refuses these two). Unsupported (a clear
+error): 1/sqrt(n_key) scaling with softmax weights (they depend on a whole row of Gaussian logits: no closed
+form); masks; attention after ``Recurrent`` (the sequence layout of recurrent nets).
 
 References:
     Vaswani et al. (2017), Attention is all you need; Hron, Bahri, Sohl-Dickstein, Novak (2020), Infinite
@@ -60,10 +61,10 @@ AFTER_RECURRENT = (
     "GlobalSelfAttention() >> GlobalAvgPool() >> Dense())."
 )
 NO_CLOSED_FORM = (
-    "GlobalSelfAttention(linear_scaling=False, attention_mechanism={mech!r}): with 1/sqrt(n_key) scaling the "
-    "logits stay Gaussian and the expectation of {mech} weights over a whole row has no closed form (neural-tangents "
-    "refuses it too). Fix: linear_scaling=True (logits scaled by 1/n_key, tied keys and queries) or "
-    "attention_mechanism='IDENTITY'."
+    "GlobalSelfAttention(linear_scaling=False, attention_mechanism='SOFTMAX'): with 1/sqrt(n_key) scaling the "
+    "logits stay Gaussian, and the expectation of softmax weights, which depend on a whole row of logits, has no "
+    "closed form (neural-tangents refuses it too). Fix: linear_scaling=True (logits scaled by 1/n_key, tied keys "
+    "and queries), or attention_mechanism='IDENTITY', 'ABS' or 'RELU'."
 )
 BAD_CHOICE = "GlobalSelfAttention: {what} must be one of {choices}, got {got!r}. Fix: e.g. {what}={example!r}."
 BAD_WIDTH = "GlobalSelfAttention: {name} must be a positive integer or None, got {got!r}. Fix: e.g. {name}=64."
@@ -111,8 +112,8 @@ def _attention_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], sta
         raise E.LayerOrderError(AFTER_RECURRENT)
     if not isinstance(lay, S.SpatialState):
         raise E.LayerOrderError(NOT_POSITIONAL.format(after=st.after))
-    if not static["linear_scaling"] and static["attention_mechanism"] != "IDENTITY":
-        raise E.KernelalgError(NO_CLOSED_FORM.format(mech=static["attention_mechanism"]))
+    if not static["linear_scaling"] and static["attention_mechanism"] == "SOFTMAX":
+        raise E.KernelalgError(NO_CLOSED_FORM)
     if lay.mode != "full" or not lay.self_grids:  # the planner guarantees this (Spatial(pairs=True))
         raise E.InternalError(f"{NAME}: reached a state without self grids ({lay}). Please report this bug.")
     pos = static["pos_emb_type"] != "NONE"
@@ -157,8 +158,8 @@ def _attention_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shap
     spatial, c_in = tuple(in_shape[:-1]), in_shape[-1]
     size = math.prod(spatial)
     n_out, n_key, n_val = (static[k] or width for k in ("n_chan_out", "n_chan_key", "n_chan_val"))
-    heads = static["n_heads"] or 1
     linear, mech, kind = static["linear_scaling"], static["attention_mechanism"], static["pos_emb_type"]
+    heads = static["n_heads"] or (1 if linear else width)  # Gaussian logits: Gaussian outputs need many heads
     n_pe = static["n_chan_pos_emb"] or c_in
     if kind == "SUM" and n_pe != c_in:
         raise E.KernelalgError(SUM_WIDTH.format(n=n_pe, c=c_in))
@@ -245,8 +246,8 @@ def GlobalSelfAttention(linear_scaling: bool = True, W_key_std: float = 1.0, W_v
 
     Args:
         linear_scaling: True: logits scaled by 1/n_key with tied key and query weights (deterministic logits in
-            the limit: a closed form for every mechanism); False: 1/sqrt(n_key), independent weights (closed
-            form for the identity mechanism only).
+            the limit: a closed form for every mechanism); False: 1/sqrt(n_key), independent weights (Gaussian
+            logits: closed forms for identity, abs and relu; softmax is refused).
         W_key_std, W_query_std: Key / query weight stds (the kernel depends on their product).
         W_value_std, W_out_std: Value / output weight stds (the kernel depends on their product).
         b_std: Output bias std, or None for no bias.
@@ -260,15 +261,16 @@ def GlobalSelfAttention(linear_scaling: bool = True, W_key_std: float = 1.0, W_v
         W_pos_emb_std: Std of the embeddings.
         val_pos_emb: Also add the embeddings to the values' inputs.
         n_chan_out, n_chan_key, n_chan_val, n_heads: Widths of the finite-width twin (None: the twin's width;
-            one head). The kernel is their infinite limit.
+            heads: one with linear scaling, the twin's width with 1/sqrt scaling -- there the logits stay random,
+            and the outputs are Gaussian only in the limit of many heads). The kernel is their infinite limit.
 
     Returns:
         The layer (hyperparameter symbols ``W_key_std_<i>``, ..., ``sigma_b_<i>``).
 
     Raises:
         KernelalgError: an unknown mechanism or embedding type, a bad width, a negative std; at kernel time
-            1/sqrt scaling with a mechanism other than identity (no closed form), attention without a
-            sequence/spatial axis or after Recurrent (each message names the fix).
+            1/sqrt scaling with softmax weights (no closed form), attention without a sequence/spatial axis or
+            after Recurrent (each message names the fix).
 
     Example:
         >>> block = ka.FanOut(2) >> ka.parallel(ka.GlobalSelfAttention(), ka.Identity()) >> ka.FanInSum()  # doctest: +SKIP
@@ -303,6 +305,8 @@ def GlobalSelfAttention(linear_scaling: bool = True, W_key_std: float = 1.0, W_v
               ("n_heads", _width("n_heads", n_heads)))
     scaling = "1/n_key (tied keys and queries)" if linear_scaling else "1/sqrt(n_key)"
     route = f"closed form: {mech.lower()} weights, logits scaled by {scaling}"
+    if not linear_scaling and mech in ("ABS", "RELU"):
+        route += " (arc-cosine dual of the Gaussian logits on position quadruples)"
     return Layer(NAME, _attention_kernel, tuple(stds), static, _attention_finite, positive=frozenset(k for k, _ in stds),
                  input_layout=IMAGE_LAYOUTS[1], role="attention", width_arg="n_chan_out", spatial=Spatial(pairs=True),
                  routes=((NAME, route),), identity=identity, unidentified=unidentified)
