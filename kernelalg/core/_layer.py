@@ -154,7 +154,11 @@ class Layer:
 
 
 def _fmt(v: Any) -> str:
-    return repr(v) if not isinstance(v, float) else f"{v:g}"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if callable(v) and not isinstance(v, Layer):  # a function setting: its name (its code is in Layer.identity)
+        return getattr(v, "__qualname__", type(v).__name__)
+    return repr(v)
 
 
 def _wrap(layer: Layer) -> str:
