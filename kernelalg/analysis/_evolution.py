@@ -24,7 +24,7 @@ from kernelalg.core import _errors as E
 import jax
 import jax.numpy as jnp
 from kernelalg.finite._empirical import empirical_ntk
-from kernelalg.finite._train import gd_scan, mse_loss
+from kernelalg.finite._train import descend, mse_loss
 from kernelalg.finite._twins import finite
 
 BAD_GRAM = "{name} must be a square matrix, got shape {shape}. Fix: pass an (n, n) Gram matrix."
@@ -120,7 +120,7 @@ def train_finite(net: Any, x: Any, y: Any, width: int, learning_rate: float, ste
         params = twin.init(jax.random.PRNGKey(seed), x.shape[1:])
         params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
         loss_fn = mse_loss(twin.apply, x, y2)
-        segment = jax.jit(gd_scan, static_argnums=(0, 3))
+        segment = jax.jit(descend, static_argnums=(0, 2, 3))
         every = steps if record_every is None else max(1, int(record_every))
         f0 = np.asarray(twin.apply(params, x)).reshape(y2.shape)
         losses: list[float] = []

@@ -37,7 +37,7 @@ from kernelalg._version import __version__
 from kernelalg.finite._montecarlo import convergence
 from kernelalg.finite._verify import verify
 import jax.numpy as jnp
-from kernelalg.finite._train import gd_scan, mse_loss
+from kernelalg.finite._train import descend, mse_loss
 from kernelalg.finite._twins import finite
 from kernelalg.finite._montecarlo import extrapolate
 from kernelalg.backends._compile import kernel
@@ -211,7 +211,7 @@ def loss_curves(net: Any, x: np.ndarray, y: np.ndarray, width: int, samples: int
     loss = mse_loss(twin.apply, xs, ys)
 
     def train(p: Any) -> jax.Array:
-        return gd_scan(loss, p, lr, steps)[1]
+        return descend(loss, p, lr, steps)[1]
 
     shapes = jax.eval_shape(lambda k: twin.init(k, xs.shape), jax.random.PRNGKey(0))
     n_params = sum(math.prod(s.shape) for s in jax.tree_util.tree_leaves(shapes))

@@ -12,12 +12,12 @@
 from kernelalg.finite._empirical import empirical_nngp, empirical_ntk, empirical_ntk_fn
 from kernelalg.finite._montecarlo import Convergence, MonteCarlo, convergence, monte_carlo
 from kernelalg.finite._surrogate import SurrogateTwins, empirical_sg_ntk, surrogate_twins
-from kernelalg.finite._train import gd_scan, mse_loss
+from kernelalg.finite._train import descend, mse_loss
 from kernelalg.finite._twins import FiniteNet, finite
 from kernelalg.finite._verify import Verification, verify
 
 __all__ = [
     "Convergence", "FiniteNet", "MonteCarlo", "SurrogateTwins", "Verification", "convergence",
-    "empirical_nngp", "empirical_ntk", "empirical_ntk_fn", "empirical_sg_ntk", "finite", "gd_scan",
+    "empirical_nngp", "empirical_ntk", "empirical_ntk_fn", "empirical_sg_ntk", "finite", "descend",
     "monte_carlo", "mse_loss", "surrogate_twins", "verify",
 ]
