@@ -32,11 +32,16 @@ import numpy as np
 from kernelalg.core import _errors as E
 from kernelalg.backends._compile import precision_of
 from kernelalg.core._tiles import check_tile, run_tiles
+from kernelalg.layers._affine import affine_scales
 from kernelalg.finite._twins import FiniteNet
 
 METHODS = ("jacobian", "ntvp", "structured")
-BAD_METHOD = ("method={method!r} is not known. Fix: use method='jacobian' (default), method='ntvp' or "
-              "method='structured'.")
+BAD_METHOD = ("method={method!r} is not known. Fix: use method='jacobian' (default), method='ntvp', "
+              "method='structured' or method='auto'.")
+DEFAULT_MEMORY = 2 * 2**30
+NTK_TOO_BIG = ("the empirical NTK needs about {need:.2f} GiB even one example at a time on the {method} route "
+               "({p} trainable parameters x {k} outputs), over the budget of {budget:.2f} GiB. Fix: raise memory=, "
+               "freeze layers (trainable=/freeze=), or use a ka.finite twin of a Dense chain (structured route).")
 STRUCTURED_NEEDS = ("method='structured' needs fn = ka.finite(net, width).apply of a network whose top-level chain "
                     "is Dense layers and parameter-free layers (activations, Identity) on (N, features) inputs; "
                     "got {why}. Fix: use method='jacobian'.")
@@ -96,12 +101,52 @@ def _layout(k: jax.Array, n: int, m: int, out_shape: tuple, trace: bool) -> jax.
     return jnp.moveaxis(k, 1 + len(axes), 1)
 
 
+def restrict(fn: Callable, params: Any, trainable: tuple | None) -> tuple[Callable, Any]:
+    """(g, theta): ``g(theta, x) = fn(params with the trainable leaves replaced by theta, x)`` and theta, the list
+    of trainable leaves (``trainable``: one bool per leaf of ``params`` in flattening order; None: all)."""
+    if trainable is None:
+        return fn, params
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    if len(leaves) != len(trainable):
+        raise E.KernelalgError(f"trainable has {len(trainable)} flags for {len(leaves)} parameter leaves. Fix: pass "
+                               "a pytree of bools shaped like the parameters.")
+    frozen = [a for a, t in zip(leaves, trainable) if not t]
+
+    def g(theta: list, x: Any) -> Any:
+        it, fz = iter(theta), iter(frozen)
+        return fn(jax.tree_util.tree_unflatten(treedef, [next(it) if t else next(fz) for t in trainable]), x)
+    return g, [a for a, t in zip(leaves, trainable) if t]
+
+
+def trainable_flags(params: Any, trainable: Any) -> tuple | None:
+    """One bool per leaf of ``params`` (hashable, for compiled-function caches) from a pytree of bools."""
+    if trainable is None:
+        return None
+    if jax.tree_util.tree_structure(trainable) != jax.tree_util.tree_structure(params):
+        raise E.KernelalgError("trainable must be a pytree of bools shaped like the parameters (True = the leaf "
+                               "trains). Fix: e.g. jax.tree_util.tree_map(lambda a: True, params), set False "
+                               "where frozen.")
+    return tuple(bool(v) for v in jax.tree_util.tree_leaves(trainable))
+
+
 def ntk_block(fn: Callable, params: Any, x1: Any, x2: Any = None, method: str = "jacobian", trace: bool = True,
-              vmap_examples: bool = True, fn2: Callable | None = None) -> jax.Array:
+              vmap_examples: bool = True, fn2: Callable | None = None, trainable: tuple | None = None) -> jax.Array:
     """One untiled block of the empirical NTK (traceable: use it inside jit / vmap over parameter samples).
 
     With ``fn2`` (same parameters, e.g. a surrogate-gradient twin) the kernel is the asymmetric
-    ``J_fn(x1) J_fn2(x2)^T`` (Jacobian method only)."""
+    ``J_fn(x1) J_fn2(x2)^T`` (Jacobian method only). ``trainable`` (one bool per parameter leaf) restricts
+    the Jacobian to the trainable leaves."""
+    if method == "structured":
+        if fn2 is not None:
+            raise E.KernelalgError("ntk_block(fn2=...): the asymmetric kernel needs method='jacobian'. "
+                                   "Fix: pass method='jacobian'.")
+        n = _batch_len(x1)
+        y1 = jax.eval_shape(lambda p: _outputs_2d(fn(p, x1), n), params)
+        return _structured(fn, params, x1, x2, tuple(y1.shape[1:]), trace, trainable)
+    if trainable is not None:
+        full = params
+        fn, params = restrict(fn, full, trainable)
+        fn2 = None if fn2 is None else restrict(fn2, full, trainable)[0]
     n = _batch_len(x1)
     y1 = jax.eval_shape(lambda p: _outputs_2d(fn(p, x1), n), params)
     out_shape = tuple(y1.shape[1:])
@@ -114,11 +159,6 @@ def ntk_block(fn: Callable, params: Any, x1: Any, x2: Any = None, method: str = 
         else:
             j2 = j1 if x2 is None else jacobians(fn, params, x2, vmap_examples)
         return _contract(j1, j2, n, m, out_shape, trace)
-    elif method == "structured":
-        if fn2 is not None:
-            raise E.KernelalgError("ntk_block(fn2=...): the asymmetric kernel needs method='jacobian'. "
-                                   "Fix: pass method='jacobian'.")
-        return _structured(fn, params, x1, x2, out_shape, trace)
     elif method == "ntvp":
         if fn2 is not None:
             raise E.KernelalgError("ntk_block(fn2=...): the asymmetric kernel needs method='jacobian'. "
@@ -141,8 +181,10 @@ def ntk_block(fn: Callable, params: Any, x1: Any, x2: Any = None, method: str = 
     raise E.KernelalgError(BAD_METHOD.format(method=method))
 
 
-def _structured(fn: Callable, params: Any, x1: Any, x2: Any, out_shape: tuple, trace: bool) -> jax.Array:
-    """J J^T of a Dense/activation chain from layer inputs h and output cotangents g (see the module doc)."""
+def _structured(fn: Callable, params: Any, x1: Any, x2: Any, out_shape: tuple, trace: bool,
+                trainable: tuple | None = None) -> jax.Array:
+    """J J^T of a Dense/activation chain from layer inputs h and output cotangents g (see the module doc);
+    ``trainable`` (one bool per parameter leaf) drops the terms of frozen weights and biases."""
     twin = getattr(fn, "__self__", None)
     if not isinstance(twin, FiniteNet) or getattr(fn, "__func__", None) is not FiniteNet.apply:
         raise E.KernelalgError(STRUCTURED_NEEDS.format(why=f"fn={fn!r}"))
@@ -177,12 +219,18 @@ def _structured(fn: Callable, params: Any, x1: Any, x2: Any, out_shape: tuple, t
 
     h1, g1 = features(x1)
     h2, g2 = (h1, g1) if x2 is None else features(jnp.asarray(x2))
+    trains = (jax.tree_util.tree_map(lambda a: True, params) if trainable is None else
+              jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), list(trainable)))
     hi = jax.lax.Precision.HIGHEST
     total = 0.0
-    for layer, a, b, ga, gb in zip([c for c, d in zip(twin.chain, dense) if d], h1, h2, g1, g2):
-        p, standard = dict(layer.params), dict(layer.static)["parameterization"] == "standard"
-        cw = 1.0 if standard else p["W_std"] ** 2 / a.shape[-1]
-        cb = 0.0 if p.get("b_std") is None else (1.0 if standard else p["b_std"] ** 2)
+    for layer, flags, a, b, ga, gb in zip([c for c, d in zip(twin.chain, dense) if d],
+                                          [t for t, d in zip(trains, dense) if d], h1, h2, g1, g2):
+        p = dict(layer.params)
+        sc = affine_scales(dict(layer.static), p["W_std"], p.get("b_std"), a.shape[-1], ga.shape[-1])
+        cw = sc.w_mult ** 2 if flags["W"] else 0.0
+        cb = sc.b_mult ** 2 if "b" in flags and flags["b"] else 0.0
+        if cw == 0.0 and cb == 0.0:
+            continue
         hh = cw * jnp.matmul(a, b.T, precision=hi) + cb
         if trace:
             gg = jnp.einsum("cni,cmi->nm", ga, gb, precision=hi) / k
@@ -194,7 +242,7 @@ def _structured(fn: Callable, params: Any, x1: Any, x2: Any, out_shape: tuple, t
 
 
 def empirical_ntk_fn(fn: Callable, method: str = "jacobian", trace: bool = True,
-                     vmap_examples: bool = True) -> Callable:
+                     vmap_examples: bool = True, trainable: tuple | None = None) -> Callable:
     """A jitted ``ntk(x1, x2, params)`` of ``fn`` (argument order as neural-tangents' ``empirical_ntk_fn``).
 
     Args:
@@ -204,14 +252,18 @@ def empirical_ntk_fn(fn: Callable, method: str = "jacobian", trace: bool = True,
         trace: Average over the output channel axis (neural-tangents' default ``trace_axes=(-1,)``).
         vmap_examples: Per-example Jacobians (assumes examples do not interact, true for every ``ka.finite``
             network); False differentiates the whole batch at once.
+        trainable: One bool per parameter leaf (flattening order): the NTK of the trainable leaves only
+            (None: all leaves).
     """
     if method not in METHODS:
         raise E.KernelalgError(BAD_METHOD.format(method=method))
-    return jax.jit(lambda x1, x2, params: ntk_block(fn, params, x1, x2, method, trace, vmap_examples))
+    return jax.jit(lambda x1, x2, params: ntk_block(fn, params, x1, x2, method, trace, vmap_examples,
+                                                    trainable=trainable))
 
 
 def empirical_ntk(fn: Callable, params: Any, x1: Any, x2: Any = None, *, method: str = "jacobian",
-                  trace: bool = True, batch_size: int | None = None, vmap_examples: bool = True) -> jax.Array:
+                  trace: bool = True, batch_size: int | None = None, vmap_examples: bool = True,
+                  trainable: Any = None, memory: float = DEFAULT_MEMORY) -> jax.Array:
     """Empirical NTK ``J(x1) J(x2)^T`` of ``fn`` at ``params`` (x2=None: x1), optionally in tiles.
 
     Args:
@@ -219,23 +271,31 @@ def empirical_ntk(fn: Callable, params: Any, x1: Any, x2: Any = None, *, method:
         params: Parameters (any pytree).
         x1: Inputs (N, ...) (or a pytree batch such as ``ka.Sequences``).
         x2: Inputs (M, ...) or None.
-        method: "jacobian", "ntvp" or "structured" (see the module docstring).
+        method: "jacobian", "ntvp", "structured" (see the module docstring) or "auto": the structured route
+            where it applies, else the Jacobian route, in tiles chosen to fit ``memory`` (see :func:`plan_ntk`).
         trace: Average over the output channels (shape (N, M, *spatial, *spatial)); False: full kernel.
         batch_size: Tile size in rows (bounded memory for large N, M); with x2=None only the upper
-            triangle of tiles is computed and mirrored.
+            triangle of tiles is computed and mirrored. None: one block ("auto": planned).
         vmap_examples: See :func:`empirical_ntk_fn`.
+        trainable: Pytree of bools shaped like ``params`` (True = the leaf trains): the NTK of the trainable
+            parameters only. None: all.
+        memory: Working-memory budget in bytes of ``method="auto"``.
 
     Returns:
         The kernel array.
     """
-    f = _cached_fn(fn, method, trace, vmap_examples)
-    if batch_size is None:
-        return f(x1, x2, params)
-    bs = check_tile(batch_size)
+    flags = trainable_flags(params, trainable)
+    if method == "auto":
+        method, planned = plan_ntk(fn, params, x1, x2, trace, flags, memory)
+        batch_size = planned if batch_size is None else batch_size
+    f = _cached_fn(fn, method, trace, vmap_examples, flags)
     n = _batch_len(x1)
     sym = x2 is None
     xb = x1 if sym else x2
     m = _batch_len(xb)
+    if batch_size is None or batch_size >= max(n, m):
+        return f(x1, x2, params)
+    bs = check_tile(batch_size)
     out: dict[str, np.ndarray] = {}
 
     def compute(i: int, j: int) -> dict:
@@ -253,16 +313,60 @@ def empirical_ntk(fn: Callable, params: Any, x1: Any, x2: Any = None, *, method:
         return jnp.asarray(out["ntk"])
 
 
+def plan_ntk(fn: Callable, params: Any, x1: Any, x2: Any = None, trace: bool = True, trainable: tuple | None = None,
+             memory: float = DEFAULT_MEMORY) -> tuple[str, int]:
+    """(method, rows per tile) of the cheapest exact route whose working set fits ``memory`` bytes.
+
+    The structured route (Dense chains of ``ka.finite``) holds, per tile of b rows, the layer inputs and the
+    output cotangents: about ``itemsize (2 b (sum fan_in + 3 k sum fan_out) + 4 b^2 q)`` bytes (k outputs,
+    q = 1 traced, k^2 untraced). The Jacobian route holds two tiles of per-example Jacobians,
+    ``itemsize (4 b k P + b^2 q)`` for P trainable parameters. A route that cannot fit one row raises.
+    """
+    n = _batch_len(x1) if x2 is None else max(_batch_len(x1), _batch_len(x2))
+    out = jax.eval_shape(lambda p: _outputs_2d(fn(p, x1), _batch_len(x1)), params)
+    k, item = math.prod(out.shape[1:]), np.dtype(out.dtype).itemsize
+    q = 1 if trace else k * k
+    leaves = jax.tree_util.tree_leaves(params)
+    flags = trainable or (True,) * len(leaves)
+    n_par = sum(a.size for a, t in zip(leaves, flags) if t)
+    dims = _structured_dims(fn, params, x1, out.shape)
+    if dims is not None:
+        method, cost = "structured", (lambda b: item * (2 * b * (dims[0] + 3 * k * dims[1]) + 4 * b * b * q))
+    else:
+        method, cost = "jacobian", (lambda b: item * (4 * b * k * n_par + b * b * q))
+    if cost(1) > memory:
+        raise E.KernelalgError(NTK_TOO_BIG.format(need=cost(1) / 2**30, budget=memory / 2**30, p=n_par, k=k,
+                                                  method=method))
+    lo, hi = 1, n
+    while lo < hi:  # the largest b <= n with cost(b) <= memory
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if cost(mid) <= memory else (lo, mid - 1)
+    return method, lo
+
+
+def _structured_dims(fn: Callable, params: Any, x: Any, out_shape: tuple) -> tuple[int, int] | None:
+    """(sum of fan-ins, sum of fan-outs) of the Dense layers when the structured route applies, else None."""
+    twin = getattr(fn, "__self__", None)
+    if not isinstance(twin, FiniteNet) or getattr(fn, "__func__", None) is not FiniteNet.apply:
+        return None
+    if not hasattr(x, "ndim") or x.ndim != 2 or len(out_shape) != 2:
+        return None
+    if any(not c.is_feature_affine and jax.tree_util.tree_leaves(p) for c, p in zip(twin.chain, params)):
+        return None
+    dense = [pr["W"].shape for c, pr in zip(twin.chain, params) if c.is_feature_affine]
+    return sum(s[0] for s in dense), sum(s[1] for s in dense)
+
+
 _FN_CACHE: dict = {}
 
 
-def _cached_fn(fn: Callable, method: str, trace: bool, vmap_examples: bool) -> Callable:
-    key = (fn, method, trace, vmap_examples)
+def _cached_fn(fn: Callable, method: str, trace: bool, vmap_examples: bool, trainable: tuple | None) -> Callable:
+    key = (fn, method, trace, vmap_examples, trainable)
     hit = _FN_CACHE.get(key)
     if hit is None:
         if len(_FN_CACHE) > 64:
             _FN_CACHE.clear()
-        hit = _FN_CACHE[key] = empirical_ntk_fn(fn, method, trace, vmap_examples)
+        hit = _FN_CACHE[key] = empirical_ntk_fn(fn, method, trace, vmap_examples, trainable)
     return hit
 
 

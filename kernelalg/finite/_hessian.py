@@ -99,26 +99,51 @@ def hessian_eigenvalues(loss: Callable[..., jax.Array], params: Any, *args: Any,
     """
     flat, unravel = ravel_pytree(params)
 
-    @jax.jit
-    def hvp(v: jax.Array, x: jax.Array, extra: tuple) -> jax.Array:
-        grad = lambda z: ravel_pytree(jax.grad(loss)(unravel(z), *extra))[0]  # noqa: E731
-        return jax.jvp(grad, (x,), (v.astype(x.dtype),))[1]
+    def build() -> Callable:
+        def hvp(v: jax.Array, z0: jax.Array, extra: tuple) -> jax.Array:
+            grad = lambda z: ravel_pytree(jax.grad(loss)(unravel(z), *extra))[0]  # noqa: E731
+            return jax.jvp(grad, (z0,), (v.astype(z0.dtype),))[1]
+        return jax.jit(hvp)
+
+    hvp = _cached(("hvp", loss, _signature(params)), build)
     return lanczos(lambda v: hvp(v, flat, args), flat.size, k, iters, seed, flat.dtype, "hessian_eigenvalues")
 
 
-def ntk_eigenvalues(fn: Callable, params: Any, x: Any, k: int = 1, iters: int = 20, seed: int = 0) -> TopEigen:
-    """Top ``k`` eigenvalues of the empirical NTK ``J J^T`` on all outputs of ``fn(params, x)``, matrix-free.
+def ntk_eigenvalues(fn: Callable, params: Any, x: Any, *args: Any, k: int = 1, iters: int = 20,
+                    seed: int = 0) -> TopEigen:
+    """Top ``k`` eigenvalues of the empirical NTK ``J J^T`` on all outputs of ``fn(params, x, *args)``, matrix-free.
 
     The operator acts on R^(N x outputs) (no trace over output channels: neural-tangents' ``trace_axes=()``);
     each product is one VJP and one JVP over the batch ``x``.
     """
-    out = jax.eval_shape(lambda p: fn(p, x), params)
+    out = jax.eval_shape(lambda p: fn(p, x, *args), params)
     dim = int(np.prod(out.shape))
 
-    @jax.jit
-    def ntvp(v: jax.Array, p: Any, xb: Any) -> jax.Array:
-        f = lambda q: fn(q, xb).reshape(-1)  # noqa: E731
-        _, vjp = jax.vjp(f, p)
-        (g,) = vjp(v.astype(out.dtype))
-        return jax.jvp(f, (p,), (g,))[1]
-    return lanczos(lambda v: ntvp(v, params, x), dim, k, iters, seed, out.dtype, "ntk_eigenvalues")
+    def build() -> Callable:
+        def ntvp(v: jax.Array, p: Any, xb: Any, extra: tuple) -> jax.Array:
+            f = lambda q: fn(q, xb, *extra).reshape(-1)  # noqa: E731
+            _, vjp = jax.vjp(f, p)
+            (g,) = vjp(v.astype(out.dtype))
+            return jax.jvp(f, (p,), (g,))[1]
+        return jax.jit(ntvp)
+
+    ntvp = _cached(("ntvp", fn, _signature(params)), build)
+    return lanczos(lambda v: ntvp(v, params, x, args), dim, k, iters, seed, out.dtype, "ntk_eigenvalues")
+
+
+_CACHE: dict = {}
+
+
+def _signature(params: Any) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    return treedef, tuple((a.shape, str(a.dtype)) for a in leaves)
+
+
+def _cached(key: tuple, build: Callable[[], Callable]) -> Callable:
+    """One compiled product per (function, parameter structure): recorders call these at many steps."""
+    hit = _CACHE.get(key)
+    if hit is None:
+        if len(_CACHE) > 32:
+            _CACHE.clear()
+        hit = _CACHE[key] = build()
+    return hit
