@@ -26,6 +26,9 @@ from kernelalg.layers._surrogate import SurrogateSign, SurrogateStep, true_gradi
 from kernelalg.finite._surrogate import SurrogateTwins, empirical_sg_ntk, surrogate_twins
 from kernelalg.finite._twins import FiniteNet, finite
 from kernelalg.finite._empirical import empirical_nngp, empirical_ntk, empirical_ntk_fn
+from kernelalg.finite._hessian import TopEigen, hessian_eigenvalues, ntk_eigenvalues
+from kernelalg.finite._linearize import linearize, taylor_expand
+from kernelalg.finite._trainer import Trace, TrainRun, train
 from kernelalg.finite._montecarlo import Convergence, MonteCarlo, convergence, monte_carlo
 from kernelalg.finite._verify import Verification, verify
 from kernelalg import analysis  # ka.analysis: spectra, decay, loss asymptotics, dynamics
@@ -50,6 +53,8 @@ __all__ = [
     # finite width and verification
     "finite", "FiniteNet", "empirical_ntk", "empirical_ntk_fn", "empirical_nngp", "monte_carlo", "MonteCarlo",
     "convergence", "Convergence", "verify", "Verification",
+    # training beyond the lazy regime
+    "linearize", "taylor_expand", "train", "TrainRun", "Trace", "hessian_eigenvalues", "ntk_eigenvalues", "TopEigen",
     # kernels
     "symbolic", "SymbolicKernel", "parse", "compile", "CompiledKernel", "kernel", "Kernel", "reference_kernel",
     "Q1", "Q2", "C", "D",

@@ -323,7 +323,7 @@ def plan_ntk(fn: Callable, params: Any, x1: Any, x2: Any = None, trace: bool = T
     ``itemsize (4 b k P + b^2 q)`` for P trainable parameters. A route that cannot fit one row raises.
     """
     n = _batch_len(x1) if x2 is None else max(_batch_len(x1), _batch_len(x2))
-    out = jax.eval_shape(lambda p: _outputs_2d(fn(p, x1), _batch_len(x1)), params)
+    out = jax.eval_shape(lambda p, xx: _outputs_2d(fn(p, xx), _batch_len(x1)), params, x1)
     k, item = math.prod(out.shape[1:]), np.dtype(out.dtype).itemsize
     q = 1 if trace else k * k
     leaves = jax.tree_util.tree_leaves(params)

@@ -153,6 +153,7 @@ def train(model: FiniteNet | Callable, params: Any, x: Any, y: Any, steps: int, 
     plan, lin_on = _schedule(record, every, steps)
     apply = model.apply if isinstance(model, FiniteNet) else model
     fn = loss_function(loss)
+    params = jax.tree_util.tree_map(jnp.asarray, params)  # the enabled precision (float64 only under x64)
     x = jax.tree_util.tree_map(jnp.asarray, x)
     n = jax.tree_util.tree_leaves(x)[0].shape[0]
     out_shape = jax.eval_shape(apply, params, x).shape
