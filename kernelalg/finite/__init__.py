@@ -13,7 +13,8 @@
 * :func:`hessian_eigenvalues`, :func:`ntk_eigenvalues` -> :class:`TopEigen`: sharpness by Lanczos, matrix-free.
 """
 
-from kernelalg.finite._empirical import empirical_nngp, empirical_ntk, empirical_ntk_fn, plan_ntk
+from kernelalg.finite._empirical import empirical_nngp, empirical_ntk, empirical_ntk_fn
+from kernelalg.finite._ntk_plan import plan_ntk
 from kernelalg.finite._hessian import TopEigen, hessian_eigenvalues, lanczos, ntk_eigenvalues
 from kernelalg.finite._linearize import linearize, taylor_expand
 from kernelalg.finite._montecarlo import Convergence, MonteCarlo, convergence, monte_carlo

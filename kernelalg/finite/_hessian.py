@@ -83,7 +83,7 @@ def lanczos(matvec: Callable[[jax.Array], jax.Array], dim: int, k: int = 1, iter
 
 
 def hessian_eigenvalues(loss: Callable[..., jax.Array], params: Any, *args: Any, k: int = 1, iters: int = 20,
-                        seed: int = 0) -> TopEigen:
+                        seed: int = 0, weights: Any = None) -> TopEigen:
     """Top ``k`` eigenvalues of the Hessian of ``loss`` at ``params`` by Lanczos on Hessian-vector products.
 
     Args:
@@ -93,42 +93,59 @@ def hessian_eigenvalues(loss: Callable[..., jax.Array], params: Any, *args: Any,
         k: Number of eigenvalues (largest algebraic first: the sharpness is ``values[0]``).
         iters: Lanczos steps (memory ``iters x n_params`` numbers).
         seed: Seed of the start vector.
+        weights: Per-leaf learning-rate factors s (pytree like ``params``): the eigenvalues of
+            ``S^{1/2} H S^{1/2}``, the Hessian that sets the stability of gradient descent with rates ``eta s``.
 
     Returns:
         :class:`TopEigen` with ``values`` (descending) and their residual norms.
     """
     flat, unravel = ravel_pytree(params)
+    root = None if weights is None else jnp.sqrt(ravel_pytree(_like(params, weights))[0]).astype(flat.dtype)
 
     def build() -> Callable:
-        def hvp(v: jax.Array, z0: jax.Array, extra: tuple) -> jax.Array:
+        def hvp(v: jax.Array, z0: jax.Array, extra: tuple, r: jax.Array | None) -> jax.Array:
             grad = lambda z: ravel_pytree(jax.grad(loss)(unravel(z), *extra))[0]  # noqa: E731
-            return jax.jvp(grad, (z0,), (v.astype(z0.dtype),))[1]
+            v = v.astype(z0.dtype) if r is None else r * v.astype(z0.dtype)
+            hv = jax.jvp(grad, (z0,), (v,))[1]
+            return hv if r is None else r * hv
         return jax.jit(hvp)
 
     hvp = _cached(("hvp", loss, _signature(params)), build)
-    return lanczos(lambda v: hvp(v, flat, args), flat.size, k, iters, seed, flat.dtype, "hessian_eigenvalues")
+    return lanczos(lambda v: hvp(v, flat, args, root), flat.size, k, iters, seed, flat.dtype, "hessian_eigenvalues")
 
 
 def ntk_eigenvalues(fn: Callable, params: Any, x: Any, *args: Any, k: int = 1, iters: int = 20,
-                    seed: int = 0) -> TopEigen:
+                    seed: int = 0, weights: Any = None) -> TopEigen:
     """Top ``k`` eigenvalues of the empirical NTK ``J J^T`` on all outputs of ``fn(params, x, *args)``, matrix-free.
 
     The operator acts on R^(N x outputs) (no trace over output channels: neural-tangents' ``trace_axes=()``);
-    each product is one VJP and one JVP over the batch ``x``.
+    each product is one VJP and one JVP over the batch ``x``. ``weights`` (per-leaf learning-rate factors)
+    gives ``J diag(weights) J^T``.
     """
     out = jax.eval_shape(lambda p: fn(p, x, *args), params)
     dim = int(np.prod(out.shape))
+    w = None if weights is None else _like(params, weights)
 
     def build() -> Callable:
-        def ntvp(v: jax.Array, p: Any, xb: Any, extra: tuple) -> jax.Array:
+        def ntvp(v: jax.Array, p: Any, xb: Any, extra: tuple, wt: Any) -> jax.Array:
             f = lambda q: fn(q, xb, *extra).reshape(-1)  # noqa: E731
             _, vjp = jax.vjp(f, p)
             (g,) = vjp(v.astype(out.dtype))
+            if wt is not None:
+                g = jax.tree_util.tree_map(lambda a, s: a * s, g, wt)
             return jax.jvp(f, (p,), (g,))[1]
         return jax.jit(ntvp)
 
     ntvp = _cached(("ntvp", fn, _signature(params)), build)
-    return lanczos(lambda v: ntvp(v, params, x, args), dim, k, iters, seed, out.dtype, "ntk_eigenvalues")
+    return lanczos(lambda v: ntvp(v, params, x, args, w), dim, k, iters, seed, out.dtype, "ntk_eigenvalues")
+
+
+def _like(params: Any, weights: Any) -> Any:
+    """``weights`` as arrays of the parameters' dtype, checked to have their structure."""
+    if jax.tree_util.tree_structure(weights) != jax.tree_util.tree_structure(params):
+        raise E.KernelalgError("weights must be shaped like the parameters (one number per leaf). Fix: e.g. "
+                               "twin.learning_rate_scales(params, 'sgd').")
+    return jax.tree_util.tree_map(lambda p, s: jnp.full(p.shape, s, p.dtype), params, weights)
 
 
 _CACHE: dict = {}

@@ -11,6 +11,8 @@ name, each at its own steps:
   ``memory`` bytes; never a Jacobian that does not fit);
 * ``"distance"``: ``|theta - theta_0|`` over the trainable parameters, and relative to ``|theta_0|``;
 * ``"sharpness"``: the top Hessian eigenvalues of the training loss (Lanczos on Hessian-vector products);
+  with per-layer learning rates ``eta s`` (abc-parametrizations) those of ``S^{1/2} H S^{1/2}``, and the NTK
+  recorders give ``J diag(s) J^T``: the matrices that govern gradient descent;
 * ``"ntk_eigenvalues"``: the top eigenvalues of the untraced empirical NTK on the training points (Lanczos on
   NTK-vector products);
 * ``"linearized"``: train ``ka.linearize(model, theta_0)`` side by side (same optimizer, batches and frozen
@@ -205,7 +207,8 @@ def train(model: FiniteNet | Callable, params: Any, x: Any, y: Any, steps: int, 
     if lin_on:
         models["linear"] = (jax.jit(lin), jax.jit(lin_loss), (theta0,))
     traces: dict = {name: {} for name in models}
-    ctx = _Context(apply, part, frozen, theta0, x, yy, xt, yt, fn, ntk_trace, memory, top_k, lanczos_iters, seed)
+    ctx = _Context(apply, part, frozen, theta0, x, yy, xt, yt, fn, ntk_trace, memory, top_k, lanczos_iters, seed,
+                   scales)
     checkpoints = sorted({s for grid in plan.values() for s in grid} | {0, steps})
     losses, lin_losses, done = [], [], 0
     for s in checkpoints:
@@ -229,14 +232,13 @@ def train(model: FiniteNet | Callable, params: Any, x: Any, y: Any, steps: int, 
 
 
 def _lr_scales(model: Any, params: Any, x: Any, rule: str | None) -> Any:
-    """Per-leaf learning-rate factors n^{-c} of the twin's abc-parametrization (None without one)."""
-    scales = getattr(model, "learning_rate_scales", None)
-    if scales is None or getattr(model, "parametrization", None) is None:
-        if rule is not None:
-            raise E.KernelalgError(f"lr_rule={rule!r} needs a twin with an abc-parametrization. Fix: build it with "
-                                   "ka.finite(net, width, parametrization='mup'), or drop lr_rule.")
-        return None
-    return scales(params, rule)
+    """Per-leaf learning-rate factors n^{-c} of the twin's abc-parametrization (None when all are 1)."""
+    if isinstance(model, FiniteNet) and model.parametrization is not None:
+        return model.learning_rate_scales(params, rule)
+    if rule is not None:
+        raise E.KernelalgError(f"lr_rule={rule!r} needs a twin with an abc-parametrization. Fix: build it with "
+                               "ka.finite(net, width, parametrization='mup'), or drop lr_rule.")
+    return None
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,7 @@ class _Context:
     top_k: int
     iters: int
     seed: int
+    scales: Any
 
     def measure(self, name: str, theta: list, f: Callable, lf: Callable, extra: tuple) -> dict:
         fz = self.frozen
@@ -274,15 +277,19 @@ class _Context:
         elif name == "ntk":
             full = self.part.merge(theta, fz)
             mask = self.part.trainable_mask()
-            kw = dict(method="auto", trace=self.ntk_trace, trainable=mask, memory=self.memory)
+            kw = dict(method="auto", trace=self.ntk_trace, trainable=mask, weights=self.scales, memory=self.memory)
             out = {"train": empirical_ntk(self.apply, full, self.x, **kw)}
             if self.x_test is not None:
                 out["test_train"] = empirical_ntk(self.apply, full, self.x_test, self.x, **kw)
         elif name == "sharpness":
             top = hessian_eigenvalues(lf, theta, self.x, self.y, fz, *extra, k=self.top_k, iters=self.iters,
-                                      seed=self.seed)
+                                      seed=self.seed, weights=self._theta_scales())
             out = {"eigenvalues": top.values, "residuals": top.residuals}
         else:  # ntk_eigenvalues
-            top = ntk_eigenvalues(f, theta, self.x, fz, *extra, k=self.top_k, iters=self.iters, seed=self.seed)
+            top = ntk_eigenvalues(f, theta, self.x, fz, *extra, k=self.top_k, iters=self.iters, seed=self.seed,
+                                  weights=self._theta_scales())
             out = {"eigenvalues": top.values, "residuals": top.residuals}
         return {key: np.asarray(v) for key, v in out.items()}
+
+    def _theta_scales(self) -> list | None:
+        return None if self.scales is None else self.part.split(self.scales)[0]
