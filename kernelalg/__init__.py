@@ -29,6 +29,7 @@ from kernelalg.finite._empirical import empirical_nngp, empirical_ntk, empirical
 from kernelalg.finite._hessian import TopEigen, hessian_eigenvalues, ntk_eigenvalues
 from kernelalg.finite._linearize import linearize, taylor_expand
 from kernelalg.finite._trainer import Trace, TrainRun, train
+from kernelalg.finite._parametrize import FeatureLearningError, Parametrization, Regime, limit_kernel, regime
 from kernelalg.finite._montecarlo import Convergence, MonteCarlo, convergence, monte_carlo
 from kernelalg.finite._verify import Verification, verify
 from kernelalg import analysis  # ka.analysis: spectra, decay, loss asymptotics, dynamics
@@ -55,13 +56,14 @@ __all__ = [
     "convergence", "Convergence", "verify", "Verification",
     # training beyond the lazy regime
     "linearize", "taylor_expand", "train", "TrainRun", "Trace", "hessian_eigenvalues", "ntk_eigenvalues", "TopEigen",
+    "Parametrization", "regime", "Regime", "limit_kernel",
     # kernels
     "symbolic", "SymbolicKernel", "parse", "compile", "CompiledKernel", "kernel", "Kernel", "reference_kernel",
     "Q1", "Q2", "C", "D",
     # scale: tiled / multi-device / Dask Gram matrices, resumable zarr stores
     "gram", "plan_gram", "GramPlan", "GramStore", "open_gram",
     # errors
-    "KernelalgError", "InputError", "LayerOrderError", "LoweringError",
+    "KernelalgError", "InputError", "LayerOrderError", "LoweringError", "FeatureLearningError",
 ]
 
 # Every layer constructor of the catalogue is public: a constructor added to a family module needs no edit

@@ -11,10 +11,15 @@
   :func:`descend`, :func:`mse_loss`: its pure full-batch loop (``vmap``-able over initialisations).
 * :func:`linearize`, :func:`taylor_expand`: Taylor models of any ``f(params, x)`` (neural-tangents' semantics).
 * :func:`hessian_eigenvalues`, :func:`ntk_eigenvalues` -> :class:`TopEigen`: sharpness by Lanczos, matrix-free.
+* :class:`Parametrization` (``ka.finite(net, width, parametrization="mup")``: standard, NTK, muP, mean-field),
+  :func:`regime` (Yang & Hu's classification), :func:`limit_kernel` (the infinite-width kernel where one exists;
+  :class:`FeatureLearningError` where training is not a kernel's).
 """
 
 from kernelalg.finite._empirical import empirical_nngp, empirical_ntk, empirical_ntk_fn
 from kernelalg.finite._ntk_plan import plan_ntk
+from kernelalg.finite._parametrize import (PARAMETRIZATIONS, FeatureLearningError, Parametrization, Regime,
+                                           limit_kernel, regime)
 from kernelalg.finite._hessian import TopEigen, hessian_eigenvalues, lanczos, ntk_eigenvalues
 from kernelalg.finite._linearize import linearize, taylor_expand
 from kernelalg.finite._montecarlo import Convergence, MonteCarlo, convergence, monte_carlo
@@ -25,8 +30,9 @@ from kernelalg.finite._twins import FiniteNet, finite
 from kernelalg.finite._verify import Verification, verify
 
 __all__ = [
-    "Convergence", "FiniteNet", "MonteCarlo", "SurrogateTwins", "TopEigen", "Trace", "TrainRun", "Verification",
-    "convergence", "descend", "empirical_nngp", "empirical_ntk", "empirical_ntk_fn", "empirical_sg_ntk", "finite",
-    "hessian_eigenvalues", "lanczos", "linearize", "monte_carlo", "mse_loss", "ntk_eigenvalues", "plan_ntk",
+    "Convergence", "FeatureLearningError", "FiniteNet", "MonteCarlo", "PARAMETRIZATIONS", "Parametrization",
+    "Regime", "SurrogateTwins", "TopEigen", "Trace", "TrainRun", "Verification", "convergence", "descend",
+    "empirical_nngp", "empirical_ntk", "empirical_ntk_fn", "empirical_sg_ntk", "finite", "hessian_eigenvalues",
+    "lanczos", "limit_kernel", "linearize", "monte_carlo", "mse_loss", "ntk_eigenvalues", "plan_ntk", "regime",
     "surrogate_twins", "taylor_expand", "train", "verify",
 ]
