@@ -3,7 +3,7 @@ sharpness of muP vs NTK networks across widths (super consistency).
 
     python benchmarks/bench_train.py memory                      # width 4096, 10 outputs, 1000 points
     python benchmarks/bench_train.py width                       # |f - f_lin| and |theta - theta_0| vs width
-    python benchmarks/bench_train.py sharpness --param mup --width 1024   # one trajectory (append to the JSON)
+    python benchmarks/bench_train.py sharpness --param mup --width 1024 --lr 40   # one trajectory (into the JSON)
     python benchmarks/bench_train.py report                      # tables from benchmarks/results/train_*.json
 
 Each measurement runs in a fresh subprocess; peak memory is its ``ru_maxrss`` (JAX import included), time is
@@ -16,8 +16,9 @@ wall and CPU seconds (the machine is shared: CPU time is the steadier number).
 * width: Dense(3 -> n) >> Erf >> Dense(1), 8 points on the sphere, GD at half the infinite-width maximal
   rate for 100 steps, 6 seeds per width; RMS |f - f_lin| over 8 training + 4 test points, relative |theta - theta_0|.
 * sharpness: Dense(64 -> n) >> Relu >> Dense(n) >> Relu >> Dense(10) on 128 scikit-learn digits (pixels / 16,
-  centred; one-hot targets), MSE, full-batch SGD at one learning rate for every width, 120 steps, top Hessian
-  eigenvalue (Lanczos, 20 steps) at steps 0, 10, 20, 40, 60, 80, 100, 120; "mup" (lr_rule "sgd") and "ntk".
+  centred; one-hot targets), MSE, full-batch SGD at one learning rate for every width (default 40), 120 steps,
+  top Hessian eigenvalue (Lanczos, 20 steps) at steps 0, 10, 20, 40, 60, 80, 100, 120; "mup" (lr_rule "sgd")
+  and "ntk"; one initialisation (seed 0) per width.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def width_worker(width: int) -> dict:
     return {"width": width, "gap": gaps, "relative_distance": moved} | _usage(t0, c0)
 
 
-def sharpness_worker(param: str, width: int) -> dict:
+def sharpness_worker(param: str, width: int, lr: float) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     import numpy as np
     from sklearn.datasets import load_digits
@@ -102,10 +103,10 @@ def sharpness_worker(param: str, width: int) -> dict:
     y = np.eye(10, dtype=np.float32)[digits.target[:128]]
     net = ka.Dense(1.4, 0.1) >> ka.Relu() >> ka.Dense(1.4, 0.1) >> ka.Relu() >> ka.Dense(1.0, 0.1)
     twin = ka.finite(net, width, out_dim=10, parametrization=param)
-    run = ka.train(twin, twin.init(0, (64,)), x, y, SHARP_STEPS[-1], SHARP_LR,
+    run = ka.train(twin, twin.init(0, (64,)), x, y, SHARP_STEPS[-1], lr,
                    lr_rule="sgd" if param in ("mup", "mean_field") else None,
                    record={"sharpness": SHARP_STEPS, "loss": SHARP_STEPS}, lanczos_iters=20)
-    return {"param": param, "width": width, "lr": SHARP_LR, "steps": SHARP_STEPS,
+    return {"param": param, "width": width, "lr": lr, "steps": SHARP_STEPS,
             "sharpness": [float(v) for v in run["sharpness"]["eigenvalues"][:, 0]],
             "residual": [float(v) for v in run["sharpness"]["residuals"][:, 0]],
             "loss": [float(v) for v in run["loss"]["train"]]} | _usage(t0, c0)
@@ -121,7 +122,7 @@ def _spawn(args: list[str]) -> dict:
 def _store(name: str, entry: dict, key: tuple) -> None:
     path = RESULTS / f"train_{name}.json"
     data = json.loads(path.read_text()) if path.exists() else []
-    data = [d for d in data if tuple(d.get(k) for k in ("param", "width")) != key] + [entry]
+    data = [d for d in data if tuple(d.get(k) for k in ("param", "width", "lr")) != key] + [entry]
     path.write_text(json.dumps(data, indent=1))
 
 
@@ -147,16 +148,18 @@ def report() -> str:
                      f"parameters {np.polyfit(np.log(ws), np.log(d), 1)[0]:.2f}")
     sh = RESULTS / "train_sharpness.json"
     if sh.exists():
-        rows = sorted(json.loads(sh.read_text()), key=lambda d: (d["param"], d["width"]))
+        rows = sorted(json.loads(sh.read_text()), key=lambda d: (d["param"], d["lr"], d["width"]))
         for r in rows:
             s = r["sharpness"]
-            lines.append(f"{r['param']:>5} width {r['width']:>5}: sharpness " + " ".join(f"{v:.3g}" for v in s)
+            lines.append(f"{r['param']:>5} lr {r['lr']:g} width {r['width']:>5}: sharpness "
+                         + " ".join(f"{v:.3g}" for v in s)
                          + f" | ratio end/start {s[-1] / s[0]:.2f} | loss {r['loss'][0]:.3g} -> {r['loss'][-1]:.3g}"
                          + f" | CPU {r['cpu_s']} s")
-        for param in sorted({r["param"] for r in rows}):
-            traj = np.array([r["sharpness"] for r in rows if r["param"] == param])
+        for param, lr in sorted({(r["param"], r["lr"]) for r in rows}):
+            traj = np.array([r["sharpness"] for r in rows if (r["param"], r["lr"]) == (param, lr)])
             spread = (traj.max(0) - traj.min(0)) / traj.mean(0)
-            lines.append(f"{param}: relative spread across widths per step " + " ".join(f"{v:.2f}" for v in spread))
+            lines.append(f"{param} lr {lr:g}: (max - min) / mean across widths per step "
+                         + " ".join(f"{v:.2f}" for v in spread))
     return "\n".join(lines)
 
 
@@ -164,23 +167,24 @@ def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         kind = sys.argv[2]
         res = (memory_worker() if kind == "memory" else width_worker(int(sys.argv[3])) if kind == "width"
-               else sharpness_worker(sys.argv[3], int(sys.argv[4])))
+               else sharpness_worker(sys.argv[3], int(sys.argv[4]), float(sys.argv[5])))
         print(json.dumps(res))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["memory", "width", "sharpness", "report"])
     ap.add_argument("--param", default="mup")
     ap.add_argument("--width", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=SHARP_LR)
     a = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
     if a.what == "memory":
-        _store("memory", _spawn(["memory"]), (None, None))
+        _store("memory", _spawn(["memory"]), (None, None, None))
     elif a.what == "width":
         for w in ([a.width] if a.width else [256, 1024, 4096, 16384]):
-            _store("width", _spawn(["width", str(w)]), (None, w))
+            _store("width", _spawn(["width", str(w)]), (None, w, None))
     elif a.what == "sharpness":
         for w in ([a.width] if a.width else [256, 512, 1024, 2048, 4096]):
-            _store("sharpness", _spawn(["sharpness", a.param, str(w)]), (a.param, w))
+            _store("sharpness", _spawn(["sharpness", a.param, str(w), str(a.lr)]), (a.param, w, a.lr))
     print(report())
     return 0
 

@@ -113,8 +113,7 @@ def _schedule(record: Sequence[str] | Mapping[str, Any], every: int | None, step
 
 
 def _norm(tree: Any) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(a.astype(jnp.float32 if a.dtype == jnp.float16 else a.dtype) ** 2)
-                        for a in jax.tree_util.tree_leaves(tree)))
+    return jnp.sqrt(sum(jnp.sum(a ** 2) for a in jax.tree_util.tree_leaves(tree)))
 
 
 def train(model: FiniteNet | Callable, params: Any, x: Any, y: Any, steps: int, optimizer: Any, *,
@@ -171,7 +170,7 @@ def train(model: FiniteNet | Callable, params: Any, x: Any, y: Any, steps: int, 
     part = partition(params, freeze)
     theta0, frozen = part.split(params)
     tx = as_optimizer(optimizer)
-    scales = _lr_scales(model, params, x, lr_rule)
+    scales = _lr_scales(model, params, lr_rule)
     if scales is not None:
         tx = optax.chain(tx, scale_updates(part.split(scales)[0]))
 
@@ -231,7 +230,7 @@ def train(model: FiniteNet | Callable, params: Any, x: Any, y: Any, steps: int, 
                     part.merge(carry[0], frozen), params, part.merge(carry[2], frozen) if lin_on else None)
 
 
-def _lr_scales(model: Any, params: Any, x: Any, rule: str | None) -> Any:
+def _lr_scales(model: Any, params: Any, rule: str | None) -> Any:
     """Per-leaf learning-rate factors n^{-c} of the twin's abc-parametrization (None when all are 1)."""
     if isinstance(model, FiniteNet) and model.parametrization is not None:
         return model.learning_rate_scales(params, rule)
