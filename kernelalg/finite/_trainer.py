@@ -201,7 +201,7 @@ def train(model: FiniteNet | Callable, params: Any, x: Any, y: Any, steps: int, 
 
     run_segment = jax.jit(segment, static_argnums=(6,))
     batches = batch_schedule(n, batch_size, steps, seed)
-    carry = (theta0, tx.init(theta0), theta0, tx.init(theta0) if lin_on else None)
+    carry = (theta0, tx.init(theta0), theta0 if lin_on else None, tx.init(theta0) if lin_on else None)
     models = {"net": (jax.jit(net), jax.jit(net_loss), ())}
     if lin_on:
         models["linear"] = (jax.jit(lin), jax.jit(lin_loss), (theta0,))
