@@ -137,13 +137,15 @@ def require_spatial(st: KernelState, layer: str, ndim: int | None = None, what: 
     return lay
 
 
-def spatial_op(b: Builder, st: KernelState, fn: Any, name: str, n_extra: int = 0, tag: Any = None) -> list:
+def spatial_op(b: Builder, st: KernelState, fn: Any, name: str, n_extra: int = 0, tag: Any = None,
+               key: Any = None) -> list:
     """Emit the Op ``name``: ``fn(arrays, var1, var2, cov, ntk, ctx) -> (var1', var2', cov', ntk', *extra)``.
 
     ``fn`` is backend-neutral (``arrays`` is the backend's :class:`~kernelalg.backends.Arrays`). Entries that are
     the number 0 (the NTK of the input) are passed as None and must come back as None (they stay 0: every map
     here is linear). ``ctx`` is the :class:`Ctx` bound to :data:`CTX`. Returns the four new entries followed by
-    ``n_extra`` further symbols. ``tag`` is the Op's tag (pooling ops whose last output is a phase-1 record).
+    ``n_extra`` further symbols. ``tag`` is the Op's tag (pooling ops whose last output is a phase-1 record);
+    ``key``, if given, the static settings that determine ``fn`` (the Op may then be scanned with its equals).
     """
     exprs = st.exprs
     live = [i for i, e in enumerate(exprs) if not (e.is_Number and e == 0)]
@@ -162,8 +164,9 @@ def spatial_op(b: Builder, st: KernelState, fn: Any, name: str, n_extra: int = 0
         outs = fn(ops, *args, arrays[-1])
         return tuple(outs[i] for i in live) + tuple(outs[4:])
 
+    op_key = None if key is None else (name, key, tuple(live), tuple(sorted(consts.items())), n_extra)
     syms = b.emit(name, structural(op), [exprs[i] for i in arrays_in] + [CTX], len(live) + n_extra, stem="s",
-                  tag=tag)
+                  tag=tag, key=op_key)
     out: list = list(exprs)
     for i, sym in zip(live, syms):
         out[i] = sym

@@ -31,7 +31,7 @@ from typing import Any
 import sympy as sp
 from jax import tree_util
 
-from kernelalg.backends import Arrays, run_program, structural
+from kernelalg.backends import Arrays, find_runs, run_program, run_program_scanned, structural
 from kernelalg.backends._walker import evaluate as walk
 from kernelalg.core._program import Q1, Q2, Builder, C, Op, KernelState
 from kernelalg.layers.spatial import _grid as S
@@ -68,11 +68,13 @@ def wrap_readout(b: Builder, st: KernelState, lay: S.SpatialState, reduce: Calla
     Returns:
         [var1 (N, 1), var2 (1, M), cov (N, M), ntk (N, M) or 0] (+ [npix]).
     """
-    seg = b.take_program()  # the segment now lives inside the chunked Op
+    seg, blocks = b.take_program()  # the segment now lives inside the chunked Op
     free = _free_symbols(seg)
     pools = [(ins.tag, ins.targets[-1]) for ins in seg if isinstance(ins, Op) and ins.tag is not None]
     has_ntk = not (st.ntk.is_Number and st.ntk == 0)
-    fn = partial(_run, seg, lay, st, reduce, free, pools, b.asymmetric, has_ntk, npix)
+    # runs of identical layers (e.g. [Conv, Relu] x depth) become one loop each (JAX: lax.scan)
+    runs = tuple(find_runs(seg, blocks, [st.nngp, st.ntk] + [sym for _, sym in pools]))
+    fn = partial(_run, seg, runs, lay, st, reduce, free, pools, b.asymmetric, has_ntk, npix)
     outs = list(b.emit(name, structural(fn), [S.IMG1, S.IMG2] + free, 3 + has_ntk + npix, stem="r"))
     if not has_ntk:
         outs.insert(3, sp.Integer(0))
@@ -119,10 +121,11 @@ def _map_pairs(ops: Arrays, body: Callable, total: int, size: int) -> Any:
     return tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:total], out)
 
 
-def _run(seg: tuple, lay: S.SpatialState, st: KernelState, reduce: Callable, free: list, pools: list, asym: bool,
-         has_ntk: bool, npix: bool, ops: Arrays, img1: Any, img2: Any, *free_vals: Any) -> tuple:
+def _run(seg: tuple, runs: tuple, lay: S.SpatialState, st: KernelState, reduce: Callable, free: list, pools: list,
+         asym: bool, has_ntk: bool, npix: bool, ops: Arrays, img1: Any, img2: Any, *free_vals: Any) -> tuple:
     xp, table = ops.xp, ops.table
     shared = _shared_transcendentals(seg)
+    runs = runs if ops.scans else ()
     base = dict(zip(free, free_vals))
     sym = img2 is None
     z = img1 if sym else xp.concatenate([img1, img2.astype(img1.dtype)])
@@ -131,16 +134,18 @@ def _run(seg: tuple, lay: S.SpatialState, st: KernelState, reduce: Callable, fre
     shape = img1.shape[1:-1]
     pixels: list[int] = []  # pixel count at the readout (static; recorded while tracing)
 
+    def step(ins: Any, env: dict) -> None:
+        if ins in shared:  # evaluated once and materialised (XLA would inline it into each consumer)
+            env[ins.target] = ops.isolated(env[S.CTX].live, lambda *vals: walk(
+                ins.expr, {**env, **dict(zip(shared[ins], vals))}, table), *[env[v] for v in shared[ins]])
+        else:
+            run_program((ins,), env, table)
+
     def evaluate(ia: Any, ib: Any, ctx: S.Ctx) -> tuple:
         env = dict(base)
         env.update(pair_inputs(ops, lay, z[ia], z[ib]))
         env[S.CTX] = ctx
-        for ins in seg:
-            if ins in shared:  # evaluated once and materialised (XLA would inline it into each consumer)
-                env[ins.target] = ops.isolated(ctx.live, lambda *vals, ins=ins: walk(
-                    ins.expr, {**env, **dict(zip(shared[ins], vals))}, table), *[env[v] for v in shared[ins]])
-            else:
-                run_program((ins,), env, table)
+        run_program_scanned(seg, env, table, runs, step)
         grid = env[st.nngp]
         pixels.append(math.prod(grid.shape[2:2 + lay.ndim]))
         if has_ntk:
