@@ -66,13 +66,20 @@ _ASIN_COEF = (0.16666666666666760587, 0.074999999999709971066, 0.044642857174300
               0.032569502850850934853)
 
 
+# The same fit with 5 coefficients for float32 and narrower types: max error 0.77 ulp of float32 on [0, 1/2],
+# rounding of the float32 evaluation included (checked in tests/test_conv.py); 8 fewer multiply-adds per entry.
+_ASIN_COEF_F32 = (0.16666672764698376, 0.07498809175769783, 0.04501070005569604, 0.026494276786963013,
+                  0.038206452064434356)
+
+
 def _asin_abs(a: jax.Array) -> tuple[jax.Array, jax.Array]:
     """For a = |x| in [0, 1]: (big, r) with asin(a) = pi/2 - 2 r where big (a > 1/2), else r."""
     big = a > 0.5
     z = jnp.where(big, (1 - a) * 0.5, a * a)
     s = jnp.where(big, jnp.sqrt(z), a)
-    acc = jnp.full_like(z, _ASIN_COEF[-1])
-    for c in _ASIN_COEF[-2::-1]:
+    coef = _ASIN_COEF_F32 if jnp.finfo(a.dtype).bits <= 32 else _ASIN_COEF
+    acc = jnp.full_like(z, coef[-1])
+    for c in coef[-2::-1]:
         acc = acc * z + c
     return big, s + s * z * acc
 
@@ -159,7 +166,7 @@ def snapped_corr(s11: jax.Array, s12: jax.Array, s22: jax.Array) -> jax.Array:
     else:
         rho = s12 * safe_rsqrt(s11 * s22)
     tol = 512 * jnp.finfo(jnp.result_type(rho, float)).eps
-    return jnp.where(jnp.abs(rho) > 1 - tol, jnp.sign(rho), rho)
+    return jnp.where(jnp.abs(rho) > 1 - tol, jnp.copysign(jnp.ones_like(rho), rho), rho)
 
 
 def _power(base: Any, exp: sp.Expr) -> Any:

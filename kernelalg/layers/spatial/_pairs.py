@@ -16,9 +16,9 @@ that runs it on chunks of image pairs inside ``jax.lax.map`` (a plain loop in th
   pixels, each image's per-pixel variances after every pooling layer (the diagonal of its pooled self
   grid); phase 2 runs the pairs of different images and reads those variances (``Ctx.rec``).
 
-Pairs of the symmetric half are enumerated in cyclic order: pair k = (i, (i + o) mod N) with
-o = k // N + 1 and i = k mod N, o = 1..floor(N/2), which covers every unordered pair (twice for
-o = N/2 when N is even, where both copies hold the same value), so indices are computed on the fly.
+Pairs of the symmetric half are enumerated in cyclic order (:func:`half_pairs`): pair k = (i, (i + o) mod N)
+with o = k // N + 1 and i = k mod N, which covers every unordered pair exactly once, so indices are computed
+on the fly.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import numpy as np
 import sympy as sp
 from jax import tree_util
 
@@ -87,17 +88,25 @@ _EXPENSIVE = (sp.acos, sp.asin, sp.atan, sp.atan2, sp.erf, sp.exp)
 
 def _shared_transcendentals(seg: tuple) -> dict:
     """Assigns of the segment that contain an expensive function and feed two or more later instructions
-    (e.g. theta = arccos(rho) of the arc-cosine duals, read by both T and Tdot), mapped to their free symbols.
+    (e.g. theta = arccos(rho) of the arc-cosine duals, read by both T and Tdot), mapped to (their expression
+    with its cheap producers substituted, the free symbols of that expression).
 
     XLA's CPU fusion recomputes such a value inside each consumer's loop; materialising it once (a chunk of
-    the pixel-pair grid, in cache) halves the transcendental work of the duals.
+    the pixel-pair grid, in cache) halves the transcendental work of the duals. Its cheap producers (e.g.
+    rho = corr(...)) are recomputed inside it instead of being read: otherwise they would be materialised too,
+    one more pass over the grid per layer.
     """
     uses: dict = {}
     for ins in seg:
         for sym in (ins.sources if isinstance(ins, Op) else ins.expr.free_symbols):
             uses[sym] = uses.get(sym, 0) + 1
-    return {ins: tuple(sorted(ins.expr.free_symbols, key=str)) for ins in seg
-            if not isinstance(ins, Op) and uses.get(ins.target, 0) >= 2 and ins.expr.has(*_EXPENSIVE)}
+    cheap = {ins.target: ins.expr for ins in seg if not isinstance(ins, Op) and not ins.expr.has(*_EXPENSIVE)}
+    out = {}
+    for ins in seg:
+        if not isinstance(ins, Op) and uses.get(ins.target, 0) >= 2 and ins.expr.has(*_EXPENSIVE):
+            expr = ins.expr.xreplace(cheap)
+            out[ins] = (expr, tuple(sorted(expr.free_symbols, key=str)))
+    return out
 
 
 def chunk_size(lay: S.SpatialState, shape: tuple, total: int) -> int:
@@ -108,17 +117,26 @@ def chunk_size(lay: S.SpatialState, shape: tuple, total: int) -> int:
 
 
 def _map_pairs(ops: Arrays, body: Callable, total: int, size: int) -> Any:
-    """Map ``body(ks, valid)`` over chunks of the pair indices 0..total-1 (``lax.map`` in JAX, a loop in
-    NumPy); results concatenated."""
+    """Map ``body(ks)`` over chunks of the pair indices 0..total-1 (``lax.map`` in JAX, a loop in NumPy);
+    results concatenated."""
     xp = ops.xp
     n_chunks = -(-total // size)
 
     def step(c: Any) -> Any:
         ks = c * size + xp.arange(size)
-        return body(xp.where(ks < total, ks, 0), c >= 0)  # c >= 0: runtime-true, see Arrays.isolated
+        return body(xp.where(ks < total, ks, 0))
 
     out = ops.map(step, xp.arange(n_chunks))
     return tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:total], out)
+
+
+def half_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n (n - 1) / 2 unordered pairs {i, j}, i != j, of n images in cyclic order: pair k is
+    (i, (i + o) mod n) with i = k mod n, o = k // n + 1 (for even n the last offset, n / 2, takes i < n / 2
+    only, so that no pair comes twice)."""
+    k = np.arange(n * (n - 1) // 2)
+    i = k % n
+    return i, (i + k // n + 1) % n
 
 
 def _run(seg: tuple, runs: tuple, lay: S.SpatialState, st: KernelState, reduce: Callable, free: list, pools: list,
@@ -132,12 +150,14 @@ def _run(seg: tuple, runs: tuple, lay: S.SpatialState, st: KernelState, reduce: 
     n = len(img1)
     m = n if sym else len(img2)
     shape = img1.shape[1:-1]
+    live = ops.live(z.reshape(-1)[0])  # runtime-true and not foldable (a loop counter's bound is, see Arrays.isolated)
     pixels: list[int] = []  # pixel count at the readout (static; recorded while tracing)
 
     def step(ins: Any, env: dict) -> None:
         if ins in shared:  # evaluated once and materialised (XLA would inline it into each consumer)
+            expr, syms = shared[ins]
             env[ins.target] = ops.isolated(env[S.CTX].live, lambda *vals: walk(
-                ins.expr, {**env, **dict(zip(shared[ins], vals))}, table), *[env[v] for v in shared[ins]])
+                expr, {**env, **dict(zip(syms, vals))}, table), *[env[v] for v in syms])
         else:
             run_program((ins,), env, table)
 
@@ -158,8 +178,8 @@ def _run(seg: tuple, runs: tuple, lay: S.SpatialState, st: KernelState, reduce: 
     # pairs of different images: k -> (row image, column image) indices into z
     nz = len(z)
     if sym and not asym:  # cyclic enumeration of the symmetric half
-        half = n // 2
-        n_cross = n * half
+        rows, cols = half_pairs(n)
+        n_cross = len(rows)
         cross_index = (lambda k: (k % n, (k % n + k // n + 1) % n))
     else:
         offset = 0 if sym else n
@@ -168,20 +188,20 @@ def _run(seg: tuple, runs: tuple, lay: S.SpatialState, st: KernelState, reduce: 
 
     if pools:  # phase 1 (self pairs) records the pooled variances that phase 2 (cross pairs) reads
         self_cov, self_ntk, rec = _map_pairs(
-            ops, lambda ks, live: evaluate(ks, ks, S.Ctx(phase=1, live=live)), nz, chunk_size(lay, shape, nz))
+            ops, lambda ks: evaluate(ks, ks, S.Ctx(phase=1, live=live)), nz, chunk_size(lay, shape, nz))
 
         def gathered(ia: Any, ib: Any) -> dict:
             return {key: (S.own_vars(r[ia][:, None], lay.ndim)[0], S.own_vars(r[ib][:, None], lay.ndim)[1])
                     for key, r in rec.items()}
 
-        def cross(ks: Any, live: Any) -> tuple:
+        def cross(ks: Any) -> tuple:
             ia, ib = cross_index(ks)
             return evaluate(ia, ib, S.Ctx(phase=2, rec=gathered(ia, ib), live=live))[:2]
 
         kc, kt = (_map_pairs(ops, cross, n_cross, chunk_size(lay, shape, n_cross)) if n_cross
                   else (xp.zeros((0,), z.dtype),) * 2)
     else:  # one loop: the nz self pairs, then the cross pairs
-        def both(ks: Any, live: Any) -> tuple:
+        def both(ks: Any) -> tuple:
             ia, ib = cross_index(xp.maximum(ks - nz, 0))
             ia, ib = xp.where(ks < nz, ks, ia), xp.where(ks < nz, ks, ib)
             return evaluate(ia, ib, S.Ctx(phase=2, live=live))[:2]
@@ -193,12 +213,8 @@ def _run(seg: tuple, runs: tuple, lay: S.SpatialState, st: KernelState, reduce: 
     d1 = self_cov[:n]
     d2 = d1 if sym else self_cov[n:]
     if sym and not asym:
-        i = xp.arange(n)[None, :]
-        j = (i + xp.arange(1, half + 1)[:, None]) % n
-
-        def mirrored(diag: Any, half_pairs: Any) -> Any:
-            vals = half_pairs.reshape(half, n)
-            return ops.set_at(ops.set_at(xp.diag(diag), (i, j), vals), (j, i), vals)
+        def mirrored(diag: Any, vals: Any) -> Any:
+            return ops.set_at(ops.set_at(xp.diag(diag), (rows, cols), vals), (cols, rows), vals)
 
         cov, ntk = mirrored(self_cov, kc), mirrored(self_ntk, kt)
     else:
