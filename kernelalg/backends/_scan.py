@@ -63,13 +63,18 @@ def _key(program: Sequence[Instruction], blocks: Sequence[Block]) -> Any:
             out.append(("op", ins.key, sources, tuple(ren[t].name for t in ins.targets)))
             continue
         ren[ins.target] = sp.Symbol(f"_t{len(ren)}")
-        out.append((ren[ins.target].name, sp.srepr(ins.expr.xreplace(ren))))
+        out.append((ren[ins.target].name, ins.expr.xreplace(ren)))
     out.append(tuple(ren.get(s, s).name for s in last.outputs))
     return tuple(out)
 
 
 def find_runs(program: Sequence[Instruction], blocks: Sequence[Block], outputs: Sequence[sp.Expr]) -> list[Run]:
     """Maximal runs of >= MIN_REPEATS identical chained units of 1..4 blocks."""
+    with sp.evaluate(False):  # units compare by the structure of their renamed expressions, not re-simplified
+        return _find_runs(program, blocks, outputs)
+
+
+def _find_runs(program: Sequence[Instruction], blocks: Sequence[Block], outputs: Sequence[sp.Expr]) -> list[Run]:
     runs: list[Run] = []
     i = 0
     while i < len(blocks):

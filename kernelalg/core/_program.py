@@ -134,6 +134,10 @@ class Builder:
     routes: dict[str, str] = field(default_factory=dict)
     #: Set by layers whose NTK is not symmetric in (x, x') (surrogate gradients): never mirror tiles.
     asymmetric: bool = False
+    #: Every symbol an instruction of this builder has defined (also those of a program taken over).
+    defined: set = field(default_factory=set)
+    #: Layer templates by signature (see :mod:`kernelalg.core._replay`).
+    templates: dict = field(default_factory=dict)
     _layer_counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _tmp: Iterator[sp.Symbol] = field(default_factory=lambda: sp.numbered_symbols("z", start=0))
     _depth: int = 0
@@ -160,6 +164,7 @@ class Builder:
         replacements, reduced = sp.cse([exprs[i] for i in todo], symbols=self._tmp, optimizations=None)
         for sym, sub in replacements:
             self.program.append(Assign(sym, sub))
+            self.defined.add(sym)
         out = list(exprs)
         stems = (("v1", True), ("v2", True), ("k", False), ("t", False))
         for i, red in zip(todo, reduced):
@@ -169,6 +174,7 @@ class Builder:
             stem, pos = stems[i]
             sym = self.fresh(stem, positive=True) if pos else self.fresh(stem, real=True)
             self.program.append(Assign(sym, red))
+            self.defined.add(sym)
             out[i] = sym
         return st.replace(cov1=out[0], cov2=out[1], nngp=out[2], ntk=out[3])
 
@@ -186,6 +192,7 @@ class Builder:
         (``tag``, ``key``: see :class:`Op`)."""
         targets = tuple(sp.Symbol(f"{stem}{j}_{len(self.program)}", real=True) for j in range(n_out))
         self.program.append(Op(targets, name, dict(impls), tuple(sources), tag, key))
+        self.defined.update(targets)
         return targets
 
 
