@@ -214,3 +214,17 @@ def test_float32_deep_cnn_error() -> None:
     assert k32.dtype == np.float32
     assert np.max(np.abs(k32 - k64)) <= 1e-5 * np.abs(k64).max()
     assert math.isfinite(float(k32.sum()))
+
+
+def test_float32_vanishing_variances() -> None:
+    """70 x [Conv, Relu] with W_std = 1 and no bias (NT's README CNN, deeper) halves the variances at every layer,
+    to ~1e-21: their product s11 s22 underflows in float32 (below 1.2e-38), so the correlation must not be
+    computed from it (it came out 0 instead of ~1: 99.7% error at depth 100). Bound: 1e-4 of max|K| (the
+    float32 error grows about linearly with depth, 1.3e-5 measured at depth 100)."""
+    net = ka.serial(*[layer for _ in range(70) for layer in (ka.Conv((3, 3), padding="SAME"), ka.Relu())],
+                    ka.Flatten())
+    x = _images((4, 4, 2), 3, 7)
+    k64 = np.asarray(ka.kernel(net, x, get="ntk"))
+    k32 = np.asarray(ka.kernel(net, x.astype(np.float32), get="ntk"))
+    assert np.abs(k64).max() < 1e-18
+    assert np.max(np.abs(k32 - k64)) <= 1e-4 * np.abs(k64).max()
