@@ -175,12 +175,12 @@ def main(argv=None) -> int:
     first = time.perf_counter() - t0
     times, cpu = [], []
     for _ in range(repeats):
-        c0, t0 = os.times(), time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         r = call()
         jax.block_until_ready(r)
         times.append(time.perf_counter() - t0)
-        c1 = os.times()
-        cpu.append(c1.user + c1.system - c0.user - c0.system)
+        c1 = time.process_time()
+        cpu.append(c1 - c0)
         del r
     peak = _rss_mb()
 

@@ -177,9 +177,95 @@ def _hook(doc: dict, res_dir: Path) -> list[str]:
     return out
 
 
+def _deep_targets(w: dict, sweep: dict) -> list[str]:
+    """The targets of the deep-CNN benchmark (issue 15), checked on the numbers of the tables."""
+    d = {k: v.get("derived", {}) for k, v in w.items()}
+    out = []
+
+    def line(ok, text):
+        out.append(f"- {'met' if ok else 'NOT met'}: {text}")
+    for name, want in (("flatten", 5), ("gap", 50)):
+        if "speedup_steady" in d.get(name, {}):
+            sp_ = d[name]["speedup_steady"]
+            line(sp_ >= want, f"21 layers + {name}: steady {sp_:.1f}x faster than NT (target >= {want}x; "
+                 f"CPU time {d[name].get('speedup_steady_cpu', float('nan')):.1f}x)")
+    for name in ("gap", "flatten"):
+        r = sweep.get(f"{name}_L21", {}).get("ka", {})
+        r100 = sweep.get(f"{name}_L100", {}).get("ka", {})
+        if _ok(r) and _ok(r100):
+            line(r["first_call_total_s"] <= 15, f"{name}, depth 21: first call {r['first_call_total_s']:.1f} s "
+                 "(target <= 15 s)")
+            ratio = r100["first_call_total_s"] / r["first_call_total_s"]
+            bc = r100["build_and_compile_s"] / r["build_and_compile_s"]
+            line(ratio <= 1.5, f"{name}, depth 100: first call {r100['first_call_total_s']:.1f} s = {ratio:.2f}x "
+                 f"depth 21's (target <= 1.5x); of which build + compile (first call - steady) "
+                 f"{r100['build_and_compile_s']:.1f} s = {bc:.2f}x, the rest is the evaluation itself "
+                 f"(steady {r100['steady_s']:.2f} s vs {r['steady_s']:.2f} s, linear in depth)")
+    rss = [(n, v["rss_fraction_of_nt"]) for n, v in d.items() if "rss_fraction_of_nt" in v]
+    if rss:
+        line(all(f <= 1 for _, f in rss), "peak RSS <= NT's on every workload (" + ", ".join(
+            f"{n} {f:.2f}" for n, f in rss) + " of NT's)")
+    f32 = [(n, v["ka_f32_error_max_rel"], v["nt_f32_error_max_rel"]) for n, v in d.items()
+           if "ka_f32_error_max_rel" in v and "nt_f32_error_max_rel" in v]
+    if f32:
+        line(all(a <= b for _, a, b in f32), "float32 error vs float64 no worse than NT's (" + ", ".join(
+            f"{n} {a:.1e} vs {b:.1e}" for n, a, b in f32) + ")")
+    return out
+
+
+def _deepcnn(doc: dict) -> list[str]:
+    w, pub = doc.get("workloads", {}), doc["nt_published_ms_per_entry"]
+    sweep = doc.get("sweep", {}).get("results", {})
+    out = ["## Deep CNNs: neural-tangents' own README workloads (`python benchmarks/bench_deepcnn.py`)", "",
+           doc["description"], "", "Runs (each row of a table is one run of both libraries, "
+           "back to back): " + "; ".join(f"`{r['command']}` {r['date']} (load {r['load_start'][0]})"
+                                         for r in doc.get("runs", [])[-8:]) + ".", "",
+           "| workload | N | NT steady s | ka steady s | speedup wall (CPU time) | NT first call s | "
+           "ka first call s | NT ms / entry | ka ms / entry | NT README ms / entry (>56-core CPU) | "
+           "NT peak RSS MB | ka peak RSS MB | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, e in w.items():
+        f32, d = e.get("f32", {}), e.get("derived", {})
+        nt, ka = f32.get("nt", {}), f32.get("ka", {})
+        out.append(
+            f"| {name} | {e['settings']['N']} | {_f(nt.get('steady_s'))} | {_f(ka.get('steady_s'))} | "
+            f"{_f(d.get('speedup_steady'), '{:.1f}x')} ({_f(d.get('speedup_steady_cpu'), '{:.1f}x')}) | "
+            f"{_f(nt.get('first_call_total_s'), '{:.1f}')} | {_f(ka.get('first_call_total_s'), '{:.1f}')} | "
+            f"{_f(d.get('nt_ms_per_entry'), '{:.4g}')} | {_f(d.get('ka_ms_per_entry'), '{:.4g}')} | "
+            f"{_f(pub.get(name), '{:.4g}')} | {_f(nt.get('peak_rss_mb'), '{:.0f}')} | "
+            f"{_f(ka.get('peak_rss_mb'), '{:.0f}')} | {f32.get('load_before', ['-'])[0]} -> "
+            f"{f32.get('load_after', ['-'])[0]} |")
+    out += ["", "Accuracy. float64: both libraries on the first n inputs, max |ka - nt| / max |nt| over pairs of "
+            "different inputs (and over each input with itself). float32: each library against its own float64 "
+            "kernel, max |K32 - K64| / max |K64| (and the largest elementwise relative error).", "",
+            "| workload | n | float64 ka vs NT: off-diagonal (diagonal) | NT float32 error | ka float32 error | "
+            "float32 ka vs NT |", "|---|---|---|---|---|---|"]
+    for name, e in w.items():
+        d = e.get("derived", {})
+        out.append(
+            f"| {name} | {e['settings']['n_small']} | {_f(d.get('f64_agreement_max_rel_off_diagonal'), '{:.1e}')} "
+            f"({_f(d.get('f64_agreement_max_rel_diagonal'), '{:.1e}')}) | "
+            f"{_f(d.get('nt_f32_error_max_rel'), '{:.1e}')} ({_f(d.get('nt_f32_error_max_elementwise_rel'), '{:.1e}')}) | "
+            f"{_f(d.get('ka_f32_error_max_rel'), '{:.1e}')} ({_f(d.get('ka_f32_error_max_elementwise_rel'), '{:.1e}')}) | "
+            f"{_f(d.get('f32_agreement_max_rel'), '{:.1e}')} |")
+    if sweep:
+        out += ["", "First call vs depth (kernelalg, float32, each CNN at its workload's N; `build` = symbolic "
+                "trace + lowering, `first call` = build + jit trace + XLA compile + first evaluation):", "",
+                "| network | depth | build s | first call s | steady s | first call - steady s | peak RSS MB | "
+                "NT first call s | load |", "|---|---|---|---|---|---|---|---|---|"]
+        for key, r in sweep.items():
+            ka, nt = r.get("ka", {}), r.get("nt", {})
+            out.append(f"| {key.rsplit('_', 1)[0]} | {r['depth']} | {_f(ka.get('build_s'))} | "
+                       f"{_f(ka.get('first_call_total_s'), '{:.2f}')} | {_f(ka.get('steady_s'))} | "
+                       f"{_f(ka.get('build_and_compile_s'), '{:.2f}')} | {_f(ka.get('peak_rss_mb'), '{:.0f}')} | "
+                       f"{_f(nt.get('first_call_total_s'), '{:.1f}')} | {r['load_before'][0]} -> "
+                       f"{r['load_after'][0]} |")
+    out += ["", "Targets (issue 15):", ""] + _deep_targets(w, sweep)
+    return out + [""]
+
+
 def render(res_dir: Path) -> str:
     docs = {}
-    for sec in ("dense", "compile", "hook_conv", "hook_empirical", "dense_gpu"):
+    for sec in ("dense", "compile", "hook_conv", "hook_empirical", "dense_gpu", "deepcnn"):
         p = Path(res_dir) / f"{sec}.json"
         if p.exists():
             docs[sec] = json.loads(p.read_text())
@@ -191,12 +277,14 @@ def render(res_dir: Path) -> str:
         first = next(iter(docs.values()))
         lines += _machine(first)
         lines += [f"- Load average (1, 5, 15 min) at the start of each section: " + "; ".join(
-            f"{k} {d['load_avg_start']}" for k, d in docs.items()), ""]
+            f"{k} {d['load_avg_start']}" for k, d in docs.items() if "load_avg_start" in d), ""]
     for sec, doc in docs.items():
         if sec.startswith("dense"):
             lines += _dense(doc)
         elif sec == "compile":
             lines += _compile(doc)
+        elif sec == "deepcnn":
+            lines += _deepcnn(doc)
         else:
             lines += _hook(doc, Path(res_dir))
     notes = NOTES if "dense_gpu" not in docs else NOTES.replace(
