@@ -94,7 +94,7 @@ def _shared_transcendentals(seg: tuple) -> dict:
     XLA's CPU fusion recomputes such a value inside each consumer's loop; materialising it once (a chunk of
     the pixel-pair grid, in cache) halves the transcendental work of the duals. Its cheap producers (e.g.
     rho = corr(...)) are recomputed inside it instead of being read: otherwise they would be materialised too,
-    one more pass over the grid per layer.
+    one more pass over the grid per layer each.
     """
     uses: dict = {}
     for ins in seg:
@@ -104,7 +104,9 @@ def _shared_transcendentals(seg: tuple) -> dict:
     out = {}
     for ins in seg:
         if not isinstance(ins, Op) and uses.get(ins.target, 0) >= 2 and ins.expr.has(*_EXPENSIVE):
-            expr = ins.expr.xreplace(cheap)
+            expr, prev = ins.expr, None
+            while expr != prev:  # back to the last structural op's outputs (e.g. rho <- W^2 conv(K) + b^2)
+                expr, prev = expr.xreplace(cheap), expr
             out[ins] = (expr, tuple(sorted(expr.free_symbols, key=str)))
     return out
 
