@@ -54,6 +54,50 @@ floor of ~9 ms on an H200.
 """
 
 
+DEEP_NOTES = """\
+## How kernelalg evaluates a deep CNN, and where the time went before
+
+Before (issue 15: 21-layer Flatten CNN 19.2 s steady and 462 s first call, 29x slower than NT), profiled on
+small versions (8x8 images, N = 4, machine load ~10): the first call grew with depth (4.9, 10.4, 19.3, 37 s
+at depth 2, 4, 6, 8) and so did the cost per layer (steady 0.6, 1.5, 7.5 ms at depth 2, 4, 6). Two causes:
+
+* no loop over layers: only blocks of elementwise instructions were scanned, so the 21 [Conv, Relu] blocks
+  (each holding a conv `Op`) were unrolled into one program, whose XLA compile time grows with its size;
+* XLA's CPU fusion inlined each layer's stencil taps into the next layer's loops, recomputing earlier layers
+  per output entry. The matching-pixel conv map had no fusion barrier at all, and the barrier of the chunked
+  readout (a conditional on `chunk index >= 0`) was folded away whenever the pairs fit in one chunk (N = 16:
+  136 pairs), because XLA removes a loop of one iteration and then knows its index.
+
+Now: repeated [Conv, activation] blocks are one `lax.scan` (structural ops declare a static `key` and take
+part in runs; `backends/_scan.py`), inside the `lax.map` over chunks of image pairs; the fusion barrier is a
+predicate derived from the input data (not foldable); the symbolic build replays a layer met again on a state
+of the same structure instead of redoing its sympy work (`core/_replay.py`: build of 100 [Conv, Relu] 4.8 s ->
+0.8 s). Per pair and layer the matching-pixel path (Flatten) holds and updates HW entries per array, the
+full-grid path (GlobalAvgPool) (HW)^2, one chunk of pairs at a time (~2^18 entries per array), and only the
+N (N - 1) / 2 pairs of different images plus the N self pairs (the cyclic enumeration met the pairs at offset
+N/2 twice for even N: 12 instead of 10 pairs at N = 4). Window sums pad once and add plain slices (3x faster
+than zero-padding every shifted slice on the matching-pixel grid); the arc-cosine angle shared by T and Tdot
+is computed once per entry together with the chain of cheap producers back to the conv output (one pass
+over the grid per layer less: -28% CPU time on the GAP CNN); float32 uses a 5-coefficient arcsine
+polynomial (0.77 ulp). The float32 correlation of same-shape variances is s12 rsqrt(s11) rsqrt(s22): the
+product s11 s22 underflowed below variances of 1e-19, reached after ~63 ReLU layers with W_std = 1, and made
+a depth-100 Flatten kernel 99.7% wrong (regression test in tests/test_deep_conv.py).
+
+neural-tangents keeps the whole N x N batch of pixel-pair grids per layer (N^2 (HW)^2 entries with
+GlobalAvgPool: its peak RSS is several times kernelalg's), computes every (i, j) and (j, i), and takes the
+arc-cosine angle from atan2(sqrt(s11 s22 - s12^2), s12), which in float32 loses ~3e-4 relative at correlations
+near 1 (the self pairs and, in deep networks, most pairs): its float32 kernels differ from its float64 ones by
+~4e-4 to 2e-3, kernelalg's by ~1e-6. In float64 the same formula costs NT ~1e-10 relative on each input paired
+with itself after a few ReLU layers (the diagonal column of the accuracy table; the tests hold kernelalg's
+self-pair NTK to the closed form at correlation 1 instead).
+
+No GPU was lent to this task: all numbers are from the 2-core CPU. For a later session:
+
+    python benchmarks/bench_deepcnn.py --device gpu            # kernelalg on the GPU, NT on the CPU
+    python benchmarks/bench_deepcnn.py --device gpu --no-nt    # kernelalg only
+"""
+
+
 def _f(v, fmt="{:.3f}") -> str:
     return "-" if v is None else fmt.format(v)
 
@@ -289,4 +333,4 @@ def render(res_dir: Path) -> str:
             lines += _hook(doc, Path(res_dir))
     notes = NOTES if "dense_gpu" not in docs else NOTES.replace(
         "; not run: no GPU was available for these results", "")
-    return "\n".join(lines + [notes])
+    return "\n".join(lines + ([DEEP_NOTES] if "deepcnn" in docs else []) + [notes])

@@ -51,7 +51,7 @@ def conv_map(lay: S.SpatialState, filt: tuple, strides: tuple, padding: str):
 
     def fn(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx) -> tuple:
         def diag_box(x: Any, axes: tuple) -> Any:
-            return None if x is None else S.box(ops, x, axes, filt, strides, padding, "Conv") / q
+            return None if x is None else S.box(ops, x, axes, filt, strides, padding, "Conv", joint=True) / q
 
         if lay.mode == "diag":
             return ops.isolated(ctx.live, lambda *xs: tuple(diag_box(x, unprimed) for x in xs), v1, v2, cov, ntk)
