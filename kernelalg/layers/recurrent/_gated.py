@@ -12,7 +12,7 @@ gate g(a) = (1 + erf(a))/2, gate pre-activations ``a_t = (gate_U_std/sqrt(m)) U_
 With ``gate_W_std = 0`` (the default: gates read the input, as in minGRU, Griffin's RG-LRU or Mamba's
 selection) the infinite-width NNGP and NTK are exact time-pair recursions (derived in docs/recurrent.md,
 "Gated cells"): the memory gate of a unit is a function of that unit's d = m (+1) gate weights, which are
-integrated by a Gauss-Hermite product rule (``quadrature`` points per dimension; its error is measured by
+integrated by a product trapezoid rule (``quadrature`` points per dimension; its error is measured by
 :func:`gate_quadrature_error`), the other gates and the candidate enter through closed-form duals. With
 ``gate_W_std > 0`` (the textbook cells) the kernel is an expectation over the joint law of whole gate paths,
 of dimension growing with t + t' -- no time-pair recursion; the finite-width twin exists (use
@@ -37,7 +37,7 @@ from kernelalg.core import _duals
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, as_layer, check_std
 from kernelalg.core._program import Assign, Builder, KernelState
-from kernelalg.layers.recurrent._gated_scan import gate, gated_op, hermite_rule
+from kernelalg.layers.recurrent._gated_scan import gate, gated_op, gate_rule
 from kernelalg.layers.recurrent._scan import _HI, _take, reverse_index
 from kernelalg.layers.recurrent._sequences import SEQUENCE_LAYOUT, Sequences, SequenceState
 from kernelalg.layers.recurrent._symbols import K_IN, K_PREV, KD_IN, KD_PREV, S1, S2, TH_PREV
@@ -118,7 +118,7 @@ def _rule(layer: str, order: int, bias: bool) -> Callable[[int], tuple]:
         d = m + int(bias)
         if order**d > MAX_NODES:
             raise E.InputError(TOO_MANY_NODES.format(layer=layer, q=order, d=d, j=order**d, cap=MAX_NODES))
-        return hermite_rule(d, order)
+        return gate_rule(d, order)
     return rule
 
 
@@ -256,7 +256,7 @@ def _make(cell: str, activation: Layer, W_std: float, U_std: float, b_std: float
     static = (("activation", act), ("cell", cell), ("readout", readout), ("bidirectional", bool(bidirectional)),
               ("reset", bool(reset)), ("gate_W_std", check_std(cell, "gate_W_std", gate_W_std)),
               ("quadrature", int(quadrature)), ("out_dim", None if out_dim is None else int(out_dim)))
-    route = (f"{cell} memory gate", f"Gauss-Hermite product rule, {int(quadrature)} points per gate weight")
+    route = (f"{cell} memory gate", f"product trapezoid rule, {int(quadrature)} points per gate weight")
     return Layer(cell, _gated_kernel, params + act.params, static, _gated_finite,
                  positive=frozenset(k for k, _ in params) | act.positive, input_layout=SEQUENCE_LAYOUT,
                  role="recurrent", width_arg="out_dim", asymmetric=act.asymmetric, routes=act.routes + (route,))
@@ -283,8 +283,9 @@ def GRU(activation: Layer, W_std: float = 1.0, U_std: float = 1.0, b_std: float 
         reset: Include the reset gate r (False: c_t reads h_(t-1) directly).
         gate_W_std: Gate recurrent weights. 0: exact kernel. > 0: the textbook GRU, whose kernel is not a time-pair
             recursion; its finite twin works (``ka.monte_carlo``), ``ka.kernel`` raises with the reason.
-        quadrature: Gauss-Hermite points per dimension of the update-gate weights (m + 1 dimensions with a gate
-            bias); measure the rule's error with :func:`kernelalg.gate_quadrature_error`.
+        quadrature: Points per dimension of the quadrature over one unit's update-gate weights (m + 1 dimensions
+            with a gate bias; cost linear in quadrature ** (m + 1)); check its error with
+            :func:`kernelalg.gate_quadrature_error`.
         out_dim: Hidden width n of the finite-width twin.
 
     Returns:
@@ -324,7 +325,7 @@ def LSTM(activation: Layer, W_std: float = 1.0, U_std: float = 1.0, b_std: float
         readout: "last", "mean" or "sequence".
         bidirectional: Also run a second LSTM on each sequence reversed in time (kernels average).
         gate_W_std: Gate recurrent weights (0: exact kernel; > 0: finite twin only, as for :func:`GRU`).
-        quadrature: Gauss-Hermite points per dimension of the forget-gate weights.
+        quadrature: Points per dimension of the quadrature over one unit's forget-gate weights (as :func:`GRU`).
         out_dim: Hidden width n of the finite-width twin.
 
     Returns:
@@ -349,23 +350,24 @@ def _with_quadrature(layer: Layer, order: Callable[[int], int]) -> Layer:
     return dataclasses.replace(layer, static=tuple((k, order(v) if k == "quadrature" else v) for k, v in layer.static))
 
 
-def gate_quadrature_error(net: Layer, x1: Any, x2: Any = None, factor: int = 2) -> dict[str, float]:
-    """Error estimate of the gate quadrature: the kernels with every gated layer's rule of q points against q * factor.
+def gate_quadrature_error(net: Layer, x1: Any, x2: Any = None) -> dict[str, float]:
+    """Error estimate of the gate quadrature: the kernels with every gated layer's rule of q points per dimension
+    against the nested rule of 2 q - 1 points (half the spacing).
 
-    Gauss-Hermite rules converge exponentially for the (analytic) gate-path integrands, so the finer rule is far
-    more accurate and the difference estimates the error of the coarse one.
+    The trapezoid rule converges exponentially in 1/spacing for the (analytic) gate-path integrands, so the finer
+    rule is far more accurate and the difference estimates the error of the coarse one (an upper estimate once
+    the rule converges: halving the spacing squares the error factor). Costs (2 - 1/q)^d times the kernel.
 
     Args:
         net: Architecture with GRU/LSTM layers.
         x1, x2: Inputs as for ``ka.kernel``.
-        factor: The reference rule has ``factor`` times as many points per dimension.
 
     Returns:
         {"nngp", "ntk"}: max absolute difference; {"nngp_rel", "ntk_rel"}: divided by the max |kernel|.
     """
     net = as_layer(net)
     coarse = exact_kernel(net, x1, x2)
-    fine = exact_kernel(_with_quadrature(net, lambda q: int(q) * int(factor)), x1, x2)
+    fine = exact_kernel(_with_quadrature(net, lambda q: 2 * int(q) - 1), x1, x2)
     out = {}
     for k in ("nngp", "ntk"):
         a, b = np.asarray(getattr(coarse, k)), np.asarray(getattr(fine, k))
