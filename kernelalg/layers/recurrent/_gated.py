@@ -264,7 +264,7 @@ def _make(cell: str, activation: Layer, W_std: float, U_std: float, b_std: float
 
 def GRU(activation: Layer, W_std: float = 1.0, U_std: float = 1.0, b_std: float | None = None,
         gate_U_std: float = 1.0, gate_b_std: float | None = None, readout: str = "last", bidirectional: bool = False,
-        reset: bool = True, gate_W_std: float = 0.0, quadrature: int = 12, *, out_dim: int | None = None) -> Layer:
+        reset: bool = True, gate_W_std: float = 0.0, quadrature: int = 65, *, out_dim: int | None = None) -> Layer:
     """Gated recurrent unit; with ``gate_W_std = 0`` (default) its gates read the input and its kernel is exact.
 
     ``z_t = g(a^z_t)``, ``r_t = g(a^r_t)``, ``c_t = (W_std/sqrt(n)) W (r_t * h_(t-1)) + (U_std/sqrt(m)) U x_t +
@@ -283,9 +283,10 @@ def GRU(activation: Layer, W_std: float = 1.0, U_std: float = 1.0, b_std: float 
         reset: Include the reset gate r (False: c_t reads h_(t-1) directly).
         gate_W_std: Gate recurrent weights. 0: exact kernel. > 0: the textbook GRU, whose kernel is not a time-pair
             recursion; its finite twin works (``ka.monte_carlo``), ``ka.kernel`` raises with the reason.
-        quadrature: Points per dimension of the quadrature over one unit's update-gate weights (m + 1 dimensions
-            with a gate bias; cost linear in quadrature ** (m + 1)); check its error with
-            :func:`kernelalg.gate_quadrature_error`.
+        quadrature: Points per dimension of the trapezoid rule over one unit's update-gate weights (d = m
+            dimensions, m + 1 with a gate bias; the cost is linear in quadrature ** d). Its error depends on the
+            data (it falls exponentially once the spacing 14/(quadrature - 1) is below about 1 / (gate_U_std
+            max|x_t| / sqrt(m))); check it with :func:`kernelalg.gate_quadrature_error`.
         out_dim: Hidden width n of the finite-width twin.
 
     Returns:
@@ -310,7 +311,7 @@ def GRU(activation: Layer, W_std: float = 1.0, U_std: float = 1.0, b_std: float 
 
 def LSTM(activation: Layer, W_std: float = 1.0, U_std: float = 1.0, b_std: float | None = None,
          gate_U_std: float = 1.0, gate_b_std: float | None = None, readout: str = "last", bidirectional: bool = False,
-         gate_W_std: float = 0.0, quadrature: int = 12, *, out_dim: int | None = None) -> Layer:
+         gate_W_std: float = 0.0, quadrature: int = 65, *, out_dim: int | None = None) -> Layer:
     """LSTM without output nonlinearity (h = o * s); with ``gate_W_std = 0`` (default) its kernel is exact.
 
     ``c_t = (W_std/sqrt(n)) W h_(t-1) + (U_std/sqrt(m)) U x_t + b_std b``, ``s_t = f_t * s_(t-1) + i_t * phi(c_t)``,
@@ -350,20 +351,40 @@ def _with_quadrature(layer: Layer, order: Callable[[int], int]) -> Layer:
     return dataclasses.replace(layer, static=tuple((k, order(v) if k == "quadrature" else v) for k, v in layer.static))
 
 
-def gate_quadrature_error(net: Layer, x1: Any, x2: Any = None) -> dict[str, float]:
+@dataclasses.dataclass(frozen=True)
+class GateQuadratureError:
+    """Error estimate of the gate quadrature (see :func:`gate_quadrature_error`).
+
+    Attributes:
+        nngp, ntk: Max absolute difference between the kernels with q and with 2 q - 1 points per dimension.
+        nngp_rel, ntk_rel: The same divided by the max absolute entry of the finer kernel.
+        coarse, fine: The two kernels (``ka.Kernel``); ``fine`` is the more accurate one.
+    """
+
+    nngp: float
+    ntk: float
+    nngp_rel: float
+    ntk_rel: float
+    coarse: Any
+    fine: Any
+
+
+def gate_quadrature_error(net: Layer, x1: Any, x2: Any = None) -> GateQuadratureError:
     """Error estimate of the gate quadrature: the kernels with every gated layer's rule of q points per dimension
     against the nested rule of 2 q - 1 points (half the spacing).
 
-    The trapezoid rule converges exponentially in 1/spacing for the (analytic) gate-path integrands, so the finer
-    rule is far more accurate and the difference estimates the error of the coarse one (an upper estimate once
-    the rule converges: halving the spacing squares the error factor). Costs (2 - 1/q)^d times the kernel.
+    The trapezoid rule converges exponentially once its spacing resolves the gates' transitions in the weight
+    space (width about 1 / (gate_U_std max|x_t| / sqrt(m))); from then on the finer rule is far more accurate
+    and the difference is an upper estimate of the coarse rule's error. Before that regime (too few points)
+    both rules can be off by similar amounts: a large estimate, or estimates that do not shrink as q doubles,
+    mean "use more points". Costs (2 - 1/q)^d times the kernel.
 
     Args:
         net: Architecture with GRU/LSTM layers.
         x1, x2: Inputs as for ``ka.kernel``.
 
     Returns:
-        {"nngp", "ntk"}: max absolute difference; {"nngp_rel", "ntk_rel"}: divided by the max |kernel|.
+        A :class:`GateQuadratureError`.
     """
     net = as_layer(net)
     coarse = exact_kernel(net, x1, x2)
@@ -373,4 +394,4 @@ def gate_quadrature_error(net: Layer, x1: Any, x2: Any = None) -> dict[str, floa
         a, b = np.asarray(getattr(coarse, k)), np.asarray(getattr(fine, k))
         out[k] = float(np.max(np.abs(a - b)))
         out[k + "_rel"] = out[k] / float(np.max(np.abs(b)))
-    return out
+    return GateQuadratureError(coarse=coarse, fine=fine, **out)
