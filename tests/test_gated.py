@@ -206,6 +206,23 @@ def test_stacked_recurrent_after_sequence_readout() -> None:
         assert np.abs(z).max() < 4.5, (name, z)
 
 
+def test_padding_semantics() -> None:
+    """Padding values are ignored (even NaN); x1 and x2 may have different padded lengths; tiles = one block."""
+    seqs = seqs_data()
+    net = make("LSTM", readout="mean", quadrature=5)
+    f = ka.compile(net)
+    base = ka.Sequences.from_list(seqs, dtype=np.float64)
+    k = f(base)
+    junk = np.array(base.x)
+    junk[1, :2], junk[2, :4] = 7.0, np.nan
+    np.testing.assert_allclose(f(ka.Sequences(junk, LENS)).ntk, k.ntk, rtol=1e-13)
+    short = ka.Sequences.from_list(seqs[1:3], dtype=np.float64)          # T = 3 against T = 5
+    np.testing.assert_allclose(f(base, short).ntk, np.asarray(k.ntk)[:, 1:3], rtol=1e-13)
+    tiled = f(base, batch_size=2)
+    np.testing.assert_allclose(tiled.ntk, k.ntk, rtol=1e-13)
+    np.testing.assert_allclose(tiled.cov1, k.cov1, rtol=1e-13)
+
+
 @pytest.mark.parametrize("make_err, match", [
     (lambda: ka.kernel(ka.Dense() >> ka.GRU(ka.Erf()), np.ones((2, 3, 1))), "raw input"),
     (lambda: ka.kernel(ka.LSTM(ka.Erf(), gate_W_std=0.5), np.ones((2, 3, 1))), "time-pair recursion"),

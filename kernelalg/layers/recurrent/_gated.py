@@ -108,7 +108,7 @@ _NAMES = {"KP": K_PREV, "TP": TH_PREV, "KIN": K_IN, "Q11": Q11, "Q22": Q22, "S11
 
 def _lower(exprs: list[sp.Expr]) -> Callable[..., list]:
     """CSE + lower once (JAX); returns (env of hyperparameters, **named step arrays) -> [arrays]."""
-    reps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("gru_"), optimizations=None)
+    reps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("gated_"), optimizations=None)
     fn = lower_program([Assign(s, e) for s, e in reps], reduced)
     return lambda env, **kw: fn({**env, **{_NAMES[k]: v for k, v in kw.items()}})
 
