@@ -150,7 +150,9 @@ class CompiledKernel:
         for b in range(self._n_out):
             v = vals[b * per:(b + 1) * per]
             fields = {"cov1": _full(v[0], (n, 1), dtype)[:, 0]}
-            fields["cov2"] = fields["cov1"] if x2 is None else _full(v[1], (1, m), dtype)[0]
+            # the kernel of x with itself: K(x', x') is K(x, x), unless it keeps pixel axes (their layouts differ)
+            same = x2 is None and jnp.ndim(v[0]) <= 2 and jnp.ndim(v[1]) <= 2
+            fields["cov2"] = fields["cov1"] if same else _full(v[1], (1, m), dtype)[0]
             for name, arr in zip(self.names, v[2:]):
                 fields[name] = _full(arr, (n, m), dtype)
             kernels.append(Kernel(**fields))
