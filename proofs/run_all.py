@@ -49,6 +49,7 @@ LAYER_PROOFS = {
 NOT_ACTIVATIONS = {
     "activation": "generic constructor: the caller supplies the dual",
     "true_gradient": "network transformation to the naive NTK; its duals are proven in prove_surrogate",
+    "with_sharpness": "network transformation to finite sharpness m; its duals are proven in prove_surrogate",
 }
 
 ProofFn = Callable[[], "Proof | list[Proof] | None"]
