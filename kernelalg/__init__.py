@@ -11,7 +11,9 @@ Example:
 
 from kernelalg.layers._activations import (ABRelu, Abs, Cos, Erf, Exp, Gaussian, Gelu, LeakyRelu, Monomial, Polynomial,
                            Rbf, RectifiedMonomial, Relu, Sign, Sin, activation)
-from kernelalg.backends._compile import CompiledKernel, Kernel, ReferenceKernel, compile, kernel, reference_kernel
+from kernelalg.backends._compile import CompiledKernel, compile, kernel
+from kernelalg.backends._kernel import Kernel
+from kernelalg.backends._reference_kernel import ReferenceKernel, reference_kernel
 from kernelalg.layers._dense import Dense, FanInConcat, FanInProd, FanInSum, FanOut, Identity
 from kernelalg.layers._elementwise import Elementwise
 from kernelalg.core._errors import (DivergentKernelError, InputError, KernelalgError, LayerOrderError, LoweringError,

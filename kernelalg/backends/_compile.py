@@ -1,97 +1,33 @@
-"""``ka.compile`` and ``ka.kernel``: one jitted JAX program per architecture; ``ka.reference_kernel``.
+"""``ka.compile`` and ``ka.kernel``: one jitted JAX program per architecture.
 
 The Gram matrix x1 x2^T / d is a matmul; everything after it is one fused elementwise program over the
 N x M pairs (per-sample variances are computed once per sample and broadcast). The same program runs on the
-NumPy float64 reference (``backend="numpy"``, :func:`reference_kernel`) for any network, and on mpmath for
-dense networks.
+NumPy float64 reference (``backend="numpy"``: :mod:`kernelalg.backends._reference_kernel`).
 """
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import sympy as sp
 
-from kernelalg.core import _errors as E
-from kernelalg.core._layer import Layer, as_layer
-from kernelalg.core._inputs import DENSE, layout_of
-from kernelalg.core._program import Op
-from kernelalg.core._symbolic import SymbolicKernel, trace
-from kernelalg.core._tiles import run_tiles
-from kernelalg.backends._jax import lower_program
-from kernelalg.backends._reference import NUMPY_TABLE, evaluate_program, mpmath_dense
-from kernelalg.backends._structural import JAX_ARRAYS, NUMPY_ARRAYS
-from kernelalg.backends._precision import check as check_precision, describe, not_representable_message
-from kernelalg.backends._checks import (check_batch_size, check_input, check_inputs, check_params,
+from kernelalg.backends._checks import (check_batch_size, check_input, check_inputs,  # noqa: F401 (re-exported)
                                         check_requirements, is_tracer as _is_tracer)
-
-_GETS = ("nngp", "ntk")
-
-
-@jax.tree_util.register_dataclass
-@dataclass(frozen=True)
-class Kernel:
-    """Kernel arrays (neural-tangents' field names).
-
-    Attributes:
-        nngp: NNGP Gram matrix, shape (N, M), or None if not requested.
-        ntk: NTK Gram matrix, shape (N, M), or None if not requested.
-        cov1: K(x, x) per row of x1, shape (N,).
-        cov2: K(x', x') per row of x2, shape (M,).
-    """
-
-    nngp: Any = None
-    ntk: Any = None
-    cov1: Any = None
-    cov2: Any = None
+from kernelalg.backends._jax import lower_program
+from kernelalg.backends._kernel import (GETS as _GETS, Kernel, KernelFunction, merge_params,  # noqa: F401
+                                        normalize_get, precision_of)
+from kernelalg.backends._precision import check as check_precision, describe, not_representable_message
+from kernelalg.backends._reference_kernel import ReferenceKernel, reference_kernel  # noqa: F401 (re-exported)
+from kernelalg.backends._structural import JAX_ARRAYS
+from kernelalg.core import _errors as E
+from kernelalg.core._inputs import DENSE
+from kernelalg.core._layer import Layer
+from kernelalg.core._tiles import run_tiles
 
 
-def normalize_get(get: Any) -> tuple[tuple[str, ...], bool]:
-    """Return (requested names, whether a single array is returned)."""
-    if isinstance(get, str):
-        if get not in _GETS:
-            raise E.KernelalgError(E.BAD_GET.format(get=get))
-        return (get,), True
-    try:
-        names = tuple(get)
-    except TypeError:
-        raise E.KernelalgError(E.BAD_GET.format(get=get)) from None
-    if not names or any(n not in _GETS for n in names):
-        raise E.KernelalgError(E.BAD_GET.format(get=get))
-    return names, False
-
-
-def merge_params(defaults: Mapping[str, float], params: Mapping[str, Any] | None) -> dict:
-    """The hyperparameter values of one call: ``defaults`` overridden by ``params`` (names must exist)."""
-    p = dict(defaults)
-    if params:
-        unknown = set(params) - set(p)
-        if unknown:
-            raise E.KernelalgError(E.UNKNOWN_PARAM.format(names=sorted(unknown), known=sorted(p)))
-        p.update(params)
-    return p
-
-
-@contextlib.contextmanager
-def precision_of(*arrays: Any) -> Iterator[None]:
-    """Run in float64 when any input is float64 (JAX's x64 mode, locally), else as configured."""
-    wants64 = any(getattr(a, "dtype", None) == np.float64 for a in arrays if a is not None)
-    if wants64 and not jax.config.jax_enable_x64:
-        enable = getattr(jax, "enable_x64", None)
-        if enable is None:  # older JAX
-            from jax.experimental import enable_x64 as enable  # type: ignore
-        with enable(True):
-            yield
-    else:
-        yield
-
-
-class CompiledKernel:
+class CompiledKernel(KernelFunction):
     """A jitted kernel function of an architecture: ``f(x1, x2=None, params=None)``.
 
     Attributes:
@@ -105,17 +41,8 @@ class CompiledKernel:
     def __init__(self, net: Layer, get: Any = _GETS, backend: str = "jax"):
         if backend != "jax":
             raise E.KernelalgError(E.BAD_BACKEND.format(backend=backend))
-        self.net = as_layer(net)
-        self.names, self.single = normalize_get(get)
-        self.get = get
-        self.layout = layout_of(self.net)
-        self.symbolic: SymbolicKernel = trace(self.net, keep_symbols=True)
-        self.params = self.symbolic.param_values
-        self._param_symbols = {s.name: s for s in self.symbolic.params}
-        self._stds = {s.name for s in self.symbolic.params if s.is_positive}
-        outs: list[sp.Expr] = []
-        for st in self.symbolic.outputs:
-            outs += [st.cov1, st.cov2] + [st.nngp if n == "nngp" else st.ntk for n in self.names]
+        super().__init__(net, get)
+        outs = self._outputs()
         self._n_out = len(self.symbolic.outputs)
         self._requires = self.symbolic.requires
         run = lower_program(self.symbolic.program, outs + [r for r, _ in self._requires], self.symbolic.blocks)
@@ -158,11 +85,6 @@ class CompiledKernel:
             kernels.append(Kernel(**fields))
             finite += [jnp.all(jnp.isfinite(a)) for a in fields.values()]
         return tuple(kernels), jnp.all(jnp.stack(finite))
-
-    def _params(self, params: Mapping[str, Any] | None) -> dict:
-        if params:
-            check_params(params, self._stds)
-        return merge_params(self.params, params)
 
     def __call__(self, x1: Any, x2: Any = None, params: Mapping[str, Any] | None = None,
                  batch_size: int | None = None) -> Any:
@@ -274,9 +196,6 @@ class CompiledKernel:
                                    cov1=results[f"{k}.cov1"], cov2=results[f"{k}.cov2"]))
         return outs[0] if len(outs) == 1 else tuple(outs)
 
-    def __repr__(self) -> str:
-        return f"CompiledKernel({self.net!r}, get={self.get!r})"
-
 
 def _put(results: dict, key: str, shape: tuple, start: int, vals: np.ndarray) -> None:
     if key not in results:
@@ -337,93 +256,3 @@ def kernel(net: Layer, x1: Any, x2: Any = None, get: Any = _GETS, params: Mappin
     return compile(net, get)(x1, x2, params, batch_size)
 
 
-class ReferenceKernel:
-    """The kernel of an architecture on the NumPy float64 reference backend: ``f(x1, x2=None, params=None)``.
-
-    Runs the same program as :class:`CompiledKernel` (elementwise sympy through the NumPy table, structural
-    ops -- stencils, pooling, readouts, time recursions -- through their NumPy implementations), in float64
-    whatever the input dtype, without jit or tiling. Slow; meant for testing the JAX path.
-
-    Attributes:
-        net: The architecture.
-        symbolic: Its :class:`SymbolicKernel` with hyperparameters as symbols.
-        get: The requested kernels.
-        params: Default hyperparameter values by symbol name.
-    """
-
-    def __init__(self, net: Layer, get: Any = _GETS):
-        self.net = as_layer(net)
-        self.names, self.single = normalize_get(get)
-        self.get = get
-        self.layout = layout_of(self.net)
-        self.symbolic: SymbolicKernel = trace(self.net, keep_symbols=True)
-        self.params = self.symbolic.param_values
-        self._param_symbols = {s.name: s for s in self.symbolic.params}
-
-    def __call__(self, x1: Any, x2: Any = None, params: Mapping[str, Any] | None = None,
-                 batch_size: int | None = None) -> Any:
-        """Evaluate the kernel (``batch_size`` is accepted for symmetry with :class:`CompiledKernel` and ignored:
-        the reference evaluates one block)."""
-        x1, x2 = check_inputs(self.layout, x1, x2)
-        x1, x2 = (None if x is None else jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), x)
-                  for x in (x1, x2))
-        p = merge_params(self.params, params)
-        env = self.layout.env(x1, x2, NUMPY_ARRAYS)
-        env.update({self._param_symbols[k]: float(v) for k, v in p.items()})
-        outs: list = []
-        for st in self.symbolic.outputs:
-            outs += [st.cov1, st.cov2] + [st.nngp if n == "nngp" else st.ntk for n in self.names]
-        vals = evaluate_program(self.symbolic.program, outs, env, NUMPY_TABLE)
-        n, m = len(x1), len(x1 if x2 is None else x2)
-        per, kernels = 2 + len(self.names), []
-        for b in range(len(self.symbolic.outputs)):
-            v = [np.asarray(a, np.float64) for a in vals[b * per:(b + 1) * per]]
-            fields = {"cov1": _np_full(v[0], (n, 1))[:, 0], "cov2": _np_full(v[1], (1, m))[0]}
-            fields.update({name: _np_full(arr, (n, m)) for name, arr in zip(self.names, v[2:])})
-            kernels.append(getattr(Kernel(**fields), self.names[0]) if self.single else Kernel(**fields))
-        return kernels[0] if len(kernels) == 1 else tuple(kernels)
-
-    def __repr__(self) -> str:
-        return f"ReferenceKernel({self.net!r}, get={self.get!r})"
-
-
-def _np_full(arr: np.ndarray, lead: tuple[int, int]) -> np.ndarray:
-    """A program output broadcast to the batch axes ``lead`` plus its own trailing axes (a copy)."""
-    return np.broadcast_to(arr, lead + arr.shape[2:] if arr.ndim > 2 else lead).copy()
-
-
-def reference_kernel(net: Layer, x1: Any, x2: Any = None, get: Any = "ntk", dps: int | None = None) -> Any:
-    """Reference evaluation of ``net``'s kernel: NumPy float64 (``dps=None``) or mpmath with ``dps`` digits.
-
-    NumPy evaluates any network (dense, conv/pooling/readouts, recurrent; :class:`ReferenceKernel`); mpmath
-    evaluates dense networks pair by pair and refuses others (their structural ops have no mpmath
-    implementation). Slow; meant for testing the JAX path.
-
-    Args:
-        net: Architecture expression.
-        x1: Inputs (N, ...) as the network's input layout expects.
-        x2: Inputs (M, ...) or None (x1).
-        get: "nngp", "ntk" (an array) or, with ``dps=None``, a tuple of them (a :class:`Kernel`).
-        dps: None for NumPy float64, else the mpmath working precision in decimal digits.
-
-    Returns:
-        The (N, M) kernel (with trailing pixel axes for image networks without a readout).
-
-    Raises:
-        LoweringError: ``dps`` given for a network with structural ops (conv, pooling, recurrent).
-    """
-    if dps is None:
-        return compile(net, get, backend="numpy")(x1, x2)
-    net = as_layer(net)
-    names, single = normalize_get(get)
-    if not single:
-        raise E.KernelalgError(E.BAD_GET.format(get=get) + " With dps=..., get must be 'nngp' or 'ntk'.")
-    sk = trace(net, keep_symbols=False)
-    layout = layout_of(net)
-    ops = sorted({ins.name for ins in sk.program if isinstance(ins, Op) and "mpmath" not in ins.impls})
-    if ops or layout is not DENSE:
-        raise E.LoweringError(E.MPMATH_DENSE_ONLY.format(dps=dps, layout=layout.name, ops=ops or "none"))
-    x1 = np.asarray(check_input("x1", x1), dtype=np.float64)
-    x2 = x1 if x2 is None else np.asarray(check_input("x2", x2), dtype=np.float64)
-    st = sk.outputs[0]
-    return mpmath_dense(sk.program, st.nngp if names[0] == "nngp" else st.ntk, x1, x2, dps)
