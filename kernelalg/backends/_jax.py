@@ -125,12 +125,16 @@ def safe_arccos(x: jax.Array) -> jax.Array:
     return fast_arccos(_clip_unit(x))
 
 
+def _unit_slope(x: jax.Array, t: jax.Array) -> jax.Array:
+    """t / sqrt(1 - x^2) inside (-1, 1), 0 at |x| >= 1: the tangent of arcsin (minus that of arccos)."""
+    inside = jnp.abs(x) < 1
+    return jnp.where(inside, t / jnp.sqrt(jnp.where(inside, 1 - x * x, 1)), jnp.zeros_like(t))
+
+
 @safe_arccos.defjvp
 def _safe_arccos_jvp(primals: tuple, tangents: tuple) -> tuple:
     (x,), (t,) = primals, tangents
-    inside = jnp.abs(x) < 1
-    den = jnp.sqrt(jnp.where(inside, 1 - x * x, 1))
-    return safe_arccos(x), jnp.where(inside, -t / den, jnp.zeros_like(t))
+    return safe_arccos(x), -_unit_slope(x, t)
 
 
 @jax.custom_jvp
@@ -142,9 +146,7 @@ def safe_arcsin(x: jax.Array) -> jax.Array:
 @safe_arcsin.defjvp
 def _safe_arcsin_jvp(primals: tuple, tangents: tuple) -> tuple:
     (x,), (t,) = primals, tangents
-    inside = jnp.abs(x) < 1
-    den = jnp.sqrt(jnp.where(inside, 1 - x * x, 1))
-    return safe_arcsin(x), jnp.where(inside, t / den, jnp.zeros_like(t))
+    return safe_arcsin(x), _unit_slope(x, t)
 
 
 def snapped_corr(s11: jax.Array, s12: jax.Array, s22: jax.Array) -> jax.Array:
