@@ -16,6 +16,7 @@ import numpy as np
 from kernelalg.backends._checks import (check_batch_size, check_input, check_inputs,  # noqa: F401 (re-exported)
                                         check_requirements, is_tracer as _is_tracer)
 from kernelalg.backends._jax import lower_program
+from kernelalg.backends._pairtiles import mirror_square
 from kernelalg.backends._kernel import (GETS as _GETS, Kernel, KernelFunction, merge_params,  # noqa: F401
                                         normalize_get, precision_of)
 from kernelalg.backends._precision import check as check_precision, describe, not_representable_message
@@ -24,6 +25,7 @@ from kernelalg.backends._structural import JAX_ARRAYS
 from kernelalg.core import _errors as E
 from kernelalg.core._inputs import DENSE
 from kernelalg.core._layer import Layer
+from kernelalg.core._program import Assign
 from kernelalg.core._tiles import run_tiles
 
 
@@ -45,10 +47,11 @@ class CompiledKernel(KernelFunction):
         outs = self._outputs()
         self._n_out = len(self.symbolic.outputs)
         self._requires = self.symbolic.requires
-        run = lower_program(self.symbolic.program, outs + [r for r, _ in self._requires], self.symbolic.blocks)
         count = len(outs)
+        run = lower_program(self.symbolic.program, outs + [r for r, _ in self._requires], self.symbolic.blocks,
+                            flagged=count)
 
-        # _checked also says whether every entry is finite (a reduction in the same program) and gives the
+        # _checked also says whether every entry is finite (reduced tile by tile in the same program) and gives the
         # smallest value met of each existence condition of the duals (Dual.requires); _jitted (the kernels only)
         # serves callers that check on their own
         def kernels(x1: jax.Array, x2: jax.Array | None, p: dict) -> tuple[tuple, jax.Array, list]:
@@ -56,8 +59,13 @@ class CompiledKernel(KernelFunction):
             # asymmetric by design (surrogate gradients)
             mirror = x2 is None and not self.symbolic.asymmetric
             vals = run(self._env(x1, x2, p), x1.shape[0] if mirror else None)
-            out, finite = self._assemble(vals[:count], x1, x2)
-            return out, finite, [jnp.min(jnp.asarray(v)) for v in vals[count:]]
+            return self._assemble(vals[:count], x1, x2), vals[-1], [jnp.min(jnp.asarray(v)) for v in vals[count:-1]]
+
+        # dense programs on CPU compute the symmetric case from tiles, exactly; elsewhere the in-program mirror can
+        # be off by an ulp (XLA recomputes fused producers per triangle), so _evaluate mirrors the outputs again
+        # in a separate program, from materialised buffers
+        self._exact_symmetric = (self.layout is DENSE and jax.default_backend() == "cpu"
+                                 and all(isinstance(i, Assign) for i in self.symbolic.program))
 
         self._checked = jax.jit(kernels)
         self._jitted = jax.jit(lambda x1, x2, p: kernels(x1, x2, p)[0])
@@ -68,12 +76,12 @@ class CompiledKernel(KernelFunction):
         env.update({self._param_symbols[k]: v for k, v in p.items()})
         return env
 
-    def _assemble(self, vals: list, x1: jax.Array, x2: jax.Array | None) -> tuple[tuple, jax.Array]:
-        """The :class:`Kernel` of each output, and whether every entry is finite."""
+    def _assemble(self, vals: list, x1: jax.Array, x2: jax.Array | None) -> tuple:
+        """The :class:`Kernel` of each output."""
         n, m = x1.shape[0], (x1 if x2 is None else x2).shape[0]
         dtype = x1.dtype
         per = 2 + len(self.names)
-        kernels, finite = [], []
+        kernels = []
         for b in range(self._n_out):
             v = vals[b * per:(b + 1) * per]
             fields = {"cov1": _full(v[0], (n, 1), dtype)[:, 0]}
@@ -83,8 +91,7 @@ class CompiledKernel(KernelFunction):
             for name, arr in zip(self.names, v[2:]):
                 fields[name] = _full(arr, (n, m), dtype)
             kernels.append(Kernel(**fields))
-            finite += [jnp.all(jnp.isfinite(a)) for a in fields.values()]
-        return tuple(kernels), jnp.all(jnp.stack(finite))
+        return tuple(kernels)
 
     def __call__(self, x1: Any, x2: Any = None, params: Mapping[str, Any] | None = None,
                  batch_size: int | None = None) -> Any:
@@ -127,6 +134,8 @@ class CompiledKernel(KernelFunction):
             x2 = None if x2 is None else jax.tree_util.tree_map(jnp.asarray, x2)
             p = {k: jnp.asarray(v, dtype=x1.dtype) for k, v in p.items()}
             kernels, finite, minima = self._checked(x1, x2, p)
+            if x2 is None and not (self._exact_symmetric or self.symbolic.asymmetric):
+                kernels = mirror_square(kernels)
         if not any(map(_is_tracer, [finite, *minima])):  # not under jit/grad: one scalar each read back
             check_requirements(minima, self._requires)  # a divergent dual says why, before any overflow report
             if not bool(finite):

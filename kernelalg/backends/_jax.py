@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import jax.scipy.special as jss
 import sympy as sp
 
-from kernelalg.core._duals import corr
+from kernelalg.core._nodes import asin_gap, corr
 from kernelalg.core._program import C, Q1, Q2, Assign, Instruction
 from ._walker import Table, evaluate, run_program
 from . import _pairtiles as pairtiles
@@ -97,6 +97,30 @@ def fast_arcsin(x: jax.Array) -> jax.Array:
     big, r = _asin_abs(jnp.abs(x))
     y = jnp.where(big, jnp.pi / 2 - 2 * r, r)
     return jnp.where(x < 0, -y, y)
+
+
+@jax.custom_jvp
+def arcsin_gap(g: jax.Array, h: jax.Array) -> jax.Array:
+    """asin(g) for |g| <= 1 given h = 1 - g^2 computed without cancellation (node ``asin_gap``): the range
+    reduction asin(a) = pi/2 - 2 asin(sqrt((1 - a)/2)) for a = |g| > 1/2 takes 1 - a = h / (1 + a), exact where
+    1 - a itself would have lost its digits. Derivative dg / sqrt(h) (h follows g: the two are one function)."""
+    a = jnp.abs(g)
+    big = a > 0.5
+    z = jnp.where(big, 0.5 * jnp.maximum(h, 0) / (1 + a), a * a)
+    s = jnp.where(big, jnp.sqrt(z), a)
+    acc = jnp.full_like(z, _ASIN_COEF[-1])
+    for c in _ASIN_COEF[-2::-1]:
+        acc = acc * z + c
+    r = s + s * z * acc
+    y = jnp.where(big, jnp.pi / 2 - 2 * r, r)
+    return jnp.where(g < 0, -y, y)
+
+
+@arcsin_gap.defjvp
+def _arcsin_gap_jvp(primals: tuple, tangents: tuple) -> tuple:
+    (g, h), (tg, _) = primals, tangents
+    pos = h > 0
+    return arcsin_gap(g, h), jnp.where(pos, tg * safe_rsqrt(jnp.where(pos, h, 1)), jnp.zeros_like(tg))
 
 
 @jax.custom_jvp
@@ -218,6 +242,7 @@ JAX_TABLE = Table(
         sp.acos: safe_arccos, sp.atan: fast_arctan, sp.atan2: jnp.arctan2, sp.erf: jss.erf,
         sp.erfc: jss.erfc, sp.Abs: jnp.abs, sp.sign: jnp.sign, sp.Max: _reduce(jnp.maximum),
         sp.Min: _reduce(jnp.minimum), sp.Heaviside: _heaviside, sp.Pow: jnp.power, corr: snapped_corr,
+        asin_gap: arcsin_gap,
     },
     const=lambda c: float(c),
     power=_power,
@@ -236,7 +261,7 @@ TILE_ELEMENTS = 2**16
 
 
 def lower_program(program: Sequence[Instruction], outputs: Sequence[sp.Expr],
-                  blocks: Sequence[Any] = ()) -> Callable[..., list]:
+                  blocks: Sequence[Any] = (), flagged: int = 0) -> Callable[..., list]:
     """Lower a program to a function (env, symmetric=None) -> [output arrays] (pure; wrap it in jax.jit).
 
     With ``blocks`` (the per-layer :class:`~kernelalg.core._program.Block` records), runs of identical layers
@@ -247,6 +272,9 @@ def lower_program(program: Sequence[Instruction], outputs: Sequence[sp.Expr],
     ``symmetric=n`` says that env holds the kernel of n samples with themselves: every (n, n) output is then
     exactly symmetric, and a dense program on CPU computes only the tiles on and above the diagonal
     (:mod:`kernelalg.backends._pairtiles`).
+
+    ``flagged=k`` appends one more output: whether every entry of the first k outputs is finite, reduced tile
+    by tile while the tile is in cache (a separate pass over the outputs costs ~2% of a dense kernel).
     """
     program = tuple(program)
     runs = find_runs(program, blocks, outputs) if blocks else []
@@ -258,14 +286,17 @@ def lower_program(program: Sequence[Instruction], outputs: Sequence[sp.Expr],
                                       lambda ins, e: run_program((ins,), e, JAX_TABLE))
         else:
             env = run_program(program, dict(env), JAX_TABLE)
-        return [evaluate(o, env, JAX_TABLE) for o in outputs]
+        vals = [evaluate(o, env, JAX_TABLE) for o in outputs]
+        if flagged:
+            vals.append(jnp.all(jnp.stack([jnp.all(jnp.isfinite(jnp.asarray(v))) for v in vals[:flagged]])))
+        return vals
 
     def tiled(env: dict, symmetric: int | None = None) -> list:
         # accelerators want one big fused kernel, not a loop of small ones
         tiles = elementwise and set(env) <= DENSE_INPUTS | _params(env) and jax.default_backend() == "cpu"
         if symmetric is not None:
-            return pairtiles.symmetric(run, env, symmetric, TILE_ELEMENTS, tiles)
-        return pairtiles.row_tiled(run, env, TILE_ELEMENTS) if tiles else run(env)
+            return pairtiles.symmetric(run, env, symmetric, TILE_ELEMENTS, tiles, bool(flagged))
+        return pairtiles.row_tiled(run, env, TILE_ELEMENTS, bool(flagged)) if tiles else run(env)
 
     return tiled
 

@@ -10,7 +10,7 @@ symmetric bit for bit (as the host-side tiling of :mod:`kernelalg.core._tiles`).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,11 +19,12 @@ import numpy as np
 Run = Callable[[dict], list]
 
 
-def row_tiled(run: Run, env: dict, elements: int) -> list:
+def row_tiled(run: Run, env: dict, elements: int, flag: bool = False) -> list:
     """``run(env)`` evaluated on row tiles of about ``elements`` pair entries of the (N, ...) arrays of ``env``.
 
     Arrays whose leading axis is N are cut into tiles (the last one padded by repeating the last row), arrays
-    with leading axis 1 and scalars are shared by all tiles.
+    with leading axis 1 and scalars are shared by all tiles. With ``flag`` the last output of ``run`` is a
+    boolean per tile, and-reduced over the tiles.
     """
     arrays = [v for v in env.values() if jnp.ndim(v) >= 1]
     n = max((jnp.shape(v)[0] for v in arrays), default=1)
@@ -45,32 +46,49 @@ def row_tiled(run: Run, env: dict, elements: int) -> list:
         return [jnp.asarray(o) for o in run({**env, **dict(zip(split, tiles))})]
 
     outs = jax.lax.map(body, [cut(env[k]) for k in split])
-    return [o.reshape((count * tile,) + o.shape[2:])[:n] if o.ndim >= 2 and o.shape[1] == tile else o[0]
-            for o in outs]
+    result = [o.reshape((count * tile,) + o.shape[2:])[:n] if o.ndim >= 2 and o.shape[1] == tile else o[0]
+              for o in outs]
+    return result[:-1] + [jnp.all(outs[-1])] if flag else result
 
 
 def mirror_upper(arr: jax.Array) -> jax.Array:
     """The symmetric matrix whose upper triangle (diagonal included) is that of square ``arr``.
 
-    The mask is built from a 1-D index behind an optimisation barrier: XLA would otherwise fold the N x N
-    comparison into a constant, which takes minutes to compile at N = 2000.
+    Exact when ``arr`` is a materialised buffer (an argument, a loop output). XLA fuses a cheap producer into
+    the select and computes it twice, once per triangle, and its vectorised and scalar code may round
+    differently (seen: 1 ulp in float32); optimisation barriers do not prevent that on CPU. The mask is built
+    from a 1-D index behind a barrier: XLA would otherwise fold the N x N comparison into a constant, which
+    takes minutes to compile at N = 2000.
     """
     i = jax.lax.optimization_barrier(jnp.arange(arr.shape[0]))
     return jnp.where(i[:, None] <= i[None, :], arr, arr.T)
 
 
-def symmetric(run: Run, env: dict, n: int, elements: int, cpu: bool) -> list:
+@jax.jit
+def mirror_square(tree: Any) -> Any:
+    """Every square matrix in ``tree`` through :func:`mirror_upper`, as a program of its own: its inputs are
+    materialised buffers, so the mirror is exact."""
+    return jax.tree_util.tree_map(lambda a: mirror_upper(a) if a.ndim == 2 and a.shape[0] == a.shape[1] else a, tree)
+
+
+def symmetric(run: Run, env: dict, n: int, elements: int, tiles: bool, flag: bool = False) -> list:
     """``run(env)`` for the kernel of x with itself (env's per-pair arrays (n, n), per-sample (n, 1) / (1, n)),
-    with every (n, n) output exactly symmetric: on CPU from the tiles on and above the diagonal only, elsewhere
-    (or for few samples) from the full evaluation with its upper triangle mirrored."""
-    edge = max(2, math.isqrt(elements))
+    with every (n, n) output symmetric.
+
+    With ``tiles`` (a dense program on CPU) only the square tiles on and above the diagonal are computed, in a
+    loop (at least two tiles per side, so that it stays a loop), and the matrix is assembled from the loop's
+    output buffer: exactly symmetric. Otherwise the full evaluation with its upper triangle mirrored in the
+    program (see :func:`mirror_upper` for when that is exact). ``flag`` as in :func:`row_tiled`.
+    """
     kinds = {k: _kind(v, n) for k, v in env.items()}
-    if not cpu or n < 2 * edge or None in kinds.values():
-        outs = row_tiled(run, env, elements) if cpu else run(env)
+    if not tiles or n < 2 or None in kinds.values():
+        outs = row_tiled(run, env, elements, flag) if tiles else run(env)
         return [mirror_upper(o) if jnp.shape(o) == (n, n) else o for o in outs]
-    # prefer an edge that divides n (no padded copy of the inputs)
+    # edges of at least 2 (per-sample (edge, 1) and per-pair (edge, edge) tile outputs must differ in shape),
+    # preferably dividing n (no padded copy of the inputs)
+    edge = max(2, min(math.isqrt(elements), -(-n // 2)))
     edge = next((t for t in range(edge, max(1, edge // 2), -1) if n % t == 0), edge)
-    count = -(-n // edge)
+    count = max(2, -(-n // edge))
     rows, cols = np.triu_indices(count)  # the computed tiles (I, J), I <= J, row-major
     padded = {k: _pad(v, kinds[k], count * edge) for k, v in env.items()}
 
@@ -101,7 +119,7 @@ def symmetric(run: Run, env: dict, n: int, elements: int, cpu: bool) -> list:
             result.append(o[diag].reshape(1, count * edge)[:, :n])
         else:  # scalars and constants: the same in every tile
             result.append(o[0])
-    return result
+    return result[:-1] + [jnp.all(outs[-1])] if flag else result
 
 
 def _kind(v: jax.Array, n: int) -> str | None:

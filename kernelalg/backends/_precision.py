@@ -6,7 +6,7 @@ layer, chi the slope of the correlation map at rho = 1: chi_1 = W^2 E[phi'(u)^2]
 q* (Poole et al. 2016; Schoenholz et al. 2017). In the chaotic phase (chi_1 > 1) a rounding perturbation of
 relative size eps is amplified like any other, so the entries of nearly parallel inputs carry a relative
 error of about eps * A, A the product of the slopes through the network (measured: depth-100 erf net, W_std
-1.5, b_std 0.05: A = 2.5e9 = chi_1^100 with chi_1 = 1.2416; float64 error 2.3e-7 against eps * A = 5.5e-7;
+1.5, b_std 0.05: A = 3.3e9, chi_1^100 = 2.5e9 with chi_1 = 1.2416; float64 error 2.0e-7 against eps * A = 7.2e-7;
 docs/numerics.md). The slopes are taken layer by layer along the variance recursion (the diagonal of the
 program, where the kernel map is evaluated at x = x'): each layer block is evaluated at the correlation
 1 - gamma with gamma = 1e-7 (float64) and its output gap divided by gamma.

@@ -4,7 +4,8 @@ A backend is a :class:`Table`: a mapping from sympy classes to functions on that
 plus how it builds constants and powers. The walker refuses any node the table does not know, with an
 error that names the node and the fix. Opaque nodes (e.g. quadrature duals) carry their own lowering
 in a ``lowering`` class attribute: ``{backend_name: fn}``; nodes with a ``numeric()`` method (the duals' stable
-forms, :mod:`kernelalg.core._nodes`) are evaluated through the expression it returns. Structural nodes
+forms, :mod:`kernelalg.core._nodes`) are evaluated through the expression it returns, unless the table lowers
+them itself. Structural nodes
 (:class:`Op`: stencils, pooling, readouts, time recursions) carry one implementation per backend;
 :func:`run_program` runs the one named like the table and refuses, naming the op and the fix, when there is none.
 """
@@ -45,6 +46,11 @@ class Table:
     div: Callable[[Any, Any], Any] = field(default=lambda a, b: a / b)
     product: Callable[[list, list], Any] | None = None
 
+    def lowers(self, expr: sp.Basic) -> bool:
+        """Whether this table (or the node's own ``lowering``) has a function for ``expr``."""
+        own = getattr(type(expr), "lowering", None) or {}
+        return self.name in own or any(cls in self.functions for cls in type(expr).__mro__)
+
     def lookup(self, expr: sp.Basic) -> Callable[..., Any]:
         own = getattr(type(expr), "lowering", None)
         if own and self.name in own:
@@ -82,7 +88,7 @@ def evaluate(expr: sp.Basic, env: Mapping[sp.Symbol, Any], table: Table,
             out = table.product(num, den) if table.product is not None else _fold(table, num, den)
         elif e.is_Pow:
             out = table.power(ev(e.base), e.exp) if e.exp.is_Number else table.lookup(e)(ev(e.base), ev(e.exp))
-        elif hasattr(e, "numeric"):  # a node with a stable form of its value (kernelalg.core._nodes)
+        elif hasattr(e, "numeric") and not table.lowers(e):  # a stable form of its value (kernelalg.core._nodes)
             out = ev(e.numeric())
         else:
             out = table.lookup(e)(*[ev(a) for a in e.args])

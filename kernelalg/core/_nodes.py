@@ -4,8 +4,8 @@ A dual such as Williams' erf kernel is a textbook formula (what ``ka.symbolic`` 
 package expands and integrates, what ``proofs/`` prove), but evaluated as written it cancels or overflows:
 s11 s22 - s12^2 at large variances, asin(g) near |g| = 1, s11 + s22 - 2 s12 for nearly parallel inputs. Each
 node here stands for one such sub-formula. :func:`plain` replaces a node by its textbook form; the backends'
-walker evaluates :meth:`numeric` instead (a sympy expression of the same value), except for :class:`corr`, which
-every backend lowers itself (|rho| snapped to 1). ``proofs/prove_numeric.py`` proves numeric == textbook for
+walker evaluates :meth:`numeric` instead (a sympy expression of the same value), unless the backend lowers the
+node itself (:class:`corr`: |rho| snapped to 1; :class:`asin_gap` on JAX: a range-reduced polynomial). ``proofs/prove_numeric.py`` proves numeric == textbook for
 every node.
 
 Stable forms. With p_i = 1 + k s_i, the ratios e_i = k s_i / p_i and r_i = 1 / p_i lie in [0, 1] for k >= 0, and
@@ -78,11 +78,27 @@ def _scaled(k: Expr, s11: Expr, s12: Expr, s22: Expr) -> tuple[Expr, Expr, Expr,
     return rho, e1, e2, sp.sqrt(r1) * sp.sqrt(r2), h
 
 
+class asin_gap(_Node):
+    """asin(g), given h = 1 - g^2 computed without cancellation (the JAX backend reduces the range with
+    1 - |g| = h / (1 + |g|), exact near |g| = 1 where 1 - |g| itself has lost its digits); elsewhere evaluated as
+    atan(g / sqrt(h))."""
+
+    nargs = 2
+
+    def textbook(self) -> Expr:
+        return sp.asin(self.args[0])
+
+    @cacheit
+    def numeric(self) -> Expr:
+        g, h = self.args
+        return sp.atan(g / sp.sqrt(h), evaluate=False)
+
+
 class williams(_Node):
     """asin(k s12 / sqrt((1 + k s11)(1 + k s22))), k >= 0 (Williams' erf kernel has k = 2 b^2; GELU's angle k = 1).
 
-    Evaluated as atan(g / sqrt(h)) with g = rho sqrt(e1 e2): asin is ill-conditioned near |g| = 1 (large
-    variances, nearly parallel inputs), atan of the ratio is not.
+    Evaluated as :class:`asin_gap` (g, h) with g = rho sqrt(e1 e2): asin of a rounded g is ill-conditioned near
+    |g| = 1 (large variances, nearly parallel inputs); with 1 - g^2 = h known accurately it is not.
     """
 
     nargs = 4
@@ -95,7 +111,7 @@ class williams(_Node):
     def numeric(self) -> Expr:
         k, s11, s12, s22 = self.args
         rho, e1, e2, _, h = _scaled(k, s11, s12, s22)
-        return sp.atan(rho * sp.sqrt(e1) * sp.sqrt(e2) / sp.sqrt(h), evaluate=False)
+        return asin_gap(rho * sp.sqrt(e1) * sp.sqrt(e2), h)
 
 
 class rdet(_Node):
