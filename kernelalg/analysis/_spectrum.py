@@ -114,7 +114,7 @@ class Spectrum:
             A :class:`~kernelalg.analysis.PowerFit` or None when too few degrees qualify.
         """
         kmax = int(self.k[-1]) if kmax is None else kmax
-        y = self.mu * (self.multiplicity if weighted else 1)
+        y = self.mu * (self.multiplicity.astype(np.float64) if weighted else 1)
         sel = (self.k >= max(kmin, 1)) & (self.k <= kmax)
         scale = np.max(np.abs(self.mu))
         nz = sel & (np.abs(self.mu) > rtol * scale) & (self.mu > 0)

@@ -182,7 +182,8 @@ def cmd_formula(args: argparse.Namespace) -> int:
     sk = symbolic(net, keep_symbols=args.symbols)
     which = ("nngp", "ntk") if args.kernel == "both" else (args.kernel,)
     has_ops = any(isinstance(i, Op) for i in sk.program)
-    program = args.program or (not args.closed and (has_ops or len(sk.program) > 40))
+    program = args.program or (not args.closed and (has_ops or len(sk.program) > 40 or
+                                                    not all(sk.closed_form_fits(w) for w in which)))
     out = [f"# architecture: {net!r}",
            "# inputs: q1 = |x|^2/d, q2 = |x'|^2/d, c = x.x'/d" + ("" if not has_ops else
                                                                     " (per pixel/time pair; ops act on arrays)")]

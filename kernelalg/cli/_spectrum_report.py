@@ -36,6 +36,15 @@ RATE_TOL = 0.25
 #: with d = 3 and 5 (small biases make odd and even degrees approach the asymptote from opposite sides).
 KMAX = 100
 
+#: Largest degree of ``kernelalg spectrum`` (the quadrature has 4 kmax + 64 nodes; kmax = 1000 takes seconds).
+MAX_KMAX = 1000
+#: Largest sphere dimension: the multiplicities N(d, k) stay below 1e308 for d <= 256 and k <= MAX_KMAX (and
+#: float64 eigenvalues lose all accuracy long before: mu_k falls like d^-k).
+MAX_DIM = 256
+
+BAD_KMAX = "--kmax {kmax} must be in 1..{limit}. Fix: e.g. --kmax 60 (the fitted decay uses k = kmax/2..kmax)."
+BAD_DIM = ("--dim {dim} must be in 2..{limit} (inputs on S^(dim-1)). Fix: e.g. --dim 3; in high dimension use "
+           "kernelalg.analysis.mercer_spectrum(net, dim, kmax, dps=50) from Python.")
 NO_ANALYSIS = ("The spectrum needs kernelalg.analysis.mercer_spectrum, which this installation lacks ({err}). "
                "Fix: update kernelalg (pip install -U kernelalg) or use 'kernelalg verify' without the spectrum.")
 NOT_DENSE = ("The spectrum on the sphere is defined for networks on vector inputs (dot-product kernels); "
@@ -101,11 +110,13 @@ def check_spectrum(net: Any, cfg: Any, out: Path) -> Any:
                      "the kernel on the uniform sphere S^{d-1}, not on these data (see the data's Gram spectrum).")
     try:
         _check_dense(net, cfg.arch)
+        if cfg.dim > MAX_DIM:
+            raise KernelalgError(BAD_DIM.format(dim=cfg.dim, limit=MAX_DIM))
         ms, decay = _analysis()
+        kmax = KMAX
+        spec = ms(net, cfg.dim, kmax, "ntk")  # needs the closed form, which may exceed its limits
     except KernelalgError as err:
         return Check(name, "skipped", str(err).split(" Fix:")[0])
-    kmax = KMAX
-    spec = ms(net, cfg.dim, kmax, "ntk")
     ok, trace_line = _trace(spec)
     fit = _rate_fit(spec)
     fitted = None if fit is None else -fit.slope
@@ -219,10 +230,10 @@ def _plot_gram(path: Path, lam: np.ndarray, est: np.ndarray, se: np.ndarray, mea
 def spectrum_command(net: Any, arch: str, dim: int, kmax: int, which: str = "ntk", png: str | None = None,
                      csv: str | None = None) -> str:
     """Text of ``kernelalg spectrum``: eigenvalues with multiplicities, trace identity, decay exponents."""
-    if dim < 2:
-        raise KernelalgError(f"--dim {dim} must be >= 2 (inputs on S^(dim-1)). Fix: e.g. --dim 3.")
-    if kmax < 1:
-        raise KernelalgError(f"--kmax {kmax} must be >= 1. Fix: e.g. --kmax 60.")
+    if not 2 <= dim <= MAX_DIM:
+        raise KernelalgError(BAD_DIM.format(dim=dim, limit=MAX_DIM))
+    if not 1 <= kmax <= MAX_KMAX:
+        raise KernelalgError(BAD_KMAX.format(kmax=kmax, limit=MAX_KMAX))
     _check_dense(net, arch)
     ms, decay = _analysis()
     spec = ms(net, dim, kmax, which)

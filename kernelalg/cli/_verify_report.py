@@ -55,6 +55,8 @@ DEFAULTS = {"n": 24, "widths": (64, 256, 1024, 4096), "samples": 32, "steps": 20
 QUICK = {"n": 8, "widths": (32, 128), "samples": 8, "steps": 30}
 #: The per-network spread exponent passes when -1/2 lies within this many standard errors of the fit.
 SPREAD_Z = 3.0
+#: Most inputs: every check holds n x n kernels per width and network (-n 1024 --quick: ~1.2 GB, minutes).
+MAX_N = 1024
 BAD_SETTING = "verify: {what} Fix: {fix}"
 NOT_VECTOR = ("verify runs on vector data (sphere, scikit-learn sets, 2-D files), but {arch!r} takes {layout} "
               "inputs. Fix: verify a dense network, e.g. \"Dense(1.5, 0.05) >> Relu() >> Dense(1.5, 0.05)\", or "
@@ -101,6 +103,10 @@ class VerifyConfig:
         if n < 4:
             raise KernelalgError(BAD_SETTING.format(what=f"-n {n} is too small.",
                                                     fix="use at least 4 inputs, e.g. -n 24."))
+        if n > MAX_N:
+            raise KernelalgError(BAD_SETTING.format(what=f"-n {n} is too large (limit {MAX_N}; the checks hold "
+                                                    "n x n kernels for every width and network).",
+                                                    fix=f"use at most {MAX_N} inputs, e.g. -n 24."))
         if len(widths) < 2 or widths[0] < 1:
             raise KernelalgError(BAD_SETTING.format(what=f"--widths {','.join(map(str, widths))} needs two or more "
                                                     "distinct positive widths.", fix="e.g. --widths 64,256,1024."))

@@ -21,6 +21,7 @@ References:
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -163,20 +164,44 @@ def gaussian_moment(n: int, m: int, s11: Expr, s12: Expr, s22: Expr) -> Expr:
     return sp.expand(total)
 
 
+def _double_factorial(n: int) -> int:
+    """n!! for n >= -1 ((-1)!! = 0!! = 1)."""
+    return math.prod(range(n, 0, -2)) if n > 0 else 1
+
+
+def hermite_weights(coef: tuple[Expr, ...], s: Expr) -> list[Expr]:
+    """A_k(s) = sum_{i >= k, i - k even} c_i C(i, k) (i - k - 1)!! s^((i - k)/2), k = 0..len(coef) - 1.
+
+    By Isserlis' theorem E[u^i v^j] = sum_k C(i,k) C(j,k) k! s12^k (i-k-1)!! s11^((i-k)/2) (j-k-1)!! s22^((j-k)/2),
+    so E[p(u) q(v)] = sum_k k! s12^k A_k^p(s11) A_k^q(s22) for p = sum_i c_i x^i and likewise q (the Hermite
+    (Mehler) expansion): O(n^2) terms instead of the O(n^3) of the expanded double sum. Zero coefficients are
+    skipped.
+    """
+    out = []
+    for k in range(len(coef)):
+        out.append(sp.Add(*(c * (math.comb(i, k) * _double_factorial(i - k - 1)) * s ** ((i - k) // 2)
+                            for i, c in enumerate(coef) if i >= k and (i - k) % 2 == 0 and c != 0)))
+    return out
+
+
+def polynomial_expectation(p: tuple[Expr, ...], q: tuple[Expr, ...], s11: Expr, s12: Expr, s22: Expr) -> Expr:
+    """E[p(u) q(v)] = sum_k k! s12^k A_k^p(s11) A_k^q(s22) for polynomials with coefficients p, q (lowest
+    degree first): Isserlis' theorem grouped by powers of s12 (see :func:`hermite_weights`)."""
+    a1 = hermite_weights(p, s11)
+    a2 = a1 if (q == p and s22 == s11) else hermite_weights(q, s22)
+    return sp.Add(*(sp.factorial(k) * s12**k * x * y for k, (x, y) in enumerate(zip(a1, a2)) if x != 0 and y != 0))
+
+
 def polynomial(s11: Expr, s12: Expr, s22: Expr, coef: tuple[Expr, ...]) -> Dual:
-    """phi(x) = sum_i coef[i] x^i (Isserlis; s12 written as rho sqrt(s11 s22), see ``_pinned_s12``)."""
+    """phi(x) = sum_i coef[i] x^i: T = sum_ij c_i c_j E[u^i v^j] by Isserlis' theorem, grouped by the power of
+    s12 (Mehler's expansion, O(n^2) terms; s12 written as rho sqrt(s11 s22), see ``_pinned_s12``); phi' has the
+    coefficients (i + 1) c_(i+1)."""
+    coef = tuple(coef)
+    dcoef = tuple(i * c for i, c in enumerate(coef))[1:]
     x12 = _pinned_s12(s11, s12, s22)
-    t = sum(
-        (ci * cj * gaussian_moment(i, j, s11, x12, s22)
-         for i, ci in enumerate(coef) for j, cj in enumerate(coef)),
-        sp.Integer(0),
-    )
-    tdot = sum(
-        (i * j * ci * cj * gaussian_moment(i - 1, j - 1, s11, x12, s22)
-         for i, ci in enumerate(coef) for j, cj in enumerate(coef) if i and j),
-        sp.Integer(0),
-    )
-    return Dual(t, tdot, _on_diagonal(t, s11, s12, s22))
+    t = polynomial_expectation(coef, coef, s11, x12, s22)
+    tdot = polynomial_expectation(dcoef, dcoef, s11, x12, s22)
+    return Dual(t, tdot, polynomial_expectation(coef, coef, s11, s11, s11))
 
 
 def monomial(s11: Expr, s12: Expr, s22: Expr, degree: int) -> Dual:
@@ -186,20 +211,36 @@ def monomial(s11: Expr, s12: Expr, s22: Expr, degree: int) -> Dual:
 
 
 @functools.lru_cache(maxsize=None)
-def _arccos_j(n: int, theta: sp.Symbol) -> Expr:
-    """J_n(theta) of Cho & Saul (2009): (-1)^n sin^{2n+1} (1/sin d/dtheta)^n ((pi - theta)/sin)."""
-    f = (sp.pi - theta) / sp.sin(theta)
-    for _ in range(n):
-        f = sp.diff(f, theta) / sp.sin(theta)
-    return sp.simplify((-1) ** n * sp.sin(theta) ** (2 * n + 1) * f)
+def _arccos_coefficients(n: int) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]]:
+    """J_n(theta) = sum A[a, b] cos^a sin^(2b+1) + (pi - theta) sum B[a, b] cos^a sin^(2b), integers A, B >= 0.
+
+    J_n of Cho & Saul (2009), (-1)^n sin^(2n+1) (1/sin d/dtheta)^n ((pi - theta)/sin), obeys the three-term
+    recurrence J_n = (2n - 1) cos J_(n-1) + (n - 1)^2 sin^2 J_(n-2) with J_0 = pi - theta and
+    J_1 = sin + (pi - theta) cos (proven for the degrees in ``proofs/prove_arccos.py`` through Price's theorem,
+    dK_n/ds12 = n^2 K_(n-1)); each component obeys it separately, with positive coefficients.
+    """
+    def step(p1: dict, p2: dict, m: int) -> dict:
+        out: dict[tuple[int, int], int] = {}
+        for (a, b), v in p1.items():
+            out[(a + 1, b)] = out.get((a + 1, b), 0) + (2 * m - 1) * v
+        for (a, b), v in p2.items():
+            out[(a, b + 1)] = out.get((a, b + 1), 0) + (m - 1) ** 2 * v
+        return out
+    prev, cur = ({}, {(0, 0): 1}), ({(0, 0): 1}, {(1, 0): 1})
+    if n == 0:
+        return prev
+    for m in range(2, n + 1):
+        prev, cur = cur, (step(cur[0], prev[0], m), step(cur[1], prev[1], m))
+    return cur
 
 
 def _arccos_kernel(n: int, s11: Expr, s12: Expr, s22: Expr) -> Expr:
     """E[max(u,0)^n max(v,0)^n] = (s11 s22)^{n/2} J_n(theta) / (2 pi)."""
-    theta = sp.Symbol("theta", positive=True)
-    j = _arccos_j(n, theta)
     rho = _rho(s11, s12, s22)
-    j = j.subs(sp.sin(theta), sp.sqrt(1 - rho**2)).subs(sp.cos(theta), rho).subs(theta, sp.acos(rho))
+    sin = sp.sqrt(1 - rho**2)
+    a, b = _arccos_coefficients(n)
+    j = (sp.Add(*(v * rho**p * sin ** (2 * q + 1) for (p, q), v in a.items()))
+         + (sp.pi - sp.acos(rho)) * sp.Add(*(v * rho**p * sin ** (2 * q) for (p, q), v in b.items())))
     return (s11 * s22) ** sp.Rational(n, 2) * j / (2 * sp.pi)
 
 

@@ -19,7 +19,26 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
 import sympy as sp
 
+from kernelalg.core._errors import KernelalgError
+
 Expr = sp.Expr
+
+#: Most operations (``sympy.count_ops``) a kernel program may hold. Symbolic work is about linear in this size
+#: (1,000-2,000 operations per second, whatever the layers), so it bounds the work of any architecture to about
+#: that of 10,000 layers of Dense >> Relu (115,000 operations) or Dense >> Erf (185,000).
+MAX_PROGRAM_SIZE = 200_000
+#: Largest closed form :func:`expand` builds: tree nodes counted with repetition (what printing, ``subs`` and
+#: ``lambdify`` traverse; the closed form of depth-L ReLU networks grows like 3^L) ...
+MAX_CLOSED_FORM_SIZE = 20_000
+#: ... and nesting depth (sympy's printers, ``subs`` and ``diff`` recurse once or more per level and fail
+#: from about 250 levels under Python's default recursion limit).
+MAX_CLOSED_FORM_DEPTH = 120
+
+PROGRAM_TOO_LARGE = ("The kernel program of this network exceeds {limit} operations (at layer {layer}). Fix: use "
+                     "fewer layers or cheaper activations (lower degrees, simpler Elementwise formulas).")
+CLOSED_FORM_TOO_LARGE = ("The closed form of this kernel is too large to build ({what}). Fix: use the straight-line "
+                         "program instead: SymbolicKernel.program or .latex(program=True), 'kernelalg formula ARCH "
+                         "--program'; evaluate numbers with ka.kernel, ka.compile or 'kernelalg formula --at'.")
 
 #: |x|^2 / d, the per-sample input statistic of the first argument.
 Q1 = sp.Symbol("q1", positive=True)
@@ -136,6 +155,8 @@ class Builder:
     _layer_counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _tmp: Iterator[sp.Symbol] = field(default_factory=lambda: sp.numbered_symbols("z", start=0))
     _depth: int = 0
+    #: Operations written so far (bounded by MAX_PROGRAM_SIZE).
+    size: int = 0
 
     def next_layer_index(self) -> int:
         return next(self._layer_counter)
@@ -163,6 +184,9 @@ class Builder:
         if not todo:
             return st
         replacements, reduced = sp.cse([exprs[i] for i in todo], symbols=self._tmp, optimizations=None)
+        self.size += sum(sp.count_ops(e) for e in [sub for _, sub in replacements] + list(reduced))
+        if self.size > MAX_PROGRAM_SIZE:
+            raise KernelalgError(PROGRAM_TOO_LARGE.format(limit=MAX_PROGRAM_SIZE, layer=st.after))
         for sym, sub in replacements:
             self.program.append(Assign(sym, sub))
         out = list(exprs)
@@ -193,20 +217,79 @@ class Builder:
         return targets
 
 
+def _needed(program: Sequence[Instruction], outputs: Sequence[Any]) -> set[sp.Symbol]:
+    """The program symbols ``outputs`` depend on (a backward pass over the program)."""
+    need: set[sp.Symbol] = set()
+    for o in outputs:
+        need |= getattr(o, "free_symbols", set())
+    for ins in reversed(program):
+        if isinstance(ins, Op):
+            if need.intersection(ins.targets):
+                need.update(ins.sources)
+        elif ins.target in need:
+            need |= ins.expr.free_symbols
+    return need
+
+
+def closed_form_measure(expr: Any, memo: dict[int, tuple[Any, int, int]]) -> tuple[int, int]:
+    """(tree size counted with repetition, depth) of a sympy expression, without recursion; shared subtrees
+    are visited once (``memo``, keyed by id, keeps them alive)."""
+    stack = [expr]
+    while stack:
+        e = stack[-1]
+        if id(e) in memo:
+            stack.pop()
+            continue
+        args = getattr(e, "args", ())
+        todo = [a for a in args if id(a) not in memo]
+        if todo:
+            stack.extend(todo)
+            continue
+        stack.pop()
+        memo[id(e)] = (e, 1 + sum(memo[id(a)][1] for a in args), 1 + max((memo[id(a)][2] for a in args), default=0))
+    return memo[id(expr)][1:]
+
+
+def check_closed_form(expr: Any, memo: dict[int, tuple[Any, int, int]]) -> None:
+    """Raise :class:`KernelalgError` (CLOSED_FORM_TOO_LARGE) beyond MAX_CLOSED_FORM_SIZE or _DEPTH."""
+    size, depth = closed_form_measure(expr, memo)
+    if size > MAX_CLOSED_FORM_SIZE:
+        raise KernelalgError(CLOSED_FORM_TOO_LARGE.format(
+            what=f"more than {MAX_CLOSED_FORM_SIZE} operations, counted with repetition"))
+    if depth > MAX_CLOSED_FORM_DEPTH:
+        raise KernelalgError(CLOSED_FORM_TOO_LARGE.format(what=f"nested more than {MAX_CLOSED_FORM_DEPTH} deep"))
+
+
 def expand(program: Sequence[Instruction], outputs: Sequence[Expr]) -> list[Expr]:
     """Substitute the program back into ``outputs`` to obtain closed-form expressions.
 
+    Only the instructions the outputs depend on are substituted, and every intermediate closed form is
+    measured as it is built (:func:`check_closed_form`), so the work is bounded by the limits, never
+    exponential in depth and never a RecursionError.
+
     Raises:
-        ValueError: If an output depends on an :class:`Op` (no elementwise closed form exists).
+        KernelalgError: If a closed form exceeds MAX_CLOSED_FORM_SIZE operations or MAX_CLOSED_FORM_DEPTH
+            levels (the message points to the program form). Outputs that depend on an :class:`Op` contain
+            an opaque function node named after the op.
     """
+    need = _needed(program, outputs)
     env: dict[sp.Symbol, Expr] = {}
+    memo: dict[int, tuple[Any, int, int]] = {}
     for ins in program:
         if isinstance(ins, Op):
-            for t in ins.targets:
-                env[t] = sp.Function(ins.name)(*[env.get(s, s) for s in ins.sources])
+            if need.intersection(ins.targets):
+                for t in ins.targets:
+                    env[t] = sp.Function(ins.name)(*[env.get(s, s) for s in ins.sources])
+                    check_closed_form(env[t], memo)
+            continue
+        if ins.target not in need:
             continue
         env[ins.target] = ins.expr.xreplace(env) if ins.expr.free_symbols & env.keys() else ins.expr
-    return [o.xreplace(env) if hasattr(o, "xreplace") else o for o in outputs]
+        check_closed_form(env[ins.target], memo)
+    out = [o.xreplace(env) if hasattr(o, "xreplace") else o for o in outputs]
+    for o in out:
+        check_closed_form(o, memo)
+    return out
 
 
 def number(value: float) -> Expr:

@@ -14,9 +14,11 @@ import sympy as sp
 
 from kernelalg.core import _errors as E
 from kernelalg.core._duals import plain
+from kernelalg.core._errors import KernelalgError
 from kernelalg.core._inputs import layout_of
 from kernelalg.core._layer import Layer, as_layer, build
-from kernelalg.core._program import C, D, Q1, Q2, Builder, Instruction, KernelState, expand, flatten_states, program_size
+from kernelalg.core._program import (C, D, Q1, Q2, Builder, Instruction, KernelState, check_closed_form, expand,
+                                     flatten_states, program_size)
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,7 +52,10 @@ class SymbolicKernel:
 
     def _expanded(self, which: str) -> list[sp.Expr]:
         exprs = [getattr(s, which) for s in self.outputs]
-        return [plain(e) for e in expand(self.program, exprs)]
+        out, memo = [plain(e) for e in expand(self.program, exprs)], {}
+        for e in out:  # plain() writes each correlation node out: check the final size once more
+            check_closed_form(e, memo)
+        return out
 
     def _single(self, which: str) -> Any:
         out = self._expanded(which)
@@ -58,7 +63,12 @@ class SymbolicKernel:
 
     @cached_property
     def nngp(self) -> sp.Expr:
-        """NNGP kernel K(x, x') in q1, q2, c (a tuple for several output branches)."""
+        """NNGP kernel K(x, x') in q1, q2, c (a tuple for several output branches).
+
+        Raises:
+            KernelalgError: When the closed form exceeds MAX_CLOSED_FORM_SIZE = 20,000 operations or
+                MAX_CLOSED_FORM_DEPTH = 120 levels (e.g. deep ReLU networks): use :attr:`program` instead.
+        """
         return self._single("nngp")
 
     @cached_property
@@ -102,6 +112,14 @@ class SymbolicKernel:
         """Operation count of the CSE'd program (linear in depth)."""
         return program_size(self.program)
 
+    def closed_form_fits(self, which: str = "ntk") -> bool:
+        """Whether the closed form of ``which`` is within the limits (building it if so; see :attr:`nngp`)."""
+        try:
+            getattr(self, which)
+        except KernelalgError:
+            return False
+        return True
+
     def latex(self, which: str = "ntk", program: bool | None = None) -> str:
         """LaTeX of the kernel.
 
@@ -109,11 +127,14 @@ class SymbolicKernel:
             which: "nngp", "ntk", "cov1" or "cov2".
             program: If True, the CSE'd program as aligned equations (readable at any depth); if False, the
                 single closed form; None chooses the program when the closed form would be long.
+
+        Raises:
+            KernelalgError: ``program=False`` and the closed form is too large (see :attr:`nngp`).
         """
         if which not in _LATEX_WHICH:
             raise E.KernelalgError(E.BAD_WHICH.format(which=which, known=", ".join(map(repr, _LATEX_WHICH))))
         if program is None:
-            program = len(self.program) > 40
+            program = len(self.program) > 40 or not self.closed_form_fits(which)
         if not program:
             expr = getattr(self, which)
             return sp.latex(expr) if not isinstance(expr, tuple) else ",\\;".join(map(sp.latex, expr))

@@ -118,21 +118,35 @@ def Sign() -> Layer:
     return activation("Sign", _duals.sign, lambda x: sp.sign(x))
 
 
+#: Largest degree of ``Monomial``, ``RectifiedMonomial`` and ``Polynomial`` (and of ``Elementwise`` formulas):
+#: E[u^(2n)] = (2n - 1)!! s^n is 1.9e17 s^16 at n = 16, and the dual of a degree-n polynomial has O(n^2)
+#: terms; higher powers overflow float32 kernels within a few layers and make huge programs.
+MAX_DEGREE = 16
+
+BAD_DEGREE = ("{name}: degree must be an integer in 0..{limit}, got {degree!r}. Fix: e.g. {name}(degree=2) "
+              "(higher powers have astronomically large kernels and huge closed forms).")
+TOO_MANY_COEFFICIENTS = ("Polynomial: {n} coefficients (degree {deg}; limit {limit} coefficients, degree {maxdeg}). "
+                         "Fix: use a polynomial of degree at most {maxdeg}, e.g. Polynomial([0., 1., 0.5]).")
+
+
 def _check_degree(name: str, degree: Any) -> int:
-    if int(degree) != degree or degree < 0:
-        raise E.KernelalgError(f"{name}: degree must be a non-negative integer, got {degree!r}. "
-                               f"Fix: e.g. {name}(degree=2).")
+    try:
+        ok = not isinstance(degree, (bool, str)) and int(degree) == degree and 0 <= int(degree) <= MAX_DEGREE
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise E.KernelalgError(BAD_DEGREE.format(name=name, degree=degree, limit=MAX_DEGREE))
     return int(degree)
 
 
 def Monomial(degree: int) -> Layer:
-    """x^degree."""
+    """x^degree (degree 0..MAX_DEGREE = 16)."""
     return activation("Monomial", _duals.monomial, lambda x, degree: x**degree,
                       static=(("degree", _check_degree("Monomial", degree)),), static_args=("degree",))
 
 
 def RectifiedMonomial(degree: int) -> Layer:
-    """max(x, 0)^degree (arc-cosine kernel of that degree)."""
+    """max(x, 0)^degree (arc-cosine kernel of that degree; degree 0..MAX_DEGREE = 16)."""
     return activation("RectifiedMonomial", _duals.rectified_monomial,
                       lambda x, degree: sp.Heaviside(x, 1) if degree == 0 else sp.Max(x, 0) ** degree,
                       static=(("degree", _check_degree("RectifiedMonomial", degree)),),
@@ -140,10 +154,17 @@ def RectifiedMonomial(degree: int) -> Layer:
 
 
 def Polynomial(coef: Sequence[float]) -> Layer:
-    """sum_i coef[i] x^i."""
-    coef = tuple(coef)
+    """sum_i coef[i] x^i (at most MAX_DEGREE + 1 = 17 coefficients)."""
+    try:
+        coef = tuple(coef)
+    except TypeError:
+        raise E.KernelalgError(f"Polynomial: coef must be a sequence of numbers, got {coef!r}. "
+                               "Fix: e.g. Polynomial([0., 1., 0.5]).") from None
     if not coef:
         raise E.KernelalgError("Polynomial: coef is empty. Fix: e.g. Polynomial([0., 1., 0.5]).")
+    if len(coef) > MAX_DEGREE + 1:
+        raise E.KernelalgError(TOO_MANY_COEFFICIENTS.format(n=len(coef), deg=len(coef) - 1, limit=MAX_DEGREE + 1,
+                                                            maxdeg=MAX_DEGREE))
     names = tuple(f"c{i}" for i in range(len(coef)))
 
     def dual(s11: sp.Expr, s12: sp.Expr, s22: sp.Expr, **kw: sp.Expr) -> _duals.Dual:

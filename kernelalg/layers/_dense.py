@@ -116,10 +116,6 @@ def Identity() -> Layer:
     return Layer("Identity", _identity_kernel, finite=_identity_finite)
 
 
-#: Most branches of a FanOut (each branch of the following ``parallel`` is written out, so more is never usable).
-MAX_FANOUT = 10_000
-
-
 def _fanout_kernel(b: Builder, st: KernelState, p: Mapping, static: Mapping) -> State:
     return (st,) * static["num"]
 
@@ -129,16 +125,19 @@ def _fanout_finite(p: Mapping, static: Mapping, in_shape: tuple, width: int):
     return (lambda key: {}), (lambda params, x: (x,) * n), (in_shape,) * n
 
 
+#: Most branches of ``FanOut`` (as many as an architecture may have layers).
+MAX_BRANCHES = 10_000
+
+
 def FanOut(num: int) -> Layer:
-    """Copy the input into ``num`` branches (to be consumed by ``parallel``), 1 <= num <= 10000."""
+    """Copy the input into ``num`` branches (to be consumed by ``parallel``; 1..MAX_BRANCHES = 10,000)."""
     try:
-        ok = not isinstance(num, bool) and int(num) == num and 1 <= num <= MAX_FANOUT
+        ok = not isinstance(num, (bool, str)) and int(num) == num and 1 <= int(num) <= MAX_BRANCHES
     except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
-        shown = repr(num) if len(repr(num)) <= 40 else f"{repr(num)[:12]}... ({len(repr(num))} characters)"
-        raise E.KernelalgError(f"FanOut: num must be an integer from 1 to {MAX_FANOUT}, got {shown}. "
-                               "Fix: e.g. FanOut(2) >> parallel(branch1, branch2).")
+        raise E.KernelalgError(f"FanOut: num must be an integer in 1..{MAX_BRANCHES}, got {num!r}. Fix: e.g. "
+                               "FanOut(2).")
     return Layer("FanOut", _fanout_kernel, static=(("num", int(num)),), finite=_fanout_finite, role="branch")
 
 

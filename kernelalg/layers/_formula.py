@@ -13,6 +13,7 @@ import sympy as sp
 
 from kernelalg.core._errors import KernelalgError
 from kernelalg.layers._activations import X
+from kernelalg.layers._degree import MAX_FORMULA_DEGREE, degree_bound
 from kernelalg.layers._syntax import _check_number, _describe, _parse_tree, _where
 
 #: Largest |exponent| of x in a formula (the dual of a high power is a huge expression).
@@ -55,7 +56,8 @@ def _formula_function(expr: sp.Expr) -> Callable[[Any], Any]:
 def parse_formula(text: str) -> sp.Expr:
     """Parse an activation formula in ``x`` (e.g. ``"x * tanh(x)"``) into sympy, safely (no eval).
 
-    Allowed: ``x``, numbers, ``pi``, ``e``, ``+ - * / **``, unary minus and :data:`FORMULA_FUNCTIONS`.
+    Allowed: ``x``, numbers, ``pi``, ``e``, ``+ - * / **``, unary minus and :data:`FORMULA_FUNCTIONS`; exponents
+    up to MAX_FORMULA_EXPONENT = 16 and a degree in x up to MAX_FORMULA_DEGREE = 16 (so (x**16)**16 is refused).
 
     Raises:
         KernelalgError: Naming the problem and the fix.
@@ -111,4 +113,8 @@ def parse_formula(text: str) -> sp.Expr:
     expr = sp.sympify(walk(tree))
     if expr.free_symbols - {X}:
         raise fail("it has symbols other than x")
+    degree = degree_bound(expr)
+    if degree > MAX_FORMULA_DEGREE:
+        raise fail(f"its degree in x is up to {degree} (limit {MAX_FORMULA_DEGREE}, e.g. (x**16)**16 has 256; the "
+                   "dual of a high power is a huge expression and overflows)")
     return expr

@@ -29,9 +29,10 @@ from kernelalg.core._errors import KernelalgError
 from kernelalg.core._layer import Layer, parallel, serial
 from kernelalg.layers._catalogue import constructors
 from kernelalg.layers._formula import FORMULA_FUNCTIONS, elementwise_args, parse_formula  # noqa: F401 (re-exported)
-from kernelalg.layers._syntax import (MAX_DEPTH, MAX_EXPONENT, MAX_LAYERS, MAX_LENGTH, MAX_REPEAT,  # noqa: F401
-                                      MAX_STRING, BAD_CALL, FORBIDDEN, NOT_CALLED, NOT_LAYER, TOO_DEEP,
-                                      UNKNOWN_NAME, _arith, _check_number, _describe, _parse_tree, _where)
+from kernelalg.layers._syntax import (MAX_DEPTH, MAX_EXPONENT, MAX_FORMULAS, MAX_LAYERS, MAX_LENGTH,  # noqa: F401
+                                      MAX_REPEAT, MAX_STRING, BAD_CALL, FORBIDDEN, NOT_CALLED, NOT_LAYER, TOO_DEEP,
+                                      TOO_MANY_FORMULAS, TOO_MANY_LAYERS, UNKNOWN_NAME, _arith, _check_number,
+                                      _describe, _parse_tree, _where)
 
 #: Names of kernelalg's public callables that return a layer but are not allowed (need Python callables).
 _EXCLUDED = frozenset({"activation", "Layer", "as_layer"})
@@ -50,9 +51,21 @@ def layer_constructors() -> dict[str, Callable[..., Layer]]:
     return out
 
 
+def _size(value: Any) -> int:
+    """Number of leaf layers of a value (0 for non-layers)."""
+    return len(value.leaves()) if isinstance(value, Layer) else 0
+
+
+def _check_layers(n: int, node: ast.AST) -> None:
+    if n > MAX_LAYERS:
+        raise KernelalgError(TOO_MANY_LAYERS.format(n=n, where=_where(node), limit=MAX_LAYERS))
+
+
 class _Interpreter:
     def __init__(self, constructors: dict[str, Callable[..., Layer]]):
         self.constructors = constructors
+        #: Elementwise layers by their call's arguments: the same formula is built (its dual derived) once.
+        self.formulas: dict[str, Layer] = {}
 
     def value(self, node: ast.AST) -> Any:
         if isinstance(node, ast.Constant):
@@ -101,6 +114,7 @@ class _Interpreter:
                 raise KernelalgError(f"'>>'{_where(node)} composes layers, but one side is {v!r}. "
                                      "Fix: both sides of >> must be layers, e.g. Dense() >> Relu().")
             layers.append(v)
+        _check_layers(sum(map(_size, layers)), node)
         return serial(*layers)
 
     def unknown(self, name: str, node: ast.AST) -> KernelalgError:
@@ -131,9 +145,40 @@ class _Interpreter:
             kwargs[kw.arg] = self.value(kw.value)
         if name == "repeat":
             return _repeat(node, *args, **kwargs)
-        fn = self.constructors[name]
+        _check_layers(sum(map(_size, args)) + sum(map(_size, kwargs.values())), node)
         if name == "Elementwise":
+            return self.elementwise(node, args, kwargs)
+        if name == "parse":  # a nested expression, read by this interpreter: its layers and formulas count here
+            if kwargs or len(args) != 1:
+                raise KernelalgError(BAD_CALL.format(name=name, where=_where(node), err="one string expected",
+                                                     sig=_signature(parse)))
+            return self.layer(_parse_tree(args[0], "Architecture expression"))
+        return self.construct(node, name, args, kwargs)
+
+    def layer(self, tree: ast.expr) -> Layer:
+        """The layer a whole (parsed) expression builds, within MAX_LAYERS."""
+        try:
+            out = self.value(tree)
+        except RecursionError:
+            raise KernelalgError(TOO_DEEP.format(limit=MAX_DEPTH)) from None
+        if not isinstance(out, Layer):
+            raise KernelalgError(NOT_LAYER.format(got=out))
+        _check_layers(_size(out), tree)
+        return out
+
+    def elementwise(self, node: ast.Call, args: list, kwargs: dict) -> Layer:
+        """``Elementwise("formula", ...)``: at most MAX_FORMULAS different calls, each built once."""
+        key = repr((args, sorted(kwargs.items())))
+        if key not in self.formulas:
+            if len(self.formulas) >= MAX_FORMULAS:
+                raise KernelalgError(TOO_MANY_FORMULAS.format(limit=MAX_FORMULAS, where=_where(node)))
             args, kwargs = elementwise_args(args, kwargs)
+            self.formulas[key] = self.construct(node, "Elementwise", args, kwargs)
+        return self.formulas[key]
+
+    def construct(self, node: ast.Call, name: str, args: list, kwargs: dict) -> Any:
+        """Call the constructor ``name``, turning signature and value errors into messages with the fix."""
+        fn = self.constructors[name]
         try:
             inspect.signature(fn).bind(*args, **kwargs)
         except TypeError as err:
@@ -185,13 +230,9 @@ def parse(text: str) -> Layer:
         The :class:`~kernelalg.Layer`.
 
     Raises:
-        KernelalgError: For malformed, unsupported or malicious input, with the problem and the fix.
+        KernelalgError: For malformed, unsupported or malicious input, with the problem and the fix; also for
+            input beyond the limits of :mod:`kernelalg.layers._syntax` (length, nesting, syntax nodes, exponents,
+            repeat counts, MAX_LAYERS = 10,000 layers in all, MAX_FORMULAS = 8 different Elementwise formulas)
+            and of the constructors (e.g. degrees up to 16).
     """
-    tree = _parse_tree(text, "Architecture expression")
-    try:
-        out = _Interpreter(layer_constructors()).value(tree)
-    except RecursionError:
-        raise KernelalgError(TOO_DEEP.format(limit=MAX_DEPTH)) from None
-    if not isinstance(out, Layer):
-        raise KernelalgError(NOT_LAYER.format(got=out))
-    return out
+    return _Interpreter(layer_constructors()).layer(_parse_tree(text, "Architecture expression"))

@@ -1,8 +1,8 @@
 """The safe-syntax rules shared by the architecture parser and the activation-formula parser.
 
-Limits (length, nesting, size, exponents, repeats, layer count), the messages that name the problem and its
-fix, and the checked arithmetic on literal numbers. Nothing here evaluates a string: callers parse with
-:mod:`ast` and walk the tree.
+Limits (length, nesting, size, exponents, repeats, layer count, formula count), the messages that name the
+problem and its fix, and the checked arithmetic on literal numbers. Nothing here evaluates a string: callers
+parse with :mod:`ast` and walk the tree.
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ MAX_NODES = 20_000
 #: Largest |exponent| in ``a ** b`` and largest ``n`` in ``repeat(expr, n)``.
 MAX_EXPONENT = 1024
 MAX_REPEAT = 1000
-#: Most leaf layers a ``repeat`` may produce (nested repeats multiply).
+#: Most leaf layers an architecture expression may build (``repeat`` counts its copies, nested repeats multiply).
 MAX_LAYERS = 10_000
+#: Most distinct ``Elementwise`` formulas in one expression (each derives its dual, up to about a second; a
+#: formula used again, e.g. inside ``repeat``, is built once).
+MAX_FORMULAS = 8
 #: Longest string literal.
 MAX_STRING = 500
 
@@ -49,6 +52,10 @@ BAD_NUMBER = "{problem}{where}. Fix: use finite numbers of moderate size, e.g. 1
 BAD_OPERAND = ("Operator {op}{where} applies to {types}. Fix: arithmetic works on numbers only; compose "
                "layers with >> (e.g. Dense() >> Relu()).")
 BAD_CALL = "{name}(...){where}: {err}. Fix: the signature is {name}{sig}."
+TOO_MANY_LAYERS = ("The architecture expression{where} builds {n} layers (limit {limit}). Fix: use fewer layers, e.g. "
+                   "fewer or shorter repeat(...) blocks.")
+TOO_MANY_FORMULAS = ("More than {limit} different Elementwise formulas{where}. Fix: reuse one formula (the same "
+                     "text is built once), e.g. repeat(Dense() >> Elementwise('x * tanh(x)'), 10).")
 NOT_LAYER = ("The expression evaluates to {got!r}, not a network. Fix: the whole expression must be a layer, "
              "e.g. \"Dense(1.5) >> Relu() >> Dense(1.5)\".")
 
