@@ -23,6 +23,7 @@ from kernelalg.core._program import C, D, Q1, Q2
 from kernelalg.core._symbolic import SymbolicKernel, symbolic
 from kernelalg.layers.recurrent._recurrent import Recurrent, recurrent_step_map
 from kernelalg.layers.recurrent._sequences import Sequences
+from kernelalg.layers.recurrent._gated import GRU, LSTM, gate_quadrature_error
 from kernelalg.layers.spatial._conv import Conv
 from kernelalg.layers.spatial._pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool
 from kernelalg.layers._surrogate import SurrogateSign, SurrogateStep, true_gradient, with_sharpness
@@ -49,7 +50,7 @@ __all__ = [
     # convolutional
     "Conv", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
     # recurrent
-    "Recurrent", "Sequences", "recurrent_step_map",
+    "Recurrent", "Sequences", "recurrent_step_map", "GRU", "LSTM", "gate_quadrature_error",
     # surrogate gradients
     "SurrogateSign", "SurrogateStep", "SurrogateTwins", "surrogate_twins", "empirical_sg_ntk", "true_gradient",
     "with_sharpness", "verify_sharpness_limit", "SharpnessLimit",

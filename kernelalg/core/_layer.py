@@ -215,7 +215,8 @@ def build(layer: Layer, builder: Builder, state: State) -> State:
     return out
 
 
-_SYMBOL_NAMES = {"W_std": "sigma_w", "b_std": "sigma_b", "U_std": "sigma_u", "V_std": "sigma_v"}
+_SYMBOL_NAMES = {"W_std": "sigma_w", "b_std": "sigma_b", "U_std": "sigma_u", "V_std": "sigma_v",
+                 "gate_U_std": "sigma_gu", "gate_b_std": "sigma_gb"}
 
 
 def bind_params(builder: Builder, layer: Layer, index: int) -> dict[str, sp.Expr]:
