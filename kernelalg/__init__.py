@@ -19,13 +19,15 @@ from kernelalg.layers._elementwise import Elementwise
 from kernelalg.core._errors import (DivergentKernelError, InputError, KernelalgError, LayerOrderError, LoweringError,
                                    NotRepresentableError, PrecisionWarning)
 from kernelalg.core._layer import Layer, parallel, serial
-from kernelalg.core._program import C, D, Q1, Q2
+from kernelalg.core._program import C, D, ID1, ID2, Q1, Q2
 from kernelalg.core._symbolic import SymbolicKernel, symbolic
 from kernelalg.layers.recurrent._recurrent import Recurrent, recurrent_step_map
 from kernelalg.layers.recurrent._sequences import Sequences
 from kernelalg.layers.recurrent._gated import GRU, LSTM, gate_quadrature_error
 from kernelalg.layers.spatial._conv import Conv
 from kernelalg.layers.spatial._pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool
+from kernelalg.layers.spatial._attention import GlobalSelfAttention
+from kernelalg.layers._normalization import Dropout, LayerNorm
 from kernelalg.layers._surrogate import SurrogateSign, SurrogateStep, true_gradient, with_sharpness
 from kernelalg.finite._surrogate import SurrogateTwins, empirical_sg_ntk, surrogate_twins
 from kernelalg.finite._twins import FiniteNet, finite
@@ -49,6 +51,8 @@ __all__ = [
     "parallel", "serial", "Layer",
     # convolutional
     "Conv", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
+    # attention, normalization, dropout
+    "GlobalSelfAttention", "LayerNorm", "Dropout",
     # recurrent
     "Recurrent", "Sequences", "recurrent_step_map", "GRU", "LSTM", "gate_quadrature_error",
     # surrogate gradients
@@ -60,7 +64,7 @@ __all__ = [
     # kernels
     "symbolic", "SymbolicKernel", "parse", "compile", "CompiledKernel", "ReferenceKernel", "kernel", "Kernel",
     "reference_kernel",
-    "Q1", "Q2", "C", "D",
+    "Q1", "Q2", "C", "D", "ID1", "ID2",
     # scale: tiled / multi-device / Dask Gram matrices, resumable zarr stores
     "gram", "plan_gram", "GramPlan", "GramStore", "open_gram",
     # errors

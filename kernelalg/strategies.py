@@ -8,7 +8,8 @@ hyperparameters in ranges where Monte Carlo second moments are moderate (documen
 ``ACTIVATION_NAMES``); :func:`dense_networks` draws depth, activations, hyperparameters, parametrization
 and residual branches (``FanOut >> parallel(act >> Dense, Identity) >> FanInSum``); :func:`conv_networks`
 draws convolution / pooling / readout stacks; :func:`recurrent_networks` Elman RNNs with readouts;
-:func:`inputs` draws input batches.
+:func:`transformer_networks` attention / LayerNorm / MLP blocks with residual branches and Dropout on
+sequences; :func:`inputs` draws input batches.
 
 Example:
     >>> from hypothesis import given
@@ -182,6 +183,46 @@ def recurrent_networks(draw: Any, activation: st.SearchStrategy | None = None, s
 
 
 @st.composite
+def transformer_networks(draw: Any, depth: tuple[int, int] = (1, 2), activation: st.SearchStrategy | None = None,
+                         dropout: bool = True) -> ka.Layer:
+    """Transformer-style networks on sequences (batch, length, channels): ``Dense >> [residual(attention) (>>
+    LayerNorm) >> residual(Dense >> act (>> Dropout) >> Dense) (>> LayerNorm)] x depth >> readout >> Dense``.
+    Attention: linear logit scaling with any mechanism, or 1/sqrt scaling with identity, abs or relu weights; positional
+    embeddings none / summed / concatenated, in the values or not; the readout GlobalAvgPool, GlobalSumPool or
+    Flatten."""
+    activation = activation if activation is not None else activations(("Relu", "Erf", "Gelu", "Abs"))
+
+    def residual(branch: ka.Layer) -> ka.Layer:
+        return ka.FanOut(2) >> ka.parallel(branch, ka.Identity()) >> ka.FanInSum()
+
+    def bias() -> float | None:
+        return draw(st.one_of(_f(0.05, 0.3), st.none()))
+
+    def maybe() -> bool:  # the richest option first: hypothesis' first example is then a full block
+        return draw(st.sampled_from([True, False]))
+
+    layers = [ka.Dense(draw(_f(0.7, 1.3)), bias())]
+    for _ in range(draw(st.sampled_from(list(range(depth[1], depth[0] - 1, -1))))):
+        linear = maybe()
+        mech = draw(st.sampled_from(["SOFTMAX", "IDENTITY", "ABS", "RELU"][0 if linear else 1:]))
+        pos = draw(st.sampled_from(["SUM", "CONCAT", "NONE"]))
+        layers.append(residual(ka.GlobalSelfAttention(
+            linear, W_key_std=draw(_f(0.5, 1.5)), W_value_std=draw(_f(0.7, 1.3)), b_std=bias(), attention_mechanism=mech,
+            pos_emb_type=pos, W_pos_emb_std=draw(_f(0.5, 1.2)), val_pos_emb=maybe())))
+        if maybe():
+            layers.append(ka.LayerNorm(eps=draw(st.sampled_from([1e-12, 0.1]))))
+        mlp = [ka.Dense(draw(_f(0.7, 1.3)), bias()), draw(activation)]
+        if dropout and maybe():
+            mlp.append(ka.Dropout(draw(_f(0.6, 1.0))))
+        layers.append(residual(ka.serial(*mlp, ka.Dense(draw(_f(0.7, 1.3)), bias()))))
+        if maybe():
+            layers.append(ka.LayerNorm())
+    layers.append(draw(st.sampled_from([ka.GlobalAvgPool, ka.GlobalSumPool, ka.Flatten]))())
+    layers.append(ka.Dense(draw(_f(0.7, 1.3)), bias()))
+    return ka.serial(*layers)
+
+
+@st.composite
 def inputs(draw: Any, shape: tuple[int, ...], n: int | tuple[int, int] = 3, scale: tuple[float, float] = (0.6, 1.3),
            dtype: Any = np.float32) -> np.ndarray:
     """A batch (n, *shape) of Gaussian inputs with per-row scales in ``scale`` (rows never vanish)."""
@@ -196,12 +237,13 @@ def inputs(draw: Any, shape: tuple[int, ...], n: int | tuple[int, int] = 3, scal
 
 def architectures(dense_dim: int = 3, image: tuple[int, ...] = (3, 3, 2), steps: tuple[int, int] = (3, 2)
                   ) -> st.SearchStrategy[tuple[ka.Layer, tuple[int, ...]]]:
-    """(network, input shape) pairs over every family: dense, convolutional (``image``), recurrent
-    (``steps`` = (T, features))."""
+    """(network, input shape) pairs over every family: dense, convolutional (``image``), recurrent and
+    transformer (``steps`` = (T, features))."""
     return st.one_of(dense_networks().map(lambda net: (net, (dense_dim,))),
                      conv_networks(ndim=len(image) - 1).map(lambda net: (net, tuple(image))),
-                     recurrent_networks().map(lambda net: (net, tuple(steps))))
+                     recurrent_networks().map(lambda net: (net, tuple(steps))),
+                     transformer_networks().map(lambda net: (net, tuple(steps))))
 
 
 __all__ = ["ACTIVATIONS", "ACTIVATION_NAMES", "ASYMMETRIC", "HOMOGENEOUS", "activations", "architectures",
-           "conv_networks", "dense_networks", "inputs", "recurrent_networks"]
+           "conv_networks", "dense_networks", "inputs", "recurrent_networks", "transformer_networks"]

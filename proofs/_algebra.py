@@ -66,6 +66,8 @@ class _Canon:
         if p.is_Rational:
             if p < 0:
                 raise _Fail("negative radicand")
+            if not p.is_Integer:  # sqrt(a/b) = sqrt(a)/sqrt(b)
+                return self._sqrt_poly(sp.Integer(p.p)) / self._sqrt_poly(sp.Integer(p.q))
             out = sp.Integer(1)
             for prime, e in sp.factorint(p).items():
                 out *= sp.Integer(prime) ** (e // 2) * (self.root(sp.Integer(prime)) if e % 2 else 1)

@@ -21,7 +21,7 @@ from ._common import Proof
 
 #: Proof modules, in run order.
 MODULES = ("prove_arccos", "prove_smooth", "prove_gelu", "prove_polynomial", "prove_references", "prove_surrogate",
-           "prove_numeric", "prove_gated")
+           "prove_numeric", "prove_gated", "prove_transformer")
 
 #: Closed forms in kernelalg.core._duals -> "module.proof" that proves them.
 DUAL_PROOFS = {

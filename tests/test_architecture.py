@@ -101,13 +101,15 @@ def test_catalogue_is_what_the_package_exports_parses_and_lists(capsys: pytest.C
 def test_every_layer_declares_a_known_role() -> None:
     layers = [ka.Dense(1.0), ka.Relu(), ka.Erf(), ka.Elementwise(lambda x: x ** 3), ka.SurrogateSign(),
               ka.Identity(), ka.FanOut(2), ka.FanInSum(), ka.Conv((3, 3)), ka.AvgPool((2, 2)), ka.Flatten(),
-              ka.GlobalAvgPool(), ka.Recurrent(ka.Erf()), ka.serial(ka.Relu()), ka.parallel(ka.Relu())]
+              ka.GlobalAvgPool(), ka.Recurrent(ka.Erf()), ka.serial(ka.Relu()), ka.parallel(ka.Relu()),
+              ka.GlobalSelfAttention(), ka.LayerNorm(), ka.Dropout(0.5)]
     for layer in layers:
         assert layer.role in ROLES, layer
-        assert (layer.width_arg is not None) == (layer.role in ("affine", "recurrent")), layer
+        assert (layer.width_arg is not None) == (layer.role in ("affine", "recurrent", "attention")), layer
     assert ka.SurrogateSign().asymmetric and not ka.Erf().asymmetric
     assert ka.Flatten().spatial.readout and not ka.Flatten().spatial.pairs
     assert ka.AvgPool((2, 2)).spatial.pairs and not ka.AvgPool((2, 2)).spatial.readout
+    assert ka.GlobalSelfAttention().spatial.pairs and ka.LayerNorm().spatial is None
 
 
 def Subsample(strides: tuple = (2, 2)) -> Layer:  # noqa: N802 (a layer constructor, stax style)

@@ -2,7 +2,8 @@
 
 * Exact vs Monte Carlo over the finite-width twins (``ka.verify``) for drawn architectures: every activation
   (one hidden layer, each parametrization, residual branches and biases drawn), deep dense nets, conv +
-  pooling on 3x3 images, recurrent nets on 3-step sequences.
+  pooling on 3x3 images, recurrent nets on 3-step sequences, a transformer block (attention, LayerNorm,
+  MLP with Dropout) on 3-step sequences.
 * Symmetry and positive semi-definiteness of the exact kernels.
 * Positive homogeneity of bias-free networks of homogeneous activations.
 * Power: the same Monte Carlo property FAILS for a deliberately wrong closed form (ReLU with T doubled).
@@ -83,6 +84,13 @@ def test_recurrent_exact_vs_monte_carlo(net: ka.Layer, x: np.ndarray) -> None:
     check_against_monte_carlo(net, x, width=32, samples=256)
 
 
+@pytest.mark.slow  # ~80 s on 2 cores: compiling the twin's vmapped Jacobians at two widths
+@settings(max_examples=1)
+@given(kst.transformer_networks(depth=(1, 1)), kst.inputs((3, 2), n=2))
+def test_transformer_exact_vs_monte_carlo(net: ka.Layer, x: np.ndarray) -> None:
+    check_against_monte_carlo(net, x, width=16, samples=256)
+
+
 # ------------------------------------------------------------------------- symmetry, PSD, homogeneity
 
 
@@ -93,7 +101,8 @@ def exact(net: ka.Layer, x: np.ndarray, x2: np.ndarray | None = None):
 @settings(max_examples=4)
 @given(st.one_of(kst.dense_networks(depth=(1, 3)).map(lambda n: (n, (3,))),
                  kst.conv_networks(ndim=2, depth=(1, 2)).map(lambda n: (n, (3, 3, 2))),
-                 kst.recurrent_networks().map(lambda n: (n, (3, 2)))), st.integers(0, 2**31 - 1))
+                 kst.recurrent_networks().map(lambda n: (n, (3, 2))),
+                 kst.transformer_networks().map(lambda n: (n, (3, 2)))), st.integers(0, 2**31 - 1))
 def test_exact_kernels_are_symmetric_and_psd(arch, seed: int) -> None:
     """K(x, x') = K(x', x) and min eig(K) >= -1e-9 max|K| (float64) for NNGP and NTK, any architecture
     (asymmetric surrogate-gradient activations excluded: their NTK J J~^T is not symmetric by design)."""

@@ -18,13 +18,13 @@ import jax.scipy.special as jss
 import sympy as sp
 
 from kernelalg.core._nodes import asin_gap, corr
-from kernelalg.core._program import C, Q1, Q2, Assign, Instruction
+from kernelalg.core._program import C, ID1, ID2, Q1, Q2, Assign, Instruction
 from ._walker import Table, evaluate, run_program
 from . import _pairtiles as pairtiles
 from ._scan import find_runs, run_program_scanned
 
-#: The input symbols of the dense layout (per-sample q1, q2 and the pair covariance c).
-DENSE_INPUTS = frozenset((Q1, Q2, C))
+#: The input symbols of the dense layout (per-sample q1, q2, the pair covariance c, the sample identities).
+DENSE_INPUTS = frozenset((Q1, Q2, C, ID1, ID2))
 
 
 @jax.custom_jvp
@@ -243,6 +243,7 @@ JAX_TABLE = Table(
         sp.erfc: jss.erfc, sp.Abs: jnp.abs, sp.sign: jnp.sign, sp.Max: _reduce(jnp.maximum),
         sp.Min: _reduce(jnp.minimum), sp.Heaviside: _heaviside, sp.Pow: jnp.power, corr: snapped_corr,
         asin_gap: arcsin_gap,
+        sp.KroneckerDelta: lambda a, b: jnp.where(a == b, 1.0, 0.0),
     },
     const=lambda c: float(c),
     power=_power,

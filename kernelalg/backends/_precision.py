@@ -26,7 +26,7 @@ import numpy as np
 import sympy as sp
 
 from kernelalg.core import _errors as E
-from kernelalg.core._program import C, D, Q1, Q2, Assign, Block, Instruction, KernelState
+from kernelalg.core._program import C, D, ID1, ID2, Q1, Q2, Assign, Block, Instruction, KernelState
 from ._reference import NUMPY_TABLE
 from ._walker import evaluate, run_program
 
@@ -54,7 +54,8 @@ def layer_slopes(program: Sequence[Instruction], blocks: Sequence[Block], output
     if not _chain(program, blocks, outputs):
         return None
     q = np.asarray(q, dtype=np.float64)
-    env: dict[Any, Any] = {Q1: q, Q2: q, C: q, D: float(d)}
+    # one input with itself (same sample identity: a Dropout block keeps its smooth diagonal branch)
+    env: dict[Any, Any] = {Q1: q, Q2: q, C: q, D: float(d), ID1: 0, ID2: 0}
     env.update({s: float(v) for s, v in params.items()})
     with np.errstate(all="ignore"):
         diag = run_program(program, dict(env), NUMPY_TABLE)

@@ -16,7 +16,7 @@ import scipy.special as ssp
 import sympy as sp
 
 from kernelalg.core._duals import corr
-from kernelalg.core._program import C, D, Q1, Q2, Instruction
+from kernelalg.core._program import C, D, ID1, ID2, Q1, Q2, Instruction
 from ._walker import Table, evaluate, run_program
 
 
@@ -48,7 +48,7 @@ NUMPY_TABLE = Table(
         sp.erf: ssp.erf, sp.erfc: ssp.erfc, sp.Abs: np.abs, sp.sign: np.sign,
         sp.Max: _np_reduce(np.maximum), sp.Min: _np_reduce(np.minimum),
         sp.Heaviside: lambda x, h0=0.5: np.where(x > 0, 1.0, np.where(x < 0, 0.0, h0)),
-        sp.Pow: np.power, corr: _np_corr,
+        sp.Pow: np.power, corr: _np_corr, sp.KroneckerDelta: lambda a, b: np.where(a == b, 1.0, 0.0),
     },
     const=lambda c: float(c),
     power=_np_power,
@@ -77,6 +77,7 @@ MPMATH_TABLE = Table(
         sp.Heaviside: lambda x, h0=mpmath.mpf(0.5): mpmath.mpf(1) if x > 0 else (mpmath.mpf(0) if x < 0 else h0),
         sp.Pow: mpmath.power,
         corr: lambda s11, s12, s22: _mp_clip(s12 / mpmath.sqrt(s11 * s22)) if s11 * s22 > 0 else mpmath.mpf(0),
+        sp.KroneckerDelta: lambda a, b: mpmath.mpf(1) if a == b else mpmath.mpf(0),
     },
     const=lambda c: mpmath.mpf(sp.N(c, mpmath.mp.dps + 5).__str__()) if not c.is_Rational
     else mpmath.mpf(int(c.p)) / int(c.q),
@@ -113,6 +114,7 @@ def mpmath_dense(program: Sequence[Instruction], output: sp.Expr, x1: np.ndarray
         (N, M) float64 array (the values rounded once, at the end).
     """
     d = x1.shape[-1]
+    same = x1.shape == x2.shape and bool(np.all(x1 == x2))
     out = np.empty((len(x1), len(x2)))
     with mpmath.workdps(dps):
         a = [[mpmath.mpf(float(v)) for v in row] for row in x1]
@@ -120,7 +122,8 @@ def mpmath_dense(program: Sequence[Instruction], output: sp.Expr, x1: np.ndarray
         for i, u in enumerate(a):
             for j, v in enumerate(b):
                 env = {Q1: mpmath.fsum(t * t for t in u) / d, Q2: mpmath.fsum(t * t for t in v) / d,
-                       C: mpmath.fsum(s * t for s, t in zip(u, v)) / d, D: mpmath.mpf(d)}
+                       C: mpmath.fsum(s * t for s, t in zip(u, v)) / d, D: mpmath.mpf(d),
+                       ID1: i, ID2: j if same else -1 - j}
                 (val,) = evaluate_program(program, [output], env, MPMATH_TABLE)
                 out[i, j] = float(val)
     return out

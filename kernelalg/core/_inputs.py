@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import sympy as sp
 
-from kernelalg.core._program import C, D, Q1, Q2, KernelState
+from kernelalg.core._program import C, D, ID1, ID2, Q1, Q2, KernelState
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,22 @@ def _dense_env(x1: Any, x2: Any, arrays: Any) -> dict:
     other = x1 if x2 is None else x2
     c = arrays.matmul(x1, other.T) / d
     q2 = q1.T if x2 is None else (xp.sum(x2 * x2, axis=-1, keepdims=True) / d).T
-    return {Q1: q1, Q2: q2, C: c, D: float(d)}
+    id1, id2 = sample_ids(xp, x1, x2)
+    return {Q1: q1, Q2: q2, C: c, D: float(d), ID1: id1[:, None], ID2: id2[None, :]}
+
+
+def sample_ids(xp: Any, x1: Any, x2: Any) -> tuple[Any, Any]:
+    """Sample identities (:data:`~kernelalg.core._program.ID1`, ``ID2``) of a pair of input batches: 0..N-1 for
+    x1; the same for x2 when it is None or equal to x1 (as neural-tangents' ``x1_is_x2``), else negative."""
+    n = len(x1)
+    ids = xp.arange(n, dtype=x1.dtype)
+    if x2 is None:
+        return ids, ids
+    m = len(x2)
+    other = -1 - xp.arange(m, dtype=x1.dtype)
+    if tuple(x1.shape) != tuple(x2.shape):
+        return ids, other
+    return ids, xp.where(xp.all(x1 == x2), ids, other)
 
 
 #: The input layout of dense networks: (batch, features), input kernel x.x'/d.

@@ -34,8 +34,11 @@ FiniteFn = Callable[..., tuple[Callable, Callable, tuple]]
 #: can be the readout of a finite twin); "activation": a pointwise nonlinearity on Gaussian inputs;
 #: "pooling": linear and parameter-free over positions (may follow the readout); "reshape": linear and
 #: parameter-free (Flatten; may follow the readout); "identity"; "recurrent": a recurrent cell with its own
-#: readout; "branch": FanOut; "combinator": serial, parallel, FanInSum.
-ROLES = frozenset({"affine", "activation", "pooling", "reshape", "identity", "recurrent", "branch", "combinator"})
+#: readout; "attention": a trainable map that mixes positions (output width ``static[width_arg]``);
+#: "normalization": a rescaling by the input's own variances (LayerNorm); "dropout": a random mask drawn per
+#: input; "branch": FanOut; "combinator": serial, parallel, FanInSum.
+ROLES = frozenset({"affine", "activation", "pooling", "reshape", "identity", "recurrent", "attention",
+                   "normalization", "dropout", "branch", "combinator"})
 #: Roles of layers that are linear, parameter-free and channel-preserving: they may follow a twin's readout.
 TRANSPARENT_ROLES = frozenset({"pooling", "reshape", "identity"})
 
@@ -151,7 +154,11 @@ class Layer:
 
 
 def _fmt(v: Any) -> str:
-    return repr(v) if not isinstance(v, float) else f"{v:g}"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if callable(v) and not isinstance(v, Layer):  # a function setting: its name (its code is in Layer.identity)
+        return getattr(v, "__qualname__", type(v).__name__)
+    return repr(v)
 
 
 def _wrap(layer: Layer) -> str:

@@ -48,6 +48,11 @@ Q2 = sp.Symbol("q2", positive=True)
 C = sp.Symbol("c", real=True)
 #: Input dimension (fan-in of the first affine layer); enters only the standard parametrization.
 D = sp.Symbol("d", positive=True, integer=True)
+#: Sample identities of the two arguments, per sample ((N, 1) and (1, M) arrays): equal exactly on the pairs of
+#: an input with itself -- (i, i) when x2 is None or equals x1 (neural-tangents' ``x1_is_x2``). The kernel of a
+#: layer that draws fresh randomness per input (Dropout) holds ``KroneckerDelta(ID1, ID2)``.
+ID1 = sp.Symbol("i1", integer=True)
+ID2 = sp.Symbol("i2", integer=True)
 
 
 @dataclass(frozen=True)

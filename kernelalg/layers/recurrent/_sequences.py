@@ -28,8 +28,8 @@ import sympy as sp
 
 from kernelalg.backends import Arrays
 from kernelalg.core import _errors as E
-from kernelalg.core._inputs import InputLayout
-from kernelalg.core._program import C, D, Q1, Q2, KernelState
+from kernelalg.core._inputs import InputLayout, sample_ids
+from kernelalg.core._program import C, D, ID1, ID2, Q1, Q2, KernelState
 
 #: Validity masks (1 on a sequence's own steps, 0 on padding): (N, 1, T, 1) and (1, M, 1, T').
 MASK1 = sp.Symbol("mask1", nonnegative=True)
@@ -284,7 +284,9 @@ def _seq_env(x1: Sequences, x2: Sequences | None, ops: Arrays) -> dict:
     g1 = ops.einsum("ntd,nsd->nts", a, a) / m
     g2 = g1 if x2 is None else ops.einsum("ntd,nsd->nts", b, b) / m
     c = ops.einsum("ntd,msd->nmts", a, b) / m
-    return {Q1: q1[:, None, :, None], Q2: q2[None, :, None, :], C: c, D: float(m),
+    with_mask = (lambda s: ops.xp.concatenate([s.x, s.mask[..., None].astype(s.x.dtype)], axis=-1))
+    id1, id2 = sample_ids(ops.xp, with_mask(x1), None if x2 is None else with_mask(x2))
+    return {Q1: q1[:, None, :, None], Q2: q2[None, :, None, :], C: c, D: float(m), ID1: id1[:, None], ID2: id2[None, :],
             MASK1: x1.mask[:, None, :, None], MASK2: s2.mask[None, :, None, :],
             GRAM1: g1[:, None], GRAM2: g2[None], SEQ1: a, SEQ2: b}
 

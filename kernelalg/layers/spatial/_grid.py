@@ -42,6 +42,9 @@ CTX = sp.Symbol("spatial_ctx")
 #: Chunked mode: bound to the raw images x1 (N, *S, C) and x2 (M, *S, C) or None.
 IMG1 = sp.Symbol("img1")
 IMG2 = sp.Symbol("img2")
+#: Per image pair of the grid's batch axes (B1, B2): 1 for an image with itself (the same input; see
+#: :data:`kernelalg.core._program.ID1`), else 0. Read by layers that draw fresh randomness per input (Dropout).
+SAME_GRID = sp.Symbol("same_grid", nonnegative=True)
 PADDINGS = ("SAME", "VALID", "CIRCULAR")
 
 NOT_SPATIAL = (
@@ -71,7 +74,8 @@ class Ctx:
         ext: Batch mode: the batch axes carry the self-grid extension (N+1, M+1).
         phase: 0 batch mode; 1 chunked self pairs (each pair is an image with itself); 2 chunked pairs of
             different images, whose per-pixel variances after pooling come from ``rec``.
-        rec: Phase 2: {pooling op key: (var1, var2)} gathered from phase 1.
+        rec: Phase 2: {op tag: (record of the row images, record of the column images)}, gathered from the
+            phase-1 outputs of the tagged ops (pooling: per-pixel variances (B, *S)).
         live: A runtime-true predicate for :attr:`Arrays.isolated <kernelalg.backends.Arrays>` (each layer's
             map as a computation of its own), or None.
     """
@@ -158,7 +162,7 @@ def spatial_op(b: Builder, st: KernelState, fn: Any, name: str, n_extra: int = 0
         for i, a in zip(arrays_in, arrays):
             args[i] = a
         for i, c in consts.items():
-            args[i] = ops.xp.full(_var_shape(st.layout, args[2].shape, i), c, args[2].dtype)
+            args[i] = ops.xp.full(var_shape(st.layout, args[2].shape, i), c, args[2].dtype)
         outs = fn(ops, *args, arrays[-1])
         return tuple(outs[i] for i in live) + tuple(outs[4:])
 
@@ -170,7 +174,7 @@ def spatial_op(b: Builder, st: KernelState, fn: Any, name: str, n_extra: int = 0
     return out + list(syms[len(live):])
 
 
-def _var_shape(lay: SpatialState, cov_shape: tuple, i: int) -> tuple:
+def var_shape(lay: SpatialState, cov_shape: tuple, i: int) -> tuple:
     """Shape of var1 (i = 0) or var2 (i = 1) next to a cov array of ``cov_shape`` (see the module docstring)."""
     if lay.mode == "diag":
         return cov_shape
@@ -308,6 +312,11 @@ def own_vars(d: Any, k: int) -> tuple[Any, Any]:
     """var1 (B, 1, *S, 1..1) and var2 (B, 1, 1..1, *S) from per-pixel variances d (B, 1, *S)."""
     s, ones = d.shape[2:], (1,) * k
     return d.reshape(d.shape[:2] + s + ones), d.reshape(d.shape[:2] + ones + s)
+
+
+def recorded_vars(rec: tuple[Any, Any], k: int) -> tuple[Any, Any]:
+    """var1 (B, 1, *S, 1..1) and var2 (B, 1, 1..1, *S) from the phase-1 records (B, *S) of the two images."""
+    return own_vars(rec[0][:, None], k)[0], own_vars(rec[1][:, None], k)[1]
 
 
 def self_pixel_vars(ops: Arrays, g: Any, ext: bool, k: int) -> tuple[Any, Any]:

@@ -19,12 +19,13 @@ import sympy as sp
 from kernelalg.backends import Arrays
 from kernelalg.core import _errors as E
 from kernelalg.backends._compile import check_input
-from kernelalg.core._inputs import InputLayout
-from kernelalg.core._program import Q1, Q2, C, D, KernelState
+from kernelalg.core._inputs import InputLayout, sample_ids
+from kernelalg.core._program import ID1, ID2, Q1, Q2, C, D, KernelState
 from kernelalg.layers.spatial._grid import (
     CTX,
     IMG1,
     IMG2,
+    SAME_GRID,
     Ctx,
     SpatialState,
     ext_vars,
@@ -54,13 +55,16 @@ def _stats(lay: SpatialState) -> KernelState:
 
 def _env(lay: SpatialState, x1: Any, x2: Any, ops: Arrays) -> dict:
     ch = x1.shape[-1]
+    id1, id2 = sample_ids(ops.xp, x1, x2)
+    ids = {ID1: id1[:, None], ID2: id2[None, :]}  # for the dense arrays after a readout
     if lay.chunked:  # the readout's Op builds the pixel-pair arrays chunk by chunk from the images
-        return {D: float(ch), IMG1: x1, IMG2: x2}
+        return {D: float(ch), IMG1: x1, IMG2: x2, **ids}
     xp, k, s = ops.xp, lay.ndim, x1.shape[1:-1]
     other = x1 if x2 is None else x2
     d1 = xp.sum(x1 * x1, axis=-1) / ch
     d2 = d1 if x2 is None else xp.sum(other * other, axis=-1) / ch
-    env = {D: float(ch), CTX: Ctx(live=ops.live(x1.reshape(-1)[0]))}  # true, not foldable
+    same = xp.where(id1[:, None] == id2[None, :], 1.0, 0.0).astype(x1.dtype)
+    env = {D: float(ch), CTX: Ctx(live=ops.live(x1.reshape(-1)[0])), SAME_GRID: same, **ids}  # live: true, not foldable
     if lay.mode == "diag":
         c = ops.einsum("n...c,m...c->nm...", x1, other) / ch
         env.update({Q1: d1[:, None], Q2: d2[None], C: c})
@@ -78,7 +82,11 @@ def _env(lay: SpatialState, x1: Any, x2: Any, ops: Arrays) -> dict:
         bottom = xp.concatenate([g2[None], xp.zeros((1, 1, p, p), c.dtype)], axis=1)
         c = xp.concatenate([top, bottom], axis=0)
         v1, v2 = ext_vars(ops, d1, d2, k)
-        env.update({Q1: v1, Q2: v2, C: c.reshape(c.shape[:2] + s + s), CTX: Ctx(ext=True, live=env[CTX].live)})
+        n, m = same.shape  # the extension holds self pairs: (i, M) and (N, j)
+        same = xp.concatenate([xp.concatenate([same, xp.ones((n, 1), same.dtype)], axis=1),
+                               xp.ones((1, m + 1), same.dtype)], axis=0)
+        env.update({Q1: v1, Q2: v2, C: c.reshape(c.shape[:2] + s + s), CTX: Ctx(ext=True, live=env[CTX].live),
+                    SAME_GRID: same})
         return env
     env.update({Q1: d1.reshape((len(x1), 1) + s + ones), Q2: d2.reshape((1, len(other)) + ones + s),
                 C: c.reshape(c.shape[:2] + s + s)})

@@ -12,9 +12,10 @@ that runs it on chunks of image pairs inside ``jax.lax.map`` (a plain loop in th
 * each layer's linear map runs as a computation of its own (``Arrays.isolated``), and so does every shared
   transcendental of the activations (theta = arccos(rho), read by both T and Tdot): XLA would otherwise
   inline it into each consumer and evaluate it twice per grid entry;
-* phase 1 runs the self pairs (x, x) -- they give the readout's K(x, x) and, when AvgPool/SumPool mix
-  pixels, each image's per-pixel variances after every pooling layer (the diagonal of its pooled self
-  grid); phase 2 runs the pairs of different images and reads those variances (``Ctx.rec``).
+* phase 1 runs the self pairs (x, x) -- they give the readout's K(x, x) and, when AvgPool/SumPool or
+  attention mix pixels, each image's record of every such layer (its per-pixel variances after the layer, the
+  diagonal of its self grid; attention adds its weights); phase 2 runs the pairs of different images and
+  reads those records (``Ctx.rec``: {op tag: (record of the row image, record of the column image)}).
 
 Pairs of the symmetric half are enumerated in cyclic order: pair k = (i, (i + o) mod N) with
 o = k // N + 1 and i = k mod N, o = 1..floor(N/2), which covers every unordered pair (twice for
@@ -48,7 +49,7 @@ def _free_symbols(seg: tuple) -> list[sp.Symbol]:
         used, targets = (set(ins.sources), ins.targets) if isinstance(ins, Op) else (ins.expr.free_symbols, (ins.target,))
         free |= {s for s in used if s not in defined}
         defined |= set(targets)
-    return sorted(free - {Q1, Q2, C, S.CTX}, key=str)
+    return sorted(free - {Q1, Q2, C, S.CTX, S.SAME_GRID}, key=str)
 
 
 def wrap_readout(b: Builder, st: KernelState, lay: S.SpatialState, reduce: Callable[[Arrays, Any], Any],
@@ -131,10 +132,14 @@ def _run(seg: tuple, lay: S.SpatialState, st: KernelState, reduce: Callable, fre
     shape = img1.shape[1:-1]
     pixels: list[int] = []  # pixel count at the readout (static; recorded while tracing)
 
+    # an image with itself: a self pair, or (x1_i, x2_i) when x2 equals x1 (neural-tangents' x1_is_x2)
+    same_batches = (not sym and img1.shape == img2.shape) and xp.all(img1 == img2)
+
     def evaluate(ia: Any, ib: Any, ctx: S.Ctx) -> tuple:
         env = dict(base)
         env.update(pair_inputs(ops, lay, z[ia], z[ib]))
         env[S.CTX] = ctx
+        env[S.SAME_GRID] = xp.where((ia == ib) | (same_batches & (ib == ia + n)), 1.0, 0.0).astype(z.dtype)[:, None]
         for ins in seg:
             if ins in shared:  # evaluated once and materialised (XLA would inline it into each consumer)
                 env[ins.target] = ops.isolated(ctx.live, lambda *vals, ins=ins: walk(
@@ -166,8 +171,7 @@ def _run(seg: tuple, lay: S.SpatialState, st: KernelState, reduce: Callable, fre
             ops, lambda ks, live: evaluate(ks, ks, S.Ctx(phase=1, live=live)), nz, chunk_size(lay, shape, nz))
 
         def gathered(ia: Any, ib: Any) -> dict:
-            return {key: (S.own_vars(r[ia][:, None], lay.ndim)[0], S.own_vars(r[ib][:, None], lay.ndim)[1])
-                    for key, r in rec.items()}
+            return {key: (r[ia], r[ib]) for key, r in rec.items()}
 
         def cross(ks: Any, live: Any) -> tuple:
             ia, ib = cross_index(ks)

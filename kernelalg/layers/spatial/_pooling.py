@@ -72,7 +72,7 @@ def _pool_map(lay: S.SpatialState, window: tuple, strides: tuple, padding: str, 
             d = S.pixel_diag(ops, g, k)
             n1, n2 = S.own_vars(d, k)
             return n1, n2, g, grid(ops, ntk), d
-        n1, n2 = ctx.rec[key]  # chunked pairs of different images: variances recorded in phase 1
+        n1, n2 = S.recorded_vars(ctx.rec[key], k)  # chunked pairs of different images: recorded in phase 1
         return n1.astype(g.dtype), n2.astype(g.dtype), g, grid(ops, ntk), None
 
     key = next(_KEYS)
