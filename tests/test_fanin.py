@@ -22,7 +22,13 @@ import pytest
 import kernelalg as ka
 from kernelalg.core import _errors as E
 
-jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _float64():
+    """float64 for this module only (a global switch would change every test collected after it)."""
+    with jax.enable_x64(True):
+        yield
 
 NT = np.load(Path(__file__).resolve().parent / "data" / "nt_fanin_reference.npz")
 CASES = sorted({k.split(".")[0] for k in NT.files if not k.startswith("_")})

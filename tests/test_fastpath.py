@@ -15,7 +15,13 @@ import jax
 import kernelalg as ka
 from kernelalg.backends import _jax as J
 
-jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _float64():
+    """float64 for this module only (a global switch would change every test collected after it)."""
+    with jax.enable_x64(True):
+        yield
 
 
 def _ulps(y: np.ndarray, ref: np.ndarray) -> np.ndarray:
