@@ -6,8 +6,8 @@ Prints one line ``KA_RESULT <json>`` with the timings (fields as in ``_nt_worker
 ``spec["out"]`` is set, writes the kernels to that .npz (``nngp``/``ntk``). Each workload runs in a
 fresh process, so ``peak_rss_mb`` is the peak of this workload alone (plus the JAX import).
 
-Spec fields (besides those of ``_nt_worker.py``: workload "dense", x_path, depth, activation, W_std,
-b_std, get, repeats, out):
+Spec fields (besides those of ``_nt_worker.py``: workload "dense" or "cnn_deep", x_path, depth, activation,
+readout, W_std, b_std, get, dtype, repeats, out):
 
   build         also report ``build_s``: the symbolic trace + lowering (``ka.compile``), separate from
                 the first call (jit trace + XLA compile + first evaluation)
@@ -60,6 +60,16 @@ def build_net(ka, depth: int, activation: str, W_std: float, b_std: float | None
     return ka.serial(*layers)
 
 
+def build_cnn(ka, depth: int, readout: str, W_std: float, b_std: float | None):
+    """neural-tangents' README "Performance" CNN: depth x [Conv((3, 3), (1, 1), 'SAME'), Relu] + readout
+    (GlobalAvgPool for "gap", Flatten for "flatten"), as in ``_nt_worker.py``."""
+    layers = []
+    for _ in range(depth):
+        layers += [ka.Conv((3, 3), (1, 1), "SAME", W_std=W_std, b_std=b_std), ka.Relu()]
+    layers.append(ka.GlobalAvgPool() if readout == "gap" else ka.Flatten())
+    return ka.serial(*layers)
+
+
 def main(argv=None) -> int:
     argv = sys.argv if argv is None else argv
     spec = json.loads(argv[1]) if argv[1].lstrip().startswith("{") else json.load(open(argv[1]))
@@ -69,7 +79,8 @@ def main(argv=None) -> int:
     t_import = time.perf_counter()
     import numpy as np
     import jax
-    jax.config.update("jax_enable_x64", True)
+    dtype = spec.get("dtype", "float64")
+    jax.config.update("jax_enable_x64", dtype == "float64")
     import kernelalg as ka
     t_import = time.perf_counter() - t_import
     if spec.get("device", "cpu") == "gpu" and jax.default_backend() == "cpu":
@@ -78,11 +89,13 @@ def main(argv=None) -> int:
         from kernelalg.backends import _scan
         _scan.MIN_REPEATS = 10**9
 
-    if spec["workload"] != "dense":
-        raise SystemExit(f"unknown workload {spec['workload']!r}")
-    x = np.load(spec["x_path"]).astype(np.float64) if spec.get("x_path") else \
+    workload = spec["workload"]
+    if workload not in ("dense", "cnn_deep"):
+        raise SystemExit(f"unknown workload {workload!r}")
+    x = np.load(spec["x_path"]) if spec.get("x_path") else \
         np.random.default_rng(int(spec.get("seed", 0))).standard_normal((int(spec.get("N", 2000)),
                                                                          int(spec.get("d", 64))))
+    x = x.astype(dtype)
     depth, act = int(spec.get("depth", 3)), spec.get("activation", "relu")
     W_std = float(spec.get("W_std", 1.5))
     b_std = spec.get("b_std", 0.05)
@@ -90,7 +103,8 @@ def main(argv=None) -> int:
     get = tuple(spec.get("get", ["nngp", "ntk"]))
     repeats = int(spec.get("repeats", 3))
     batch_size = spec.get("batch_size")
-    net = build_net(ka, depth, act, W_std, b_std)
+    net = (build_net(ka, depth, act, W_std, b_std) if workload == "dense"
+           else build_cnn(ka, depth, spec["readout"], W_std, b_std))
     device = jax.devices()[0]
     xj = jax.device_put(x, device)
 
@@ -109,12 +123,12 @@ def main(argv=None) -> int:
     first = time.perf_counter() - t0
     times, cpu = [], []
     for _ in range(repeats):
-        c0, t0 = os.times(), time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         r = call()
         jax.block_until_ready(r)
         times.append(time.perf_counter() - t0)
-        c1 = os.times()
-        cpu.append(c1.user + c1.system - c0.user - c0.system)
+        c1 = time.process_time()
+        cpu.append(c1 - c0)
         del r
     peak = _peak_rss_mb()
 
@@ -122,7 +136,8 @@ def main(argv=None) -> int:
     if spec.get("out"):
         np.savez(spec["out"], **out)
     result = dict(
-        workload="dense", N=x.shape[0], d=x.shape[1], depth=depth, activation=act, W_std=W_std,
+        workload=workload, N=x.shape[0], input_shape=list(x.shape[1:]), depth=depth,
+        activation=act if workload == "dense" else "relu", readout=spec.get("readout"), W_std=W_std,
         b_std=b_std, get=list(get), batch_size=batch_size, scan=spec.get("scan", True),
         build_s=build, first_call_s=first,
         steady_s=statistics.median(times) if times else None, steady_all_s=times,

@@ -11,7 +11,7 @@ Kernel arrays go to ``spec["out"]`` (.npz with ``nngp``/``ntk``) when given.
 
 Spec fields (all optional except ``workload``):
 
-  workload      "dense" | "cnn_gap" | "empirical_ntk"
+  workload      "dense" | "cnn_gap" | "cnn_deep" | "empirical_ntk"
   x_path        .npy with the inputs (preferred: the harness writes the data so both libraries
                 see the same numbers); otherwise inputs are drawn from ``seed``
   seed          numpy seed for generated inputs (default 0): standard normal, shape (N, d) for
@@ -26,6 +26,10 @@ Spec fields (all optional except ``workload``):
   image_shape   cnn [H, W, C_in] (default [16, 16, 3])
   get           ["nngp", "ntk"] (default both)
   batch_size    nt.batch batch size (0 = whole kernel in one jitted call, the default)
+  readout       cnn_deep: "gap" (GlobalAvgPool) or "flatten" (Flatten); the network is neural-tangents'
+                README "Performance" CNN: depth x [Conv(channels, (3, 3), (1, 1), 'SAME', W_std, b_std), Relu]
+                + readout, no Dense (defaults there: W_std 1, b_std null, channels 1, images 32x32x3)
+  dtype         "float64" (default; jax_enable_x64) or "float32" (x64 off, inputs cast to float32)
   repeats       steady-state repeats, median reported (default 3)
   out           .npz path for the kernel outputs (omit to skip writing)
   implementation  empirical NTK implementation (1 = Jacobian contraction, NT's default;
@@ -77,7 +81,8 @@ def main(argv=None) -> int:
     t_import = time.perf_counter()
     import numpy as np
     import jax
-    jax.config.update("jax_enable_x64", True)
+    dtype = spec.get("dtype", "float64")
+    jax.config.update("jax_enable_x64", dtype == "float64")
     import jax.numpy as jnp
     import neural_tangents as nt
     from neural_tangents import stax
@@ -133,10 +138,21 @@ def main(argv=None) -> int:
                        stax.Relu()]
         layers += [stax.GlobalAvgPool(), stax.Dense(1, W_std=W_std, b_std=b_std)]
         init_fn, apply_fn, kernel_fn = stax.serial(*layers)
+    elif workload == "cnn_deep":
+        x = np.load(spec["x_path"])
+        depth, channels, readout = int(spec.get("depth", 21)), int(spec.get("channels", 1)), spec["readout"]
+        info.update(N=x.shape[0], image_shape=list(x.shape[1:]), depth=depth, channels=channels, W_std=W_std,
+                    b_std=b_std, padding="SAME", filter_shape=[3, 3], layout="NHWC", readout=readout)
+        layers = []
+        for _ in range(depth):
+            layers += [stax.Conv(channels, (3, 3), (1, 1), "SAME", W_std=W_std, b_std=b_std), stax.Relu()]
+        layers.append(stax.GlobalAvgPool() if readout == "gap" else stax.Flatten())
+        init_fn, apply_fn, kernel_fn = stax.serial(*layers)
     else:
         raise SystemExit(f"unknown workload {workload!r}")
 
-    xj = jnp.asarray(x)
+    xj = jnp.asarray(x.astype(dtype))
+    info["dtype_requested"] = dtype
 
     if workload == "empirical_ntk":
         impl = int(spec.get("implementation", 1))
@@ -157,12 +173,14 @@ def main(argv=None) -> int:
     res = call()
     jax.block_until_ready(res)
     first = time.perf_counter() - t0
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         r = call()
         jax.block_until_ready(r)
         times.append(time.perf_counter() - t0)
+        c1 = time.process_time()
+        cpu.append(c1 - c0)
         del r
     peak = _rss_mb()
 
@@ -176,6 +194,7 @@ def main(argv=None) -> int:
         first_call_s=first,
         steady_s=statistics.median(times) if times else None,
         steady_all_s=times,
+        steady_cpu_s=statistics.median(cpu) if cpu else None,
         repeats=repeats,
         peak_rss_mb=peak,
         rss_before_call_mb=rss_before,

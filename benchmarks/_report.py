@@ -54,6 +54,50 @@ floor of ~9 ms on an H200.
 """
 
 
+DEEP_NOTES = """\
+## How kernelalg evaluates a deep CNN, and where the time went before
+
+Before (issue 15: 21-layer Flatten CNN 19.2 s steady and 462 s first call, 29x slower than NT), profiled on
+small versions (8x8 images, N = 4, machine load ~10): the first call grew with depth (4.9, 10.4, 19.3, 37 s
+at depth 2, 4, 6, 8) and so did the cost per layer (steady 0.6, 1.5, 7.5 ms at depth 2, 4, 6). Two causes:
+
+* no loop over layers: only blocks of elementwise instructions were scanned, so the 21 [Conv, Relu] blocks
+  (each holding a conv `Op`) were unrolled into one program, whose XLA compile time grows with its size;
+* XLA's CPU fusion inlined each layer's stencil taps into the next layer's loops, recomputing earlier layers
+  per output entry. The matching-pixel conv map had no fusion barrier at all, and the barrier of the chunked
+  readout (a conditional on `chunk index >= 0`) was folded away whenever the pairs fit in one chunk (N = 16:
+  136 pairs), because XLA removes a loop of one iteration and then knows its index.
+
+Now: repeated [Conv, activation] blocks are one `lax.scan` (structural ops declare a static `key` and take
+part in runs; `backends/_scan.py`), inside the `lax.map` over chunks of image pairs; the fusion barrier is a
+predicate derived from the input data (not foldable); the symbolic build replays a layer met again on a state
+of the same structure instead of redoing its sympy work (`core/_replay.py`: build of 100 [Conv, Relu] 4.8 s ->
+0.8 s). Per pair and layer the matching-pixel path (Flatten) holds and updates HW entries per array, the
+full-grid path (GlobalAvgPool) (HW)^2, one chunk of pairs at a time (~2^18 entries per array), and only the
+N (N - 1) / 2 pairs of different images plus the N self pairs (the cyclic enumeration met the pairs at offset
+N/2 twice for even N: 12 instead of 10 pairs at N = 4). Window sums pad once and add plain slices (3x faster
+than zero-padding every shifted slice on the matching-pixel grid); the arc-cosine angle shared by T and Tdot
+is computed once per entry together with the chain of cheap producers back to the conv output (one pass
+over the grid per layer less: -28% CPU time on the GAP CNN); float32 uses a 5-coefficient arcsine
+polynomial (0.77 ulp). The float32 correlation of same-shape variances is s12 rsqrt(s11) rsqrt(s22): the
+product s11 s22 underflowed below variances of 1e-19, reached after ~63 ReLU layers with W_std = 1, and made
+a depth-100 Flatten kernel 99.7% wrong (regression test in tests/test_deep_conv.py).
+
+neural-tangents keeps the whole N x N batch of pixel-pair grids per layer (N^2 (HW)^2 entries per array with
+GlobalAvgPool; see the peak RSS columns), computes every (i, j) and (j, i), and takes the
+arc-cosine angle from atan2(sqrt(s11 s22 - s12^2), s12), which in float32 loses ~3e-4 relative at correlations
+near 1 (the self pairs and, in deep networks, most pairs): its float32 kernels differ from its float64 ones by
+~4e-4 to 2e-3, kernelalg's by ~1e-6. In float64 the same formula costs NT ~1e-10 relative on each input paired
+with itself after a few ReLU layers (the diagonal column of the accuracy table; the tests hold kernelalg's
+self-pair NTK to the closed form at correlation 1 instead).
+
+No GPU was lent to this task: all numbers are from the 2-core CPU. For a later session:
+
+    python benchmarks/bench_deepcnn.py --device gpu            # kernelalg on the GPU, NT on the CPU
+    python benchmarks/bench_deepcnn.py --device gpu --no-nt    # kernelalg only
+"""
+
+
 def _f(v, fmt="{:.3f}") -> str:
     return "-" if v is None else fmt.format(v)
 
@@ -177,9 +221,103 @@ def _hook(doc: dict, res_dir: Path) -> list[str]:
     return out
 
 
+def _deep_targets(w: dict, sweep: dict) -> list[str]:
+    """The targets of the deep-CNN benchmark (issue 15), checked on the numbers of the tables."""
+    d = {k: v.get("derived", {}) for k, v in w.items()}
+    out = []
+
+    def line(ok, text):
+        out.append(f"- {'met' if ok else 'NOT met'}: {text}")
+    for name, want in (("flatten", 5), ("gap", 50)):
+        if "speedup_steady" in d.get(name, {}):
+            sp_ = d[name]["speedup_steady"]
+            line(sp_ >= want, f"21 layers + {name}: steady {sp_:.1f}x faster than NT (target >= {want}x; "
+                 f"CPU time {d[name].get('speedup_steady_cpu', float('nan')):.1f}x)")
+    for name in ("gap", "flatten"):
+        r = sweep.get(f"{name}_L21", {}).get("ka", {})
+        r100 = sweep.get(f"{name}_L100", {}).get("ka", {})
+        if _ok(r) and _ok(r100):
+            line(r["first_call_total_s"] <= 15, f"{name}, depth 21: first call {r['first_call_total_s']:.1f} s "
+                 "(target <= 15 s)")
+            ratio = r100["first_call_total_s"] / r["first_call_total_s"]
+            bc = r100["build_and_compile_s"] / r["build_and_compile_s"]
+            line(ratio <= 1.5, f"{name}, depth 100: first call {r100['first_call_total_s']:.1f} s = {ratio:.2f}x "
+                 f"depth 21's (target <= 1.5x); of which build + compile (first call - steady) "
+                 f"{r100['build_and_compile_s']:.1f} s = {bc:.2f}x, the rest is the evaluation itself "
+                 f"(steady {r100['steady_s']:.2f} s vs {r['steady_s']:.2f} s, linear in depth)")
+    rss = [(n, v["rss_fraction_of_nt"]) for n, v in d.items() if "rss_fraction_of_nt" in v]
+    if rss:
+        line(all(f <= 1 for _, f in rss), "peak RSS <= NT's on every workload (" + ", ".join(
+            f"{n} {f:.2f}" for n, f in rss) + " of NT's)")
+    f32 = [(n, v["ka_f32_error_max_rel"], v["nt_f32_error_max_rel"]) for n, v in d.items()
+           if "ka_f32_error_max_rel" in v and "nt_f32_error_max_rel" in v]
+    if f32:
+        line(all(a <= b for _, a, b in f32), "float32 error vs float64 no worse than NT's (" + ", ".join(
+            f"{n} {a:.1e} vs {b:.1e}" for n, a, b in f32) + ")")
+    return out
+
+
+def _deepcnn(doc: dict) -> list[str]:
+    w, pub = doc.get("workloads", {}), doc["nt_published_ms_per_entry"]
+    sweep = doc.get("sweep", {}).get("results", {})
+    out = ["## Deep CNNs: neural-tangents' own README workloads (`python benchmarks/bench_deepcnn.py`)", "",
+           doc["description"], "", "Runs (each row of a table is one run of both libraries, "
+           "back to back): " + "; ".join(f"`{r['command']}` {r['date']} (load {r['load_start'][0]})"
+                                         for r in doc.get("runs", [])[-8:]) + ".", "",
+           "| workload | N | NT steady s | ka steady s | speedup wall (CPU time) | NT first call s | "
+           "ka first call s | NT ms / entry | ka ms / entry | NT README ms / entry (>56-core CPU) | "
+           "NT peak RSS MB | ka peak RSS MB | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, e in w.items():
+        f32, d = e.get("f32", {}), e.get("derived", {})
+        nt, ka = f32.get("nt", {}), f32.get("ka", {})
+        out.append(
+            f"| {name} | {e['settings']['N']} | {_f(nt.get('steady_s'))} | {_f(ka.get('steady_s'))} | "
+            f"{_f(d.get('speedup_steady'), '{:.1f}x')} ({_f(d.get('speedup_steady_cpu'), '{:.1f}x')}) | "
+            f"{_f(nt.get('first_call_total_s'), '{:.1f}')} | {_f(ka.get('first_call_total_s'), '{:.1f}')} | "
+            f"{_f(d.get('nt_ms_per_entry'), '{:.4g}')} | {_f(d.get('ka_ms_per_entry'), '{:.4g}')} | "
+            f"{_f(pub.get(name), '{:.4g}')} | {_f(nt.get('peak_rss_mb'), '{:.0f}')} | "
+            f"{_f(ka.get('peak_rss_mb'), '{:.0f}')} | {f32.get('load_before', ['-'])[0]} -> "
+            f"{f32.get('load_after', ['-'])[0]} |")
+    out += ["", "Accuracy. float64: both libraries on the first n inputs, max |ka - nt| / max |nt| over pairs of "
+            "different inputs (and over each input with itself). float32: each library against its own float64 "
+            "kernel, max |K32 - K64| / max |K64| (and the largest elementwise relative error).", "",
+            "| workload | n | float64 ka vs NT: off-diagonal (diagonal) | NT float32 error | ka float32 error | "
+            "float32 ka vs NT |", "|---|---|---|---|---|---|"]
+    for name, e in w.items():
+        d = e.get("derived", {})
+        out.append(
+            f"| {name} | {e['settings']['n_small']} | {_f(d.get('f64_agreement_max_rel_off_diagonal'), '{:.1e}')} "
+            f"({_f(d.get('f64_agreement_max_rel_diagonal'), '{:.1e}')}) | "
+            f"{_f(d.get('nt_f32_error_max_rel'), '{:.1e}')} ({_f(d.get('nt_f32_error_max_elementwise_rel'), '{:.1e}')}) | "
+            f"{_f(d.get('ka_f32_error_max_rel'), '{:.1e}')} ({_f(d.get('ka_f32_error_max_elementwise_rel'), '{:.1e}')}) | "
+            f"{_f(d.get('f32_agreement_max_rel'), '{:.1e}')} |")
+    if sweep:
+        out += ["", "First call vs depth (kernelalg, float32, each CNN at its workload's N; `build` = symbolic "
+                "trace + lowering, `first call` = build + jit trace + XLA compile + first evaluation):", "",
+                "| network | depth | build s | first call s | steady s | first call - steady s | peak RSS MB | "
+                "NT first call s | load |", "|---|---|---|---|---|---|---|---|---|"]
+        for key, r in sweep.items():
+            ka, nt = r.get("ka", {}), r.get("nt", {})
+            out.append(f"| {key.rsplit('_', 1)[0]} | {r['depth']} | {_f(ka.get('build_s'))} | "
+                       f"{_f(ka.get('first_call_total_s'), '{:.2f}')} | {_f(ka.get('steady_s'))} | "
+                       f"{_f(ka.get('build_and_compile_s'), '{:.2f}')} | {_f(ka.get('peak_rss_mb'), '{:.0f}')} | "
+                       f"{_f(nt.get('first_call_total_s'), '{:.1f}')} | {r['load_before'][0]} -> "
+                       f"{r['load_after'][0]} |")
+    notes = [f"- {name}.{part}: {e[part]['note']}" for name, e in w.items() for part in ("f32", "f64")
+             if isinstance(e.get(part), dict) and e[part].get("note")]
+    notes += [f"- {name}.f64 NT: {e['f64']['nt']['note']}" for name, e in w.items()
+              if e.get("f64", {}).get("nt", {}).get("note")]
+    if doc.get("sweep", {}).get("note"):
+        notes.append(f"- depth sweep: {doc['sweep']['note']}")
+    if notes:
+        out += ["", "Provenance of rows not from the latest code:", ""] + notes
+    out += ["", "Targets (issue 15):", ""] + _deep_targets(w, sweep)
+    return out + [""]
+
+
 def render(res_dir: Path) -> str:
     docs = {}
-    for sec in ("dense", "compile", "hook_conv", "hook_empirical", "dense_gpu"):
+    for sec in ("dense", "compile", "hook_conv", "hook_empirical", "dense_gpu", "deepcnn"):
         p = Path(res_dir) / f"{sec}.json"
         if p.exists():
             docs[sec] = json.loads(p.read_text())
@@ -191,14 +329,16 @@ def render(res_dir: Path) -> str:
         first = next(iter(docs.values()))
         lines += _machine(first)
         lines += [f"- Load average (1, 5, 15 min) at the start of each section: " + "; ".join(
-            f"{k} {d['load_avg_start']}" for k, d in docs.items()), ""]
+            f"{k} {d['load_avg_start']}" for k, d in docs.items() if "load_avg_start" in d), ""]
     for sec, doc in docs.items():
         if sec.startswith("dense"):
             lines += _dense(doc)
         elif sec == "compile":
             lines += _compile(doc)
+        elif sec == "deepcnn":
+            lines += _deepcnn(doc)
         else:
             lines += _hook(doc, Path(res_dir))
     notes = NOTES if "dense_gpu" not in docs else NOTES.replace(
         "; not run: no GPU was available for these results", "")
-    return "\n".join(lines + [notes])
+    return "\n".join(lines + ([DEEP_NOTES] if "deepcnn" in docs else []) + [notes])

@@ -16,8 +16,10 @@ implementation of the CNTK (Novak et al., "Neural Tangents", ICLR 2020). For eve
 
 The architectures cover Conv in 1-D/2-D/3-D (filter shapes, strides, SAME/VALID/CIRCULAR, W_std, b_std
 incl. None, 'ntk' and 'standard' parameterizations), AvgPool (default stride 1, normalize_edges), SumPool,
-GlobalAvgPool, GlobalSumPool, Flatten, a network without readout, and a small version of the benchmark
-network of benchmarks/bench_conv.py. All in float64 (jax_enable_x64).
+GlobalAvgPool, GlobalSumPool, Flatten, a network without readout, a small version of the benchmark
+network of benchmarks/bench_conv.py, and deep stacks of repeated [Conv, activation] blocks (small versions of
+benchmarks/bench_deepcnn.py's networks). All in float64 (jax_enable_x64). Cases are seeded by their position
+(100 + index), so new cases go at the end and leave the stored ones unchanged.
 """
 
 from __future__ import annotations
@@ -73,6 +75,16 @@ CASES = {  # name: (image shape without batch, layers)
                                      ["Dense", [1], {"W_std": 0.8, "b_std": 0.3, "parameterization": "standard"}]]),
     "spatial_out_one_conv": ((5, 4, 2), [_conv(7, (3, 3), (1, 2), "SAME")]),  # NT returns reversed axes
     "spatial_out_two_convs": ((5, 4, 2), [_conv(7, (3, 3)), RELU, _conv(7, (2, 2), padding="VALID")]),
+    # deep networks of repeated [Conv, activation] blocks (kernelalg runs them as one loop): the matching-pixel
+    # layout (Flatten), the full pixel-pair grid (GlobalAvgPool), NT's README "Performance" CNN in small
+    # (W_std = 1, no bias, no Dense), and repeats whose state shrinks (VALID), which cannot be one loop
+    "deep_flatten": ((6, 5, 2), [_conv(4, (3, 3), W_std=1.4, b_std=0.1), RELU] * 6
+                     + [["Flatten", [], {}], ["Dense", [1], {"W_std": 1.2, "b_std": 0.05}]]),
+    "deep_gap": ((5, 4, 2), [_conv(4, (3, 3), W_std=1.3, b_std=0.1), ERF] * 5 + [["GlobalAvgPool", [], {}]]),
+    "deep_readme_flatten": ((5, 5, 3), [_conv(1, (3, 3), (1, 1), "SAME", W_std=1.0, b_std=None), RELU] * 8
+                            + [["Flatten", [], {}]]),
+    "deep_valid_flatten": ((7, 6, 2), [_conv(3, (2, 2), padding="VALID", W_std=1.5, b_std=0.1), RELU] * 4
+                           + [["Flatten", [], {}]]),
 }
 N1, N2 = 3, 2
 

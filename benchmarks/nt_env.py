@@ -10,6 +10,7 @@ Usage::
     python benchmarks/nt_env.py            # create (idempotent), print the venv python
     python benchmarks/nt_env.py --force    # rebuild from scratch
     python benchmarks/nt_env.py --check    # exit 0 iff the venv exists and imports NT
+    KERNELALG_NT_ENV=/path/to/venv python benchmarks/run.py   # use a venv elsewhere
 
     from benchmarks.nt_env import ensure_nt_env
     py = ensure_nt_env()                   # pathlib.Path to the venv's python
@@ -25,7 +26,8 @@ import venv
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_ENV_DIR = HERE / "_env" / "nt"
+#: The venv directory: $KERNELALG_NT_ENV if set (e.g. one venv shared by several checkouts), else benchmarks/_env/nt.
+DEFAULT_ENV_DIR = Path(os.environ.get("KERNELALG_NT_ENV") or HERE / "_env" / "nt")
 
 # Pinned set known to import and run together (neural-tangents 0.6.5 needs
 # jax.experimental APIs removed after 0.4.2x, and numpy<2 for jaxlib 0.4.26).

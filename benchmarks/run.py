@@ -1,8 +1,8 @@
 """kernelalg vs neural-tangents, side by side, in one command.
 
-    python benchmarks/run.py                    # everything: dense, compile, conv, empirical
+    python benchmarks/run.py                    # everything: dense, compile, conv, empirical, deepcnn
     python benchmarks/run.py --quick            # smoke run (N = 500, shallow compile sweep)
-    python benchmarks/run.py --only dense       # one section (dense | compile | conv | empirical)
+    python benchmarks/run.py --only dense       # one section (dense | compile | conv | empirical | deepcnn)
     python benchmarks/run.py --device gpu       # kernelalg on the GPU (NT stays on the CPU), + bandwidth
 
 Both libraries run the same workloads on the same seeded inputs, each workload in a fresh process
@@ -42,8 +42,9 @@ RESULTS_MD = HERE / "RESULTS.md"
 SETTINGS = dict(W_std=1.5, b_std=0.05, d=64, seed=0, get=["nngp", "ntk"], dtype="float64",
                 parameterization="ntk", x2=None)
 ACTS = ("relu", "erf", "gelu")
-SECTIONS = ("dense", "compile", "conv", "empirical")
-HOOKS = {"conv": "bench_conv.py", "empirical": "bench_empirical.py"}
+SECTIONS = ("dense", "compile", "conv", "empirical", "deepcnn")
+HOOKS = {"conv": "bench_conv.py", "empirical": "bench_empirical.py", "deepcnn": "bench_deepcnn.py"}
+HOOK_TIMEOUTS = {"conv": 1200.0, "empirical": 1200.0, "deepcnn": 3600.0}  # seconds (NT's deep GAP: ~15 min)
 
 
 class KAWorkerError(RuntimeError):
@@ -227,10 +228,11 @@ def run_hook(section: str, args) -> dict:
     before = {p: p.stat().st_mtime for p in RESULTS_DIR.glob("*.json")} if RESULTS_DIR.exists() else {}
     t0, load = time.perf_counter(), _load()
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.hook_timeout, cwd=HERE.parent)
+        timeout = args.hook_timeout or HOOK_TIMEOUTS[section]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=HERE.parent)
         rc, tail = p.returncode, "\n".join((p.stdout + "\n" + p.stderr).strip().splitlines()[-40:])
     except subprocess.TimeoutExpired:
-        rc, tail = None, f"timed out after {args.hook_timeout}s"
+        rc, tail = None, f"timed out after {timeout}s"
     own = {f"{s}.json" for s in ("dense", "compile", "dense_gpu", "compile_gpu")}
     written = sorted(str(q.relative_to(HERE)) for q in RESULTS_DIR.glob("*.json")
                      if before.get(q) != q.stat().st_mtime and q.name not in own
@@ -284,7 +286,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per workload and library")
     ap.add_argument("--compile-timeout", type=float, default=300.0,
                     help="seconds per compile-section workload; a timeout skips deeper NT depths")
-    ap.add_argument("--hook-timeout", type=float, default=1200.0, help="seconds per conv/empirical script")
+    ap.add_argument("--hook-timeout", type=float, default=None,
+                    help="seconds per conv/empirical/deepcnn script (default: 1200, 1200, 3600)")
     ap.add_argument("--keep-arrays", action="store_true", help="keep the kernels in benchmarks/out/cmp")
     args = ap.parse_args(argv)
     if not args.no_nt and not is_ready(DEFAULT_ENV_DIR):

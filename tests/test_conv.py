@@ -285,7 +285,8 @@ def test_fast_arccos_accuracy() -> None:
 # ------------------------------------------------------------------ neural-tangents 0.6.5 (stored fixture)
 
 NT = np.load(NT_REFERENCE)
-NT_NAMES = sorted({k.split(".")[0] for k in NT.files if not k.startswith("_")})
+#: The stored cases; the deep_* ones (repeated blocks) are checked in tests/test_deep_conv.py.
+NT_NAMES = sorted({k.split(".")[0] for k in NT.files if not k.startswith(("_", "deep_"))})
 #: (case, call) pairs run by default; the others (same code paths, other conventions) with -m slow.
 NT_DEFAULT = {("bench_small", "sym"), ("bench_small", "cross"), ("mixed_2d_gap", "sym"), ("mixed_2d_gap", "cross"),
               ("pool_defaults_flatten", "cross"), ("conv3d_flatten", "sym"), ("conv3d_pool_gsp", "cross"),

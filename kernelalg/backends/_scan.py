@@ -4,7 +4,10 @@ XLA's compile time grows superlinearly with the size of one straight-line elemen
 16 s at depth 25, 73 s at depth 50 on a 2-core CPU). Deep networks repeat the same layers, so the
 program is a sequence of blocks (one per leaf layer) that differ only in their symbols. Consecutive
 units of identical blocks that chain (outputs of one unit are the inputs of the next) are executed by a
-scan over the stacked hyperparameters with the kernel state as carry.
+scan over the stacked hyperparameters with the kernel state as carry. Structural :class:`Op` nodes take
+part when they declare a static ``key`` (e.g. a conv stencil: its filter, strides, padding and layout), so
+[Conv, activation] blocks of a deep CNN scan like [Dense, activation] blocks; a run whose state changes
+shape from one unit to the next (strided or VALID convolutions) is executed unrolled.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ import jax
 import jax.numpy as jnp
 import sympy as sp
 
-from kernelalg.core._program import Assign, Block, Instruction
-from ._walker import Table, evaluate
+from kernelalg.core._program import Assign, Block, Instruction, Op
+from ._walker import Table, run_program
+
+#: Executes one instruction in place on an environment (the caller's evaluation of the program).
+Step = Callable[[Instruction, dict], None]
 
 MIN_REPEATS = 2  # a depth-L stack of [Dense, act] has L - 1 identical units after the first
 
@@ -46,18 +52,29 @@ def _key(program: Sequence[Instruction], blocks: Sequence[Block]) -> Any:
         for p in b.params:
             ren[p] = sp.Symbol(f"_p{j}")
             j += 1
-    out = []
+    out: list = []
     for ins in program[first.start:last.stop]:
-        if not isinstance(ins, Assign):
-            return None
+        if isinstance(ins, Op):
+            if ins.key is None or ins.tag is not None:
+                return None
+            sources = tuple(ren.get(s, s).name for s in ins.sources)
+            for t in ins.targets:
+                ren[t] = sp.Symbol(f"_t{len(ren)}")
+            out.append(("op", ins.key, sources, tuple(ren[t].name for t in ins.targets)))
+            continue
         ren[ins.target] = sp.Symbol(f"_t{len(ren)}")
-        out.append((ren[ins.target].name, sp.srepr(ins.expr.xreplace(ren))))
+        out.append((ren[ins.target].name, ins.expr.xreplace(ren)))
     out.append(tuple(ren.get(s, s).name for s in last.outputs))
     return tuple(out)
 
 
 def find_runs(program: Sequence[Instruction], blocks: Sequence[Block], outputs: Sequence[sp.Expr]) -> list[Run]:
     """Maximal runs of >= MIN_REPEATS identical chained units of 1..4 blocks."""
+    with sp.evaluate(False):  # units compare by the structure of their renamed expressions, not re-simplified
+        return _find_runs(program, blocks, outputs)
+
+
+def _find_runs(program: Sequence[Instruction], blocks: Sequence[Block], outputs: Sequence[sp.Expr]) -> list[Run]:
     runs: list[Run] = []
     i = 0
     while i < len(blocks):
@@ -83,7 +100,7 @@ def find_runs(program: Sequence[Instruction], blocks: Sequence[Block], outputs: 
         reps, period = best
         units = [blocks[i + r * period:i + (r + 1) * period] for r in range(reps)]
         start, stop = units[0][0].start, units[-1][-1].stop
-        internal = {ins.target for ins in program[start:stop] if isinstance(ins, Assign)}
+        internal = {t for ins in program[start:stop] for t in _targets(ins)}
         final = units[-1][-1].outputs
         internal -= set(final)
         used_later = set().union(*(ins.expr.free_symbols for ins in program[stop:] if isinstance(ins, Assign)),
@@ -99,35 +116,55 @@ def find_runs(program: Sequence[Instruction], blocks: Sequence[Block], outputs: 
     return runs
 
 
-def run_scan(run: Run, env: dict, table: Table) -> None:
-    """Execute ``run`` as a lax.scan, writing its final outputs into ``env``."""
+def _targets(ins: Instruction) -> tuple[sp.Symbol, ...]:
+    return ins.targets if isinstance(ins, Op) else (ins.target,)
+
+
+def run_scan(run: Run, env: dict, table: Table, step: Step | None = None) -> bool:
+    """Execute ``run`` as a lax.scan, writing its final outputs into ``env``.
+
+    Each instruction of the unit goes through ``step`` (default: the walker on ``table``). Returns False, and
+    leaves ``env`` untouched, when the unit's outputs do not keep the shapes of its inputs (e.g. a strided
+    convolution): such a run cannot be a loop with a fixed carry.
+    """
     unit_params = run.params[0]
+    step = step or (lambda ins, e: run_program((ins,), e, table))
 
     def body(carry: tuple, ps: tuple) -> tuple:
         local = dict(env)
         local.update(zip(run.inputs, carry))
         local.update(zip(unit_params, ps))
         for ins in run.unit:
-            local[ins.target] = evaluate(ins.expr, local, table)
+            step(ins, local)
         return tuple(local[s] for s in run.outputs), None
 
     xs = tuple(jnp.stack([jnp.asarray(env[ps[k]]) for ps in run.params]) for k in range(len(unit_params)))
     init = tuple(jnp.asarray(env[s]) for s in run.inputs)
-    shapes = jax.eval_shape(lambda c, p: body(c, p)[0], init, tuple(x[0] for x in xs))
-    init = tuple(jnp.broadcast_to(v, s.shape).astype(s.dtype) for v, s in zip(init, shapes))
+    out_shapes = (lambda c: jax.eval_shape(lambda c, p: body(c, p)[0], c, tuple(x[0] for x in xs)))
+    shapes = out_shapes(init)
+    try:
+        init = tuple(jnp.broadcast_to(v, s.shape).astype(s.dtype) for v, s in zip(init, shapes))
+    except ValueError:  # the first unit shrinks the state
+        return False
+    if out_shapes(init) != shapes:
+        return False
     final, _ = jax.lax.scan(body, init, xs)
     env.update(zip(run.final_outputs, final))
+    return True
 
 
 def run_program_scanned(program: Sequence[Instruction], env: dict, table: Table, runs: Sequence[Run],
-                        step: Callable[[Instruction, dict], None]) -> dict:
-    """Execute ``program`` with ``runs`` replaced by scans; other instructions go through ``step``."""
+                        step: Step) -> dict:
+    """Execute ``program`` with ``runs`` replaced by scans (unrolled where a run's shapes change); every other
+    instruction, and every instruction of a scanned unit, goes through ``step``."""
     starts = {r.start: r for r in runs}
     i = 0
     while i < len(program):
         r = starts.get(i)
         if r is not None:
-            run_scan(r, env, table)
+            if not run_scan(r, env, table, step):
+                for ins in program[r.start:r.stop]:
+                    step(ins, env)
             i = r.stop
             continue
         step(program[i], env)

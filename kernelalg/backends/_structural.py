@@ -51,6 +51,8 @@ class Arrays:
         isolated: ``isolated(live, fn, *arrays)``: ``fn(*arrays)`` as a computation of its own (JAX: inside a
             conditional on ``live``, so that XLA fuses nothing across it; with ``live`` None, or in NumPy, a
             plain call).
+        scans: Runs of identical layers inside an op are executed as one loop (JAX: ``lax.scan``, see
+            :mod:`kernelalg.backends._scan`); False: layer by layer (NumPy, the reference evaluation order).
     """
 
     name: str
@@ -65,6 +67,7 @@ class Arrays:
     set_at: Callable[[Any, Any, Any], Any]
     live: Callable[[Any], Any]
     isolated: Callable[..., Any]
+    scans: bool = False
 
 
 # ------------------------------------------------------------------------------------------------- JAX
@@ -93,7 +96,7 @@ JAX_ARRAYS = Arrays(
     slice=jax.lax.slice, pad=_jax_pad, scan=jax.lax.scan, map=jax.lax.map,
     set_at=lambda x, index, values: x.at[index].set(values),
     live=lambda x: jnp.isfinite(x) | ~jnp.isfinite(x),
-    isolated=_jax_isolated,
+    isolated=_jax_isolated, scans=True,
 )
 
 

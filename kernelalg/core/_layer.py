@@ -23,6 +23,7 @@ import sympy as sp
 from kernelalg.core import _errors as E
 from kernelalg.core._inputs import InputLayout
 from kernelalg.core._program import Block, Builder, KernelState, State, flatten_states
+from kernelalg.core._replay import remember, replay, signature
 
 #: Symbolic map of a leaf layer: (builder, state, hyperparameter exprs, static settings) -> new state.
 KernelMap = Callable[[Builder, KernelState, Mapping[str, sp.Expr], Mapping[str, Any]], State]
@@ -212,10 +213,15 @@ def build(layer: Layer, builder: Builder, state: State) -> State:
     builder.asymmetric |= layer.asymmetric
     builder.routes.update(layer.routes)
     start = len(builder.program)
-    new = layer.kernel(builder, state, p, dict(layer.static))
-    if isinstance(new, tuple):
-        return tuple(builder.materialize(s) for s in new)
-    out = builder.materialize(new)
+    key = signature(builder, layer, state, p)  # a layer met again on a state of the same structure: replayed
+    out = None if key is None else replay(builder, key, state, p)
+    if out is None:
+        new = layer.kernel(builder, state, p, dict(layer.static))
+        if isinstance(new, tuple):
+            return tuple(builder.materialize(s) for s in new)
+        out = builder.materialize(new)
+        if key is not None:
+            remember(builder, key, start, state, p, out)
     syms = tuple(v for v in p.values() if isinstance(v, sp.Symbol))
     if len(builder.program) >= start:  # a layer that rewrote the program (a chunked readout) leaves no block
         builder.blocks.append(Block(start, len(builder.program), state.exprs, out.exprs, syms))

