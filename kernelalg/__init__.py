@@ -36,6 +36,10 @@ from kernelalg.finite._montecarlo import MonteCarlo, monte_carlo
 from kernelalg.finite._convergence import Convergence, SpreadFit, convergence
 from kernelalg.finite._verify import Decorrelated, Verification, verify
 from kernelalg.finite._sharpness import SharpnessLimit, verify_sharpness_limit
+from kernelalg.finite._hessian import TopEigen, hessian_eigenvalues, ntk_eigenvalues
+from kernelalg.finite._linearize import linearize, taylor_expand
+from kernelalg.finite._trainer import Trace, TrainRun, train
+from kernelalg.finite._parametrize import FeatureLearningError, Parametrization, Regime, limit_kernel, regime
 from kernelalg import analysis  # ka.analysis: spectra, decay, loss asymptotics, dynamics
 from kernelalg.scale._gram import GramPlan, gram, plan_gram
 from kernelalg.scale._store import GramStore, open_gram
@@ -61,6 +65,9 @@ __all__ = [
     # finite width and verification
     "finite", "FiniteNet", "empirical_ntk", "empirical_ntk_fn", "empirical_nngp", "monte_carlo", "MonteCarlo",
     "convergence", "Convergence", "SpreadFit", "verify", "Verification", "Decorrelated",
+    # training beyond the lazy regime
+    "linearize", "taylor_expand", "train", "TrainRun", "Trace", "hessian_eigenvalues", "ntk_eigenvalues", "TopEigen",
+    "Parametrization", "regime", "Regime", "limit_kernel",
     # kernels
     "symbolic", "SymbolicKernel", "parse", "compile", "CompiledKernel", "ReferenceKernel", "kernel", "Kernel",
     "reference_kernel",
@@ -69,7 +76,7 @@ __all__ = [
     "gram", "plan_gram", "GramPlan", "GramStore", "open_gram",
     # errors
     "KernelalgError", "InputError", "LayerOrderError", "LoweringError", "NotRepresentableError", "PrecisionWarning",
-    "DivergentKernelError",
+    "DivergentKernelError", "FeatureLearningError",
 ]
 
 # Every layer constructor of the catalogue is public: a constructor added to a family module needs no edit

@@ -14,7 +14,7 @@
   :func:`linearized_gd_loss`, :func:`gd_loss` (expected loss of linearized GD, asymmetric NTKs too).
 * Dynamics (neural-tangents' ``predict`` conventions: loss 1/(2N)|f - y|^2, N = y.size):
   :func:`gradient_descent_mse`, :func:`gradient_descent_mse_ensemble`, :func:`gp_inference`,
-  :func:`max_learning_rate`.
+  :func:`max_learning_rate`, :func:`gradient_descent` (any loss, optional momentum: an ODE).
 * Early-time linear model (Hu et al. 2020): :func:`early_time_constants`, :func:`linear_model_ntk`,
   :func:`first_layer_ntk`, :func:`early_time_error`.
 * Kernel evolution (Fort et al. 2020): :func:`kernel_distance`, :func:`kernel_velocity`,
@@ -37,6 +37,7 @@ from ._empirical import EmpiricalSpectrum, empirical_spectrum
 from ._evolution import Training, centered_alignment, kernel_distance, kernel_velocity, train_finite
 from ._exponent import LossExponent, loss_exponent
 from ._fit import FitRangeWarning, SlopeFit, SpectralWarning, fit_power_law
+from ._predict import gradient_descent
 from ._loss import (gd_loss, kernel_flow_loss, linearized_gd_loss, power_law_loss, spectral_loss, sphere_loss_curve,
                     zonal_target)
 from ._plots import plot_gram_spectrum, plot_loss_curves, plot_spectrum
@@ -56,6 +57,7 @@ __all__ = [
     "linearized_gd_loss", "gd_loss", "loss_exponent", "LossExponent",
     # dynamics
     "gradient_descent_mse", "gradient_descent_mse_ensemble", "gp_inference", "max_learning_rate", "Gaussian",
+    "gradient_descent",
     # early time
     "early_time_constants", "EarlyTimeConstants", "linear_model_ntk", "first_layer_ntk", "early_time_error",
     # kernel evolution

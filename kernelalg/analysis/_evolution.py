@@ -8,8 +8,8 @@ Metrics between kernel (Gram) matrices:
   (Cortes, Mohri & Rostamizadeh 2012; Kornblith et al. 2019).
 
 :func:`train_finite` trains ``ka.finite(net, width)`` by full-batch gradient descent on neural-tangents'
-MSE ``1/(2N) |f - y|^2`` and records the loss and, every ``record_every`` steps, the empirical NTK
-(``ka.empirical_ntk``). In the lazy regime the NTK moves by O(1/sqrt(width)) (Jacot et al. 2018; Lee et al.
+MSE ``1/(2N) |f - y|^2`` with :func:`kernelalg.finite.train` and records the loss and, every ``record_every``
+steps, the empirical NTK. In the lazy regime the NTK moves by O(1/sqrt(width)) (Jacot et al. 2018; Lee et al.
 2019), so the distance from the initial kernel shrinks with width.
 """
 
@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from kernelalg.core import _errors as E
 import jax
 import jax.numpy as jnp
-from kernelalg.finite._empirical import empirical_ntk
-from kernelalg.finite._train import gd_scan, mse_loss
+
+from kernelalg.core import _errors as E
+from kernelalg.finite._trainer import train
 from kernelalg.finite._twins import finite
 
 BAD_GRAM = "{name} must be a square matrix, got shape {shape}. Fix: pass an (n, n) Gram matrix."
@@ -102,6 +102,9 @@ def train_finite(net: Any, x: Any, y: Any, width: int, learning_rate: float, ste
                  record_every: int | None = None) -> Training:
     """Full-batch GD of ``ka.finite(net, width)`` on ``1/(2N) |f(x) - y|^2`` (N = y.size), float64.
 
+    A thin layer over :func:`kernelalg.finite.train` (which adds optimizers, minibatches, frozen layers, test
+    points, sharpness and the linearized model).
+
     Args:
         net: Architecture (dense or any layout ``ka.finite`` supports).
         x: Training inputs (n, ...).
@@ -112,28 +115,15 @@ def train_finite(net: Any, x: Any, y: Any, width: int, learning_rate: float, ste
         seed: PRNG seed of the initialisation.
         record_every: Record the empirical NTK every this many steps (None: only at 0 and at the end).
     """
-
     with jax.enable_x64(True):
         x = jnp.asarray(np.asarray(x, dtype=np.float64))
-        y2 = jnp.asarray(np.asarray(y, dtype=np.float64).reshape(x.shape[0], -1))
+        y2 = np.asarray(y, dtype=np.float64).reshape(x.shape[0], -1)
         twin = finite(net, width, out_dim=y2.shape[1])
         params = twin.init(jax.random.PRNGKey(seed), x.shape[1:])
         params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
-        loss_fn = mse_loss(twin.apply, x, y2)
-        segment = jax.jit(gd_scan, static_argnums=(0, 3))
-        every = steps if record_every is None else max(1, int(record_every))
-        f0 = np.asarray(twin.apply(params, x)).reshape(y2.shape)
-        losses: list[float] = []
-        ntk_steps, ntks = [], []
-        s = 0
-        while True:  # record the NTK at multiples of ``every`` and at the end; train between records
-            ntk_steps.append(s)
-            ntks.append(np.asarray(empirical_ntk(twin.apply, params, x)).reshape(x.shape[0], x.shape[0]))
-            if s == steps:
-                break
-            k = min(every - s % every, steps - s)
-            params, vals = segment(loss_fn, params, learning_rate, k)
-            losses.extend(float(v) for v in np.asarray(vals)[:-1])
-            s += k
-        losses.append(float(loss_fn(params)))
-    return Training(np.array(losses), f0, np.array(ntk_steps), ntks, params)
+        run = train(twin, params, x, y2, steps, float(learning_rate),
+                    record={"ntk": record_every, "outputs": [0], "loss": [steps]})
+    n = x.shape[0]
+    ntks = [k.reshape(n, n) for k in run["ntk"]["train"]]
+    loss = np.concatenate([run.step_loss, run["loss"]["train"]])
+    return Training(loss, run["outputs"]["train"][0], run["ntk"].steps, ntks, run.params)

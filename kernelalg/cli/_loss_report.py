@@ -24,7 +24,7 @@ from kernelalg.analysis._loss import gd_loss
 from kernelalg.analysis._plots import wrap_title
 from kernelalg.cli._checks import REMAINDER, Z_THRESHOLD, Check, _pyplot
 from kernelalg.finite._montecarlo import extrapolate
-from kernelalg.finite._train import gd_scan, mse_loss
+from kernelalg.finite._train import descend, mse_loss
 from kernelalg.finite._twins import finite
 
 
@@ -46,7 +46,7 @@ def loss_curves(net: Any, x: np.ndarray, y: np.ndarray, width: int, samples: int
     loss = mse_loss(twin.apply, xs, ys)
 
     def train(p: Any) -> jax.Array:
-        return gd_scan(loss, p, lr, steps)[1]
+        return descend(loss, p, lr, steps)[1]
 
     shapes = jax.eval_shape(lambda k: twin.init(k, xs.shape), jax.random.PRNGKey(0))
     n_params = sum(math.prod(s.shape) for s in jax.tree_util.tree_leaves(shapes))

@@ -8,6 +8,8 @@ The empirical NTK of a network with parameters theta is ``Theta(x, x') = J(x) J(
   interact, as in any network without batch statistics), contracted leaf by leaf over the parameters.
 * ``method="ntvp"``: NTK-vector products ``J(x1) (J(x2)^T v)`` (one VJP then one JVP) for the basis vectors
   v of the outputs of x2 (memory O(params) per vector).
+* ``method="auto"``: the structured route where it applies, else the Jacobian route, in tiles sized to a
+  memory budget (:func:`kernelalg.finite._ntk_plan.plan_ntk`).
 * ``method="structured"`` (``ka.finite`` twins of Dense/activation chains only): a Dense layer's weight
   Jacobian is the outer product of its input h and the output cotangent g, so its block of J J^T is
   ``(c_W h(x).h(x') + c_b) * g(x).g(x')`` (c_W = W_std^2/fan_in, c_b = b_std^2 in the NTK
@@ -31,14 +33,17 @@ import numpy as np
 
 from kernelalg.core import _errors as E
 from kernelalg.backends._compile import precision_of
-from kernelalg.core._tiles import run_tiles
+from kernelalg.core._tiles import check_tile, run_tiles
+from kernelalg.layers._affine import affine_scales
+from kernelalg.finite._ntk_plan import DEFAULT_MEMORY, batch_len as _batch_len, outputs_2d as _outputs_2d, plan_ntk
 from kernelalg.finite._twins import FiniteNet
 from kernelalg.backends._checks import check_batch_size, check_input, check_inputs, is_tracer
 from kernelalg.core._inputs import layout_of
 
 METHODS = ("jacobian", "ntvp", "structured")
-BAD_METHOD = ("method={method!r} is not known. Fix: use method='jacobian' (default), method='ntvp' or "
-              "method='structured'.")
+BAD_METHOD = ("method={method!r} is not known. Fix: use method='jacobian' (default), method='ntvp', "
+              "method='structured' or method='auto'.")
+
 STRUCTURED_NEEDS = ("method='structured' needs fn = ka.finite(net, width).apply of a network whose top-level chain "
                     "is Dense layers and parameter-free layers (activations, Identity) on (N, features) inputs; "
                     "got {why}. Fix: use method='jacobian'.")
@@ -48,17 +53,8 @@ def _expand(x: Any) -> Any:
     return jax.tree_util.tree_map(lambda a: a[None], x)
 
 
-def _batch_len(x: Any) -> int:
-    return int(jax.tree_util.tree_leaves(x)[0].shape[0])
-
-
 def _take(x: Any, sl: slice) -> Any:
     return jax.tree_util.tree_map(lambda a: a[sl], x)
-
-
-def _outputs_2d(y: jax.Array, batch: int) -> jax.Array:
-    """(batch, *spatial, k) view of an output (a (batch,) output becomes (batch, 1))."""
-    return y.reshape(batch, 1) if y.ndim == 1 else y
 
 
 def jacobians(fn: Callable, params: Any, x: Any, vmap_examples: bool = True) -> Any:
@@ -70,12 +66,14 @@ def jacobians(fn: Callable, params: Any, x: Any, vmap_examples: bool = True) -> 
     return jax.jacrev(lambda p: _outputs_2d(fn(p, x), _batch_len(x)))(params)
 
 
-def _contract(j1: Any, j2: Any, n: int, m: int, out_shape: tuple, trace: bool) -> jax.Array:
-    """Sum over parameter leaves of J1 J2^T, in the final layout (see :func:`_layout`)."""
+def _contract(j1: Any, j2: Any, n: int, m: int, out_shape: tuple, trace: bool,
+              weights: tuple | None = None) -> jax.Array:
+    """Sum over parameter leaves of (weight x) J1 J2^T, in the final layout (see :func:`_layout`)."""
     s = math.prod(out_shape[:-1])
     ch = out_shape[-1]
     total = None
-    for a, b in zip(jax.tree_util.tree_leaves(j1), jax.tree_util.tree_leaves(j2)):
+    leaves1, leaves2 = jax.tree_util.tree_leaves(j1), jax.tree_util.tree_leaves(j2)
+    for a, b, w in zip(leaves1, leaves2, weights or (1.0,) * len(leaves1)):
         if trace:  # only matching channels: (n s, k, p) x (m t, k, p) -> (n s, m t)
             a = jnp.moveaxis(a.reshape(n * s, ch, -1), 1, 0)
             b = jnp.moveaxis(b.reshape(m * s, ch, -1), 1, 0)
@@ -83,6 +81,7 @@ def _contract(j1: Any, j2: Any, n: int, m: int, out_shape: tuple, trace: bool) -
         else:
             t = jnp.matmul(a.reshape(n * s * ch, -1), b.reshape(m * s * ch, -1).T,
                            precision=jax.lax.Precision.HIGHEST)
+        t = t if w == 1.0 else w * t
         total = t if total is None else total + t
     if total is None:
         total = jnp.zeros((n * s * (1 if trace else ch), m * s * (1 if trace else ch)))
@@ -98,12 +97,55 @@ def _layout(k: jax.Array, n: int, m: int, out_shape: tuple, trace: bool) -> jax.
     return jnp.moveaxis(k, 1 + len(axes), 1)
 
 
+def restrict(fn: Callable, params: Any, trainable: tuple | None) -> tuple[Callable, Any]:
+    """(g, theta): ``g(theta, x) = fn(params with the trainable leaves replaced by theta, x)`` and theta, the list
+    of trainable leaves (``trainable``: one bool per leaf of ``params`` in flattening order; None: all)."""
+    if trainable is None:
+        return fn, params
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    if len(leaves) != len(trainable):
+        raise E.KernelalgError(f"trainable has {len(trainable)} flags for {len(leaves)} parameter leaves. Fix: pass "
+                               "a pytree of bools shaped like the parameters.")
+    frozen = [a for a, t in zip(leaves, trainable) if not t]
+
+    def g(theta: list, x: Any) -> Any:
+        it, fz = iter(theta), iter(frozen)
+        return fn(jax.tree_util.tree_unflatten(treedef, [next(it) if t else next(fz) for t in trainable]), x)
+    return g, [a for a, t in zip(leaves, trainable) if t]
+
+
+def trainable_flags(params: Any, trainable: Any) -> tuple | None:
+    """One bool per leaf of ``params`` (hashable, for compiled-function caches) from a pytree of bools."""
+    if trainable is None:
+        return None
+    if jax.tree_util.tree_structure(trainable) != jax.tree_util.tree_structure(params):
+        raise E.KernelalgError("trainable must be a pytree of bools shaped like the parameters (True = the leaf "
+                               "trains). Fix: e.g. jax.tree_util.tree_map(lambda a: True, params), set False "
+                               "where frozen.")
+    return tuple(bool(v) for v in jax.tree_util.tree_leaves(trainable))
+
+
 def ntk_block(fn: Callable, params: Any, x1: Any, x2: Any = None, method: str = "jacobian", trace: bool = True,
-              vmap_examples: bool = True, fn2: Callable | None = None) -> jax.Array:
+              vmap_examples: bool = True, fn2: Callable | None = None, trainable: tuple | None = None,
+              weights: tuple | None = None) -> jax.Array:
     """One untiled block of the empirical NTK (traceable: use it inside jit / vmap over parameter samples).
 
     With ``fn2`` (same parameters, e.g. a surrogate-gradient twin) the kernel is the asymmetric
-    ``J_fn(x1) J_fn2(x2)^T`` (Jacobian method only)."""
+    ``J_fn(x1) J_fn2(x2)^T`` (Jacobian method only). ``trainable`` (one bool per parameter leaf) restricts
+    the Jacobian to the trainable leaves; ``weights`` (one number per leaf) weights each leaf's term, the
+    kernel ``J diag(w) J^T`` of gradient descent with per-layer learning rates ``eta w``."""
+    if method == "structured":
+        if fn2 is not None:
+            raise E.KernelalgError("ntk_block(fn2=...): the asymmetric kernel needs method='jacobian'. "
+                                   "Fix: pass method='jacobian'.")
+        n = _batch_len(x1)
+        y1 = jax.eval_shape(lambda p: _outputs_2d(fn(p, x1), n), params)
+        return _structured(fn, params, x1, x2, tuple(y1.shape[1:]), trace, trainable, weights)
+    if trainable is not None:
+        full = params
+        fn, params = restrict(fn, full, trainable)
+        fn2 = None if fn2 is None else restrict(fn2, full, trainable)[0]
+        weights = None if weights is None else tuple(w for w, t in zip(weights, trainable) if t)
     n = _batch_len(x1)
     y1 = jax.eval_shape(lambda p: _outputs_2d(fn(p, x1), n), params)
     out_shape = tuple(y1.shape[1:])
@@ -115,12 +157,7 @@ def ntk_block(fn: Callable, params: Any, x1: Any, x2: Any = None, method: str = 
             j2 = jacobians(fn2, params, x1 if x2 is None else x2, vmap_examples)
         else:
             j2 = j1 if x2 is None else jacobians(fn, params, x2, vmap_examples)
-        return _contract(j1, j2, n, m, out_shape, trace)
-    elif method == "structured":
-        if fn2 is not None:
-            raise E.KernelalgError("ntk_block(fn2=...): the asymmetric kernel needs method='jacobian'. "
-                                   "Fix: pass method='jacobian'.")
-        return _structured(fn, params, x1, x2, out_shape, trace)
+        return _contract(j1, j2, n, m, out_shape, trace, weights)
     elif method == "ntvp":
         if fn2 is not None:
             raise E.KernelalgError("ntk_block(fn2=...): the asymmetric kernel needs method='jacobian'. "
@@ -129,8 +166,12 @@ def ntk_block(fn: Callable, params: Any, x1: Any, x2: Any = None, method: str = 
         f1 = (lambda p: _outputs_2d(fn(p, x1), n))
         _, vjp2 = jax.vjp(lambda p: _outputs_2d(fn(p, xb), m), params)
 
+        treedef = jax.tree_util.tree_structure(params)
+
         def column(ct: jax.Array) -> jax.Array:
             (g,) = vjp2(ct)
+            if weights is not None:
+                g = jax.tree_util.tree_unflatten(treedef, [w * a for w, a in zip(weights, jax.tree_util.tree_leaves(g))])
             return jax.jvp(f1, (params,), (g,))[1]
         basis = jnp.eye(m * q, dtype=y1.dtype).reshape((m * q, m) + out_shape)
         cols = jax.vmap(column)(basis).reshape(m * q, n * q)  # row (j, b): J1 J2^T e_(j, b)
@@ -143,8 +184,11 @@ def ntk_block(fn: Callable, params: Any, x1: Any, x2: Any = None, method: str = 
     raise E.KernelalgError(BAD_METHOD.format(method=method))
 
 
-def _structured(fn: Callable, params: Any, x1: Any, x2: Any, out_shape: tuple, trace: bool) -> jax.Array:
-    """J J^T of a Dense/activation chain from layer inputs h and output cotangents g (see the module doc)."""
+def _structured(fn: Callable, params: Any, x1: Any, x2: Any, out_shape: tuple, trace: bool,
+                trainable: tuple | None = None, weights: tuple | None = None) -> jax.Array:
+    """J J^T of a Dense/activation chain from layer inputs h and output cotangents g (see the module doc);
+    ``trainable`` (one bool per parameter leaf) drops the terms of frozen weights and biases, ``weights``
+    (one number per leaf) weights them."""
     twin = getattr(fn, "__self__", None)
     if not isinstance(twin, FiniteNet) or getattr(fn, "__func__", None) is not FiniteNet.apply:
         raise E.KernelalgError(STRUCTURED_NEEDS.format(why=f"fn={fn!r}"))
@@ -179,12 +223,19 @@ def _structured(fn: Callable, params: Any, x1: Any, x2: Any, out_shape: tuple, t
 
     h1, g1 = features(x1)
     h2, g2 = (h1, g1) if x2 is None else features(jnp.asarray(x2))
+    treedef, count = jax.tree_util.tree_structure(params), len(jax.tree_util.tree_leaves(params))
+    weight = [w if t else 0.0 for w, t in zip(weights or (1.0,) * count, trainable or (True,) * count)]
+    weight = jax.tree_util.tree_unflatten(treedef, weight)
     hi = jax.lax.Precision.HIGHEST
     total = 0.0
-    for layer, a, b, ga, gb in zip([c for c, d in zip(twin.chain, dense) if d], h1, h2, g1, g2):
-        p, standard = dict(layer.params), dict(layer.static)["parameterization"] == "standard"
-        cw = 1.0 if standard else p["W_std"] ** 2 / a.shape[-1]
-        cb = 0.0 if p.get("b_std") is None else (1.0 if standard else p["b_std"] ** 2)
+    for layer, wt, a, b, ga, gb in zip([c for c, d in zip(twin.chain, dense) if d],
+                                       [t for t, d in zip(weight, dense) if d], h1, h2, g1, g2):
+        p = dict(layer.params)
+        sc = affine_scales(dict(layer.static), p["W_std"], p.get("b_std"), a.shape[-1], ga.shape[-1])
+        cw = sc.w_mult ** 2 * wt["W"]
+        cb = sc.b_mult ** 2 * wt["b"] if "b" in wt else 0.0
+        if cw == 0.0 and cb == 0.0:
+            continue
         hh = cw * jnp.matmul(a, b.T, precision=hi) + cb
         if trace:
             gg = jnp.einsum("cni,cmi->nm", ga, gb, precision=hi) / k
@@ -196,7 +247,8 @@ def _structured(fn: Callable, params: Any, x1: Any, x2: Any, out_shape: tuple, t
 
 
 def empirical_ntk_fn(fn: Callable, method: str = "jacobian", trace: bool = True,
-                     vmap_examples: bool = True) -> Callable:
+                     vmap_examples: bool = True, trainable: tuple | None = None,
+                     weights: tuple | None = None) -> Callable:
     """A jitted ``ntk(x1, x2, params)`` of ``fn`` (argument order as neural-tangents' ``empirical_ntk_fn``).
 
     Args:
@@ -206,14 +258,19 @@ def empirical_ntk_fn(fn: Callable, method: str = "jacobian", trace: bool = True,
         trace: Average over the output channel axis (neural-tangents' default ``trace_axes=(-1,)``).
         vmap_examples: Per-example Jacobians (assumes examples do not interact, true for every ``ka.finite``
             network); False differentiates the whole batch at once.
+        trainable: One bool per parameter leaf (flattening order): the NTK of the trainable leaves only
+            (None: all leaves).
+        weights: One number per parameter leaf: the kernel ``J diag(weights) J^T`` (None: all 1).
     """
     if method not in METHODS:
         raise E.KernelalgError(BAD_METHOD.format(method=method))
-    return jax.jit(lambda x1, x2, params: ntk_block(fn, params, x1, x2, method, trace, vmap_examples))
+    return jax.jit(lambda x1, x2, params: ntk_block(fn, params, x1, x2, method, trace, vmap_examples,
+                                                    trainable=trainable, weights=weights))
 
 
 def empirical_ntk(fn: Callable, params: Any, x1: Any, x2: Any = None, *, method: str = "jacobian",
-                  trace: bool = True, batch_size: int | None = None, vmap_examples: bool = True) -> jax.Array:
+                  trace: bool = True, batch_size: int | None = None, vmap_examples: bool = True,
+                  trainable: Any = None, weights: Any = None, memory: float = DEFAULT_MEMORY) -> jax.Array:
     """Empirical NTK ``J(x1) J(x2)^T`` of ``fn`` at ``params`` (x2=None: x1), optionally in tiles.
 
     Args:
@@ -221,11 +278,17 @@ def empirical_ntk(fn: Callable, params: Any, x1: Any, x2: Any = None, *, method:
         params: Parameters (any pytree).
         x1: Inputs (N, ...) (or a pytree batch such as ``ka.Sequences``).
         x2: Inputs (M, ...) or None.
-        method: "jacobian", "ntvp" or "structured" (see the module docstring).
+        method: "jacobian", "ntvp", "structured" (see the module docstring) or "auto": the structured route
+            where it applies, else the Jacobian route, in tiles chosen to fit ``memory`` (see :func:`plan_ntk`).
         trace: Average over the output channels (shape (N, M, *spatial, *spatial)); False: full kernel.
         batch_size: Tile size in rows (bounded memory for large N, M); with x2=None only the upper
-            triangle of tiles is computed and mirrored.
+            triangle of tiles is computed and mirrored. None: one block ("auto": planned).
         vmap_examples: See :func:`empirical_ntk_fn`.
+        trainable: Pytree of bools shaped like ``params`` (True = the leaf trains): the NTK of the trainable
+            parameters only. None: all.
+        weights: Pytree of numbers shaped like ``params``: the kernel ``J diag(weights) J^T`` of gradient descent
+            with per-layer learning rates (e.g. ``twin.learning_rate_scales(params, "sgd")``). None: all 1.
+        memory: Working-memory budget in bytes of ``method="auto"``.
 
     Returns:
         The kernel array.
@@ -235,14 +298,24 @@ def empirical_ntk(fn: Callable, params: Any, x1: Any, x2: Any = None, *, method:
         x1, x2 = check_inputs(layout_of(twin.net), x1, x2)
     else:
         x1, x2 = _check_any(x1, "x1"), None if x2 is None else _check_any(x2, "x2")
-    f = _cached_fn(fn, method, trace, vmap_examples)
-    if batch_size is None:
-        return f(x1, x2, params)
-    bs = check_batch_size(batch_size)
+    flags = trainable_flags(params, trainable)
+    wts = None if weights is None else tuple(float(w) for w in jax.tree_util.tree_leaves(weights))
+    if wts is not None and len(wts) != len(jax.tree_util.tree_leaves(params)):
+        raise E.KernelalgError("weights must be a pytree of numbers shaped like the parameters. Fix: e.g. "
+                               "twin.learning_rate_scales(params, 'sgd').")
+    if method == "auto":
+        method, planned = plan_ntk(fn, params, x1, x2, trace, flags, memory)
+        batch_size = planned if batch_size is None else batch_size
+    f = _cached_fn(fn, method, trace, vmap_examples, flags, wts)
+    if batch_size is not None:
+        batch_size = check_batch_size(batch_size)
     n = _batch_len(x1)
     sym = x2 is None
     xb = x1 if sym else x2
     m = _batch_len(xb)
+    if batch_size is None or batch_size >= max(n, m):
+        return f(x1, x2, params)
+    bs = batch_size
     out: dict[str, np.ndarray] = {}
 
     def compute(i: int, j: int) -> dict:
@@ -271,13 +344,14 @@ def _check_any(x: Any, name: str) -> Any:
 _FN_CACHE: dict = {}
 
 
-def _cached_fn(fn: Callable, method: str, trace: bool, vmap_examples: bool) -> Callable:
-    key = (fn, method, trace, vmap_examples)
+def _cached_fn(fn: Callable, method: str, trace: bool, vmap_examples: bool, trainable: tuple | None,
+               weights: tuple | None) -> Callable:
+    key = (fn, method, trace, vmap_examples, trainable, weights)
     hit = _FN_CACHE.get(key)
     if hit is None:
         if len(_FN_CACHE) > 64:
             _FN_CACHE.clear()
-        hit = _FN_CACHE[key] = empirical_ntk_fn(fn, method, trace, vmap_examples)
+        hit = _FN_CACHE[key] = empirical_ntk_fn(fn, method, trace, vmap_examples, trainable, weights)
     return hit
 
 

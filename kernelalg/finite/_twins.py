@@ -33,6 +33,7 @@ import numpy as np
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, as_layer
 from kernelalg.core._inputs import layout_of
+from kernelalg.finite._parametrize import Parametrization, apply_parametrization, as_parametrization
 
 NO_FINITE = ("{layer} has no finite-width twin (its `finite` record is None). Fix: give the layer a finite "
              "sampler (see kernelalg.core._layer.Layer.finite), or build the network from layers that have one.")
@@ -137,6 +138,7 @@ class FiniteNet:
         out_dim: Output width of the readout layer (None when the network has none).
         readout: Index of the readout layer in the top-level chain, or None.
         chain: The top-level chain with the readout width filled in.
+        parametrization: The abc-parametrization overriding the layers' own ("mup", ...), or None.
 
     Example:
         >>> twin = ka.finite(ka.Dense(1.5, 0.1) >> ka.Relu() >> ka.Dense(1.5, 0.1), width=512)  # doctest: +SKIP
@@ -149,6 +151,7 @@ class FiniteNet:
     out_dim: int | None
     readout: int | None
     chain: tuple[Layer, ...]
+    parametrization: Parametrization | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def _parts(self, in_shape: tuple) -> list:
@@ -201,6 +204,28 @@ class FiniteNet:
             x = ap(pr, x)
         return x
 
+    def learning_rate_scales(self, params: list, rule: str | None) -> list | None:
+        """Per-leaf learning-rate factors ``n^{-c}`` of the abc-parametrization for the update ``rule``
+        ("sgd" or "adam"), shaped like ``params``; None when every factor is 1 (see
+        :class:`kernelalg.finite._parametrize.Parametrization`)."""
+        c = None if self.parametrization is None else self.parametrization.lr_exponents(rule)
+        if c is None:
+            return None
+        kinds = ("input", "hidden", "output")
+        out = []
+        for layer, pr in zip(self.chain, params):
+            sc = dict(layer.static).get("scaling")
+            if sc is None:
+                out.append(jax.tree_util.tree_map(lambda a: 1.0, pr))
+                continue
+            fan_in, fan_out = int(np.prod(pr["W"].shape[:-1])), int(pr["W"].shape[-1])
+            n = fan_out if sc.kind == "input" else fan_in
+            entry = {"W": float(n ** -c[kinds.index(sc.kind)])}
+            if "b" in pr:
+                entry["b"] = 1.0 if sc.kind == "output" else float(fan_out ** -c[0])
+            out.append(entry)
+        return out
+
     @property
     def readout_layer(self) -> Layer | None:
         return None if self.readout is None else self.chain[self.readout]
@@ -211,7 +236,8 @@ class FiniteNet:
         return self.readout is not None and self.readout == len(self.chain) - 1 and self.chain[-1].is_feature_affine
 
 
-def finite(net: Layer, width: int, out_dim: int | None = None) -> FiniteNet:
+def finite(net: Layer, width: int, out_dim: int | None = None,
+           parametrization: str | Parametrization | None = None) -> FiniteNet:
     """The finite-width twin of ``net``: a real JAX network with the kernel's parametrization.
 
     Args:
@@ -221,6 +247,10 @@ def finite(net: Layer, width: int, out_dim: int | None = None) -> FiniteNet:
             only by pooling/Flatten/Identity). None: the layer's own ``out_dim``/``out_chan`` if set, else 1.
             An explicit layer setting wins; a different ``out_dim`` here raises. Networks without a readout
             layer keep their own output width and need ``out_dim=None``.
+        parametrization: None (each layer's own "ntk"/"standard"), or an abc-parametrization of the whole
+            network: "standard", "ntk", "mup", "mean_field" or a ``Parametrization`` (width exponents of the
+            input, hidden and output layers' multipliers, initialisations and learning rates; Yang & Hu 2021).
+            Training then applies the learning-rate exponents (``ka.train(..., lr_rule="sgd" | "adam")``).
 
     Returns:
         A :class:`FiniteNet` with ``init(key, input_shape)`` and ``apply(params, x)``.
@@ -236,6 +266,8 @@ def finite(net: Layer, width: int, out_dim: int | None = None) -> FiniteNet:
     if idx is None:
         if out_dim is not None:
             raise E.KernelalgError(NO_READOUT.format(out_dim=out_dim))
+        if parametrization is not None:  # raises: an abc-parametrization needs a readout
+            apply_parametrization(tuple(chain), as_parametrization(parametrization))
         return FiniteNet(net, width, None, None, tuple(chain))
     leaf = chain[idx]
     key = leaf.width_arg
@@ -246,4 +278,7 @@ def finite(net: Layer, width: int, out_dim: int | None = None) -> FiniteNet:
     out = int(own) if own is not None else (out_dim or 1)
     new_leaf = dataclasses.replace(leaf, static=tuple((k, out if k == key else v) for k, v in leaf.static))
     chain = tuple(chain[:idx]) + (new_leaf,) + tuple(chain[idx + 1:])
-    return FiniteNet(net, width, out, idx, chain)
+    if parametrization is None:
+        return FiniteNet(net, width, out, idx, chain)
+    p = as_parametrization(parametrization)
+    return FiniteNet(net, width, out, idx, apply_parametrization(chain, p), p)

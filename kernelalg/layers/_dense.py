@@ -28,7 +28,7 @@ import sympy as sp
 
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, check_std
-from kernelalg.layers._affine import affine_state, check_parameterization
+from kernelalg.layers._affine import Scales, affine_scales, affine_state, check_parameterization
 from kernelalg.core._program import Builder, State, KernelState, flatten_states
 
 
@@ -43,34 +43,33 @@ def _dense_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static:
                         after="Dense", layout=st.layout)
 
 
-def affine_init(key: jax.Array, w_shape: tuple, fan_in: int, w_std: float, b_std: float | None,
-                standard: bool) -> dict:
-    """Parameters of an affine layer (Dense, Conv): unit Gaussians in the NTK parametrization; weights of
-    std W_std/sqrt(fan_in) and biases of std b_std in the standard one; no bias when b_std is None."""
+def affine_init(key: jax.Array, w_shape: tuple, scales: Scales, bias: bool) -> dict:
+    """Parameters of an affine layer (Dense, Conv): W ~ N(0, w_init^2), b ~ N(0, b_init^2) (see
+    :func:`kernelalg.layers._affine.affine_scales`: unit Gaussians in the NTK parametrization; std
+    W_std/sqrt(fan_in) and b_std in the standard one); no bias when the layer has none."""
     kw, kb = jax.random.split(key)
     w = jax.random.normal(kw, w_shape)
-    params = {"W": w * w_std / jnp.sqrt(fan_in) if standard else w}
-    if b_std is not None:
-        bias = jax.random.normal(kb, (w_shape[-1],))
-        params["b"] = bias * b_std if standard else bias
+    params = {"W": w if scales.w_init == 1.0 else w * scales.w_init}
+    if bias:
+        b = jax.random.normal(kb, (w_shape[-1],))
+        params["b"] = b if scales.b_init == 1.0 else b * scales.b_init
     return params
 
 
 def _dense_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
     fan_in = in_shape[-1]
     out = static["out_dim"] or width
-    w_std, b_std = p["W_std"], p.get("b_std")
-    standard = static["parameterization"] == "standard"
+    sc = affine_scales(static, p["W_std"], p.get("b_std"), fan_in, out)
 
     def init(key: jax.Array) -> dict:
-        return affine_init(key, (fan_in, out), fan_in, w_std, b_std, standard)
+        return affine_init(key, (fan_in, out), sc, "b_std" in p)
 
     def apply(params: dict, x: jax.Array) -> jax.Array:
         w = params["W"].astype(x.dtype)
-        y = x @ w if standard else (w_std / jnp.sqrt(fan_in)) * (x @ w)
+        y = x @ w if sc.w_mult == 1.0 else sc.w_mult * (x @ w)
         if "b" in params:
             bias = params["b"].astype(x.dtype)
-            y = y + (bias if standard else b_std * bias)
+            y = y + (bias if sc.b_mult == 1.0 else sc.b_mult * bias)
         return y
 
     return init, apply, in_shape[:-1] + (out,)

@@ -22,7 +22,7 @@ import numpy as np
 from kernelalg.analysis._loss import gd_loss
 from kernelalg.backends._compile import kernel
 from kernelalg.finite._surrogate import surrogate_twins
-from kernelalg.finite._train import gd_scan, mse_loss
+from kernelalg.finite._train import descend, mse_loss
 from kernelalg.layers._dense import Dense
 from kernelalg.layers._surrogate import SurrogateSign
 from kernelalg.papers._common import pyplot, save, sphere_data
@@ -58,7 +58,7 @@ def run(out: Path, quick: bool = False) -> PaperResult:
     pred = gd_loss(ntk, y, lr, steps, nngp=nngp)
     twins = surrogate_twins(_net(None, "erf"), (x.shape[1],), 1024 if quick else 2048)
     xs, ys = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
-    train = jax.jit(lambda p: gd_scan(mse_loss(twins.apply_surrogate, xs, ys), p, lr, steps)[1])
+    train = jax.jit(lambda p: descend(mse_loss(twins.apply_surrogate, xs, ys), p, lr, steps)[1])
     nets = 16
     curves = np.stack([np.asarray(train(twins.init(jax.random.PRNGKey(s))), np.float64) for s in range(nets)])
     mean, se = curves.mean(0), curves.std(0, ddof=1) / math.sqrt(nets)

@@ -23,7 +23,7 @@ import numpy as np
 from kernelalg.analysis._evolution import kernel_distance
 from kernelalg.backends._compile import kernel
 from kernelalg.finite._empirical import empirical_ntk
-from kernelalg.finite._train import gd_scan, mse_loss
+from kernelalg.finite._train import descend, mse_loss
 from kernelalg.finite._twins import finite
 from kernelalg.layers._activations import Relu
 from kernelalg.layers._dense import Dense
@@ -62,7 +62,7 @@ def _train(width: int, x: np.ndarray, y: np.ndarray, lr: float, steps: int, reco
     xs, ys = jnp.asarray(x, jnp.float32), jnp.asarray(np.eye(10)[y], jnp.float32)
     params = twin.init(jax.random.PRNGKey(seed), x.shape[1:])
     loss = mse_loss(twin.apply, xs, ys)
-    segment = jax.jit(gd_scan, static_argnums=(0, 3))
+    segment = jax.jit(descend, static_argnums=(0, 2, 3))
     times = np.unique(np.geomspace(1, steps, records).astype(int))
     ntks, t_prev = [np.asarray(empirical_ntk(twin.apply, params, xs, method="structured"), np.float64)], 0
     for t in times:

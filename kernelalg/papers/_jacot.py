@@ -18,7 +18,7 @@ import numpy as np
 from kernelalg.backends._compile import kernel
 from kernelalg.finite._empirical import empirical_ntk
 from kernelalg.finite._montecarlo import monte_carlo
-from kernelalg.finite._train import gd_scan, mse_loss
+from kernelalg.finite._train import descend, mse_loss
 from kernelalg.finite._twins import finite
 from kernelalg.layers._activations import Relu
 from kernelalg.layers._dense import Dense
@@ -62,7 +62,7 @@ def run(out: Path, quick: bool = False) -> PaperResult:
         for s in range(seeds):
             params = twin.init(jax.random.PRNGKey(100 * w + s), x.shape[1:])
             th0 = np.asarray(empirical_ntk(twin.apply, params, jnp.asarray(x, jnp.float32)), np.float64)
-            params, _ = gd_scan(mse_loss(twin.apply, jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)),
+            params, _ = descend(mse_loss(twin.apply, jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)),
                                 params, lr, steps)
             th1 = np.asarray(empirical_ntk(twin.apply, params, jnp.asarray(x, jnp.float32)), np.float64)
             row.append(np.linalg.norm(th1 - th0) / np.linalg.norm(th0))

@@ -30,7 +30,7 @@ from kernelalg.backends import Arrays
 from kernelalg.core import _errors as E
 from kernelalg.layers.spatial import _grid as S
 from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
-from kernelalg.layers._affine import affine_state, check_parameterization
+from kernelalg.layers._affine import affine_scales, affine_state, check_parameterization
 from kernelalg.layers._dense import affine_init
 from kernelalg.core._layer import Layer, check_std
 from kernelalg.core._program import Builder, KernelState
@@ -102,12 +102,11 @@ def _conv_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tu
                                                     ndim=len(in_shape) - 1, example=(3,) * (len(in_shape) - 1)))
     c_in, out = in_shape[-1], static["out_chan"] or width
     fan_in = c_in * math.prod(filt)
-    w_std, b_std = p["W_std"], p.get("b_std")
-    standard = static["parameterization"] == "standard"
+    sc = affine_scales(static, p["W_std"], p.get("b_std"), fan_in, out)
     dn = _dimension_numbers(k)
 
     def init(key: jax.Array) -> dict:
-        return affine_init(key, tuple(filt) + (c_in, out), fan_in, w_std, b_std, standard)
+        return affine_init(key, tuple(filt) + (c_in, out), sc, "b_std" in p)
 
     def apply(params: dict, x: jax.Array) -> jax.Array:
         x = jnp.asarray(x)
@@ -116,11 +115,11 @@ def _conv_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tu
         w = params["W"].astype(x.dtype)
         y = jax.lax.conv_general_dilated(x, w, strides, "VALID" if padding == "CIRCULAR" else padding,
                                          dimension_numbers=dn, precision=jax.lax.Precision.HIGHEST)
-        if not standard:
-            y = (w_std / math.sqrt(fan_in)) * y
+        if sc.w_mult != 1.0:
+            y = sc.w_mult * y
         if "b" in params:
             bias = params["b"].astype(x.dtype)
-            y = y + (bias if standard else b_std * bias)
+            y = y + (bias if sc.b_mult == 1.0 else sc.b_mult * bias)
         return y
 
     return init, apply, conv_out_shape(in_shape[:-1], filt, strides, padding) + (out,)
