@@ -446,3 +446,20 @@ def test_monte_carlo_finite_width(name: str) -> None:
         rich, se = 2 * e2 - e1, np.sqrt(4 * s2**2 + s1**2)
         tol = 5 * se + np.abs(e1 - e2) / 4
         assert np.all(np.abs(rich - exact)[iu] <= tol[iu]), (which, (rich - exact)[iu], tol[iu])
+
+
+@pytest.mark.parametrize("pool, value", [("gap", 1.0), ("gsp", 16.0), ("avgpool_same", 0.5625**2), ("flatten", 1.0)])
+def test_constant_activation_keeps_the_pixel_grid(pool: str, value: float) -> None:
+    """phi(x) = 1 after a conv layer (regression: a constant kernel lost the pixel-grid shape and crashed the
+    pooling ops). By hand: every feature is 1, so the readout Dense(W_std=1, b_std=0) sees the pooled constant
+    c and K = c^2 for every pair; GAP c = 1, GlobalSumPool over the 2x2 VALID grid c = 4, AvgPool 2x2 SAME
+    without edge normalisation averages 4, 2, 2 and 1 valid cells of 4: c = 2.25 / 4; Flatten c = 1 per pixel
+    (NTK parametrization divides by the fan-in). The NTK is the NNGP (the constant has zero derivative)."""
+    readout = {"gap": ka.GlobalAvgPool(), "gsp": ka.GlobalSumPool(),
+               "avgpool_same": ka.AvgPool((2, 2), (1, 1), "SAME") >> ka.GlobalAvgPool(), "flatten": ka.Flatten()}
+    x = np.random.default_rng(0).normal(size=(3, 3, 3, 2))
+    for act in (ka.Monomial(0), ka.Polynomial([1.0])):
+        net = ka.Conv((2, 2), padding="VALID", b_std=0.0) >> act >> readout[pool] >> ka.Dense(W_std=1.0, b_std=0.0)
+        k = ka.kernel(net, x)
+        np.testing.assert_allclose(np.asarray(k.nngp), value, rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(k.ntk), value, rtol=1e-12)

@@ -14,8 +14,9 @@ import sympy as sp
 from kernelalg.core import _duals
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, check_number, require_gaussian
-from kernelalg.core._program import Builder, KernelState
+from kernelalg.core._program import Assign, Builder, KernelState
 from kernelalg.backends import lower_elementwise  # local import: backends import this package's types
+from kernelalg.backends._structural import Arrays, structural
 
 X = sp.Symbol("x", real=True)
 
@@ -29,9 +30,31 @@ def _activation_kernel(name: str, dual: Callable[..., _duals.Dual], static_args:
         d1 = dual(st.cov1, st.nngp, st.cov2, **kw)
         var2 = d1.Tdiag if st.cov2 == st.cov1 else dual(st.cov2, st.nngp, st.cov1, **kw).Tdiag
         b.require(d1.requires)
-        return KernelState(d1.Tdiag, var2, d1.T, d1.Tdot * st.ntk, gaussian=False, width=st.width,
-                     after=name, layout=st.layout)
+        return keep_shapes(b, st, KernelState(d1.Tdiag, var2, d1.T, d1.Tdot * st.ntk, gaussian=False,
+                                              width=st.width, after=name, layout=st.layout))
     return kernel
+
+
+def _broadcast_like(ops: Arrays, value: Any, like: Any) -> tuple:
+    return (ops.xp.broadcast_to(value, ops.xp.shape(like)).astype(like.dtype),)
+
+
+def keep_shapes(b: Builder, st: KernelState, out: KernelState) -> KernelState:
+    """``out`` with every entry that no longer depends on the input (a constant activation, e.g. Monomial(0):
+    phi(x) = 1) broadcast to the shape of the input entry it replaces, on pixel and time grids (their ops
+    read shapes; dense kernels are broadcast at the end)."""
+    if out.layout == "dense":
+        return out
+    inputs = set().union(*(e.free_symbols for e in st.exprs))
+    exprs = list(out.exprs)
+    for i, (new, old) in enumerate(zip(out.exprs, st.exprs)):
+        # numbers stay numbers where the ops take them (variances, an NTK of 0); a constant grid does not
+        if old.is_Symbol and (i == 2 or not new.is_Number) and not (new.free_symbols & inputs):
+            value = b.fresh("const", real=True)
+            b.program.append(Assign(value, new))
+            b.defined.add(value)
+            exprs[i] = b.emit("BroadcastLike", structural(_broadcast_like), [value, old], 1, stem="c")[0]
+    return out.replace(cov1=exprs[0], cov2=exprs[1], nngp=exprs[2], ntk=exprs[3])
 
 
 def _activation_finite(phi: PhiFn, static_args: Sequence[str]):

@@ -27,7 +27,7 @@ import numpy as np
 import sympy as sp
 
 from kernelalg.core import _errors as E
-from kernelalg.layers._activations import X
+from kernelalg.layers._activations import X, keep_shapes
 from kernelalg.layers._degree import MAX_FORMULA_DEGREE, _fold, degree_bound  # noqa: F401 (re-exported)
 from kernelalg.core._duals import Dual, corr, hermite_weights
 from kernelalg.core._fingerprint import FingerprintError, callable_fingerprint
@@ -343,8 +343,8 @@ def Elementwise(fn: Callable[[Any], Any] | str, name: str | None = None, deg: in
         require_gaussian(st, name)
         b.require([cond(v) for cond in conditions for v in (st.cov1, st.cov2)])
         d1, d2 = dual(st.cov1, st.nngp, st.cov2), dual(st.cov2, st.nngp, st.cov1)
-        return KernelState(d1.Tdiag, d2.Tdiag, d1.T, d1.Tdot * st.ntk, gaussian=False, width=st.width, after=name,
-                     layout=st.layout)
+        return keep_shapes(b, st, KernelState(d1.Tdiag, d2.Tdiag, d1.T, d1.Tdot * st.ntk, gaussian=False,
+                                              width=st.width, after=name, layout=st.layout))
 
     def finite(p: Mapping, static: Mapping, in_shape: tuple, width: int) -> tuple:
         if phi_sym is None:

@@ -136,7 +136,8 @@ def _grid_problem(f: Callable[[np.ndarray], np.ndarray], what: str) -> str | Non
         return NOT_REAL.format(what=what, where=f"[{pts.min():g}, {pts.max():g}] (at least)")
     for a in _GRID[bad]:
         with np.errstate(all="ignore"):
-            near = np.abs(np.asarray(f(a + np.array([-1e-7, 1e-7, -1e-4, 1e-4])), dtype=np.float64))
+            near = np.broadcast_to(np.abs(np.asarray(f(a + np.array([-1e-7, 1e-7, -1e-4, 1e-4])), dtype=np.float64)),
+                                   (4,))  # a constant function may return one number
         if np.isinf(near).all():
             continue  # overflow of fast (exp(c x^2)-like) growth, not a singularity: checked at evaluation
         if not np.all(np.isfinite(near)):
