@@ -115,9 +115,13 @@ def test_repeated_formula_is_built_once() -> None:
 
 
 def test_program_size_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layers that differ in structure are each built symbolically, and their total size is bounded.
+    (Repeated identical layers replay one template, core/_replay.py: their build costs a rename per layer,
+    bounded by the layer-count limit instead.)"""
     monkeypatch.setattr(_program, "MAX_PROGRAM_SIZE", 300)
+    net = ka.serial(*[ka.Dense(1.2, 0.1) >> ka.Polynomial([0.1] * k) for k in range(2, 12)])
     with deadline(), pytest.raises(ka.KernelalgError, match="exceeds 300 operations.*Fix"):
-        ka.symbolic(parse("repeat(Dense(1.2, 0.1) >> Erf(), 40)"))
+        ka.symbolic(net)
 
 
 # ----------------------------------------------------------------------------------------- accepted, exact
