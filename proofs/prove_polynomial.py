@@ -23,7 +23,7 @@ import sympy as sp
 from kernelalg.core import _duals
 from kernelalg.layers._elementwise import exact_dual
 
-from ._common import (S11, S12, S22, U, V, X, Proof, dual_at, gauss2d, standard_claims)
+from ._common import (S11, S12, S22, U, V, X, Proof, dual_at, expect1d, gauss2d, standard_claims)
 
 MOMENT_DEGREE = 5
 MONOMIAL_DEGREE = 6
@@ -81,6 +81,31 @@ def prove_monomial() -> Proof:
     return p
 
 
+HERMITE_DEGREE = 5
+
+
+def prove_hermite() -> Proof:
+    """Hermite(n) = He_n / sqrt(n!): orthonormal under N(0, 1) (so the coefficients are the right ones, read
+    independently of sympy's table through the Gaussian integral), T and Tdot by the Gaussian integral at
+    any variances, and Mehler's form s12^n, n s12^(n-1) at unit variances (neural-tangents' kernel)."""
+    p = Proof("hermite", covers=("hermite", "hermite_coefficients"))
+    polys = [sum((c * X**i for i, c in enumerate(_duals.hermite_coefficients(n))), sp.Integer(0))
+             for n in range(HERMITE_DEGREE + 1)]
+    for n, hn in enumerate(polys):
+        for m in range(n + 1):
+            got = expect1d(sp.expand(hn * polys[m]), X, sp.Integer(1))
+            p.equal(got, 1 if m == n else 0, f"E[h_{n} h_{m}] under N(0, 1) (Gaussian integral)")
+        d = dual_at(_duals.hermite, n)
+        p.equal(gauss2d(_pair(hn)), d.T, f"degree {n}: T == E[phi(u) phi(v)] (Gaussian integral)")
+        dphi = sp.diff(hn, X)
+        p.equal(gauss2d(_pair(dphi)) if dphi != 0 else 0, d.Tdot, f"degree {n}: Tdot == E[phi'(u) phi'(v)]")
+        unit = {S11: 1, S22: 1}
+        p.equal(d.T.subs(unit), S12**n, f"degree {n}, unit variances: T == s12^n (Mehler)")
+        p.equal(d.Tdot.subs(unit), n * S12 ** max(n - 1, 0) if n else 0,
+                f"degree {n}, unit variances: Tdot == n s12^(n-1)")
+    return p
+
+
 ELEMENTWISE_EXAMPLES = (
     X**3 - 2 * X,
     sp.exp(X / 2) * X**2,
@@ -106,7 +131,7 @@ def prove_elementwise_mgf() -> Proof:
 
 
 PROOFS = {"gaussian_moment": prove_moments, "polynomial": prove_polynomial, "monomial": prove_monomial,
-          "elementwise_mgf": prove_elementwise_mgf}
+          "hermite": prove_hermite, "elementwise_mgf": prove_elementwise_mgf}
 
 
 def prove() -> list[Proof]:

@@ -31,7 +31,8 @@ DUAL_PROOFS = {
     "exp": "prove_smooth.exp", "gaussian": "prove_smooth.gaussian", "identity": "prove_smooth.identity",
     "gelu": "prove_gelu.gelu",
     "gaussian_moment": "prove_polynomial.gaussian_moment", "polynomial": "prove_polynomial.polynomial",
-    "monomial": "prove_polynomial.monomial",
+    "monomial": "prove_polynomial.monomial", "hermite": "prove_polynomial.hermite",
+    "hermite_coefficients": "prove_polynomial.hermite",
 }
 
 #: Layers of kernelalg.__all__ (from the activation modules) -> the proof that covers their closed forms.
@@ -41,6 +42,7 @@ LAYER_PROOFS = {
     "Erf": "prove_smooth.erf", "Sin": "prove_smooth.sin", "Cos": "prove_smooth.cos", "Rbf": "prove_smooth.rbf",
     "Exp": "prove_smooth.exp", "Gaussian": "prove_smooth.gaussian", "Gelu": "prove_gelu.gelu",
     "Polynomial": "prove_polynomial.polynomial", "Monomial": "prove_polynomial.monomial",
+    "Hermite": "prove_polynomial.hermite", "Sigmoid_like": "prove_smooth.erf",
     "Elementwise": "prove_polynomial.elementwise_mgf",
     "SurrogateSign": "prove_surrogate.prove", "SurrogateStep": "prove_surrogate.prove",
 }

@@ -56,6 +56,7 @@ ACTIVATIONS = [
     ka.Relu(), ka.LeakyRelu(0.2), ka.ABRelu(-0.5, 1.5), ka.Abs(), ka.Erf(1.3, 0.7, 0.2), ka.Gelu(),
     ka.Sin(1.2, 0.8, 0.3), ka.Cos(0.9, 1.1, -0.4), ka.Sign(), ka.Monomial(3), ka.RectifiedMonomial(2),
     ka.Polynomial([0.1, -0.5, 0.3]), ka.Exp(0.8, 0.4), ka.Gaussian(1.1, -0.6), ka.Rbf(0.7), ka.Identity(),
+    ka.Hermite(4), ka.Sigmoid_like(),
 ]
 SIGMAS = [(1.0, 0.5, 1.0), (0.7, -0.45, 1.6), (1.3, 0.8, 0.95)]  # |rho| <= 0.68: the nested quadrature is reliable
 
@@ -95,6 +96,10 @@ def _forward_expr(layer: ka.Layer) -> sp.Expr:
         return p["a"] * sp.cos(p["b"] * X + p["c"])
     if name == "Monomial":
         return X ** s["degree"]
+    if name == "Hermite":  # numpy's HermiteE coefficients, normalised by sqrt(n!)
+        n = s["degree"]
+        coef = np.polynomial.hermite_e.herme2poly([0] * n + [1]) / math.sqrt(math.factorial(n))
+        return sum(float(c) * X**i for i, c in enumerate(coef))
     if name == "RectifiedMonomial":
         return sp.Max(X, 0) ** s["degree"]
     if name == "Polynomial":

@@ -210,6 +210,20 @@ def monomial(s11: Expr, s12: Expr, s22: Expr, degree: int) -> Dual:
     return polynomial(s11, s12, s22, coef)
 
 
+def hermite_coefficients(degree: int) -> tuple[Expr, ...]:
+    """Coefficients (lowest degree first) of the normalised probabilists' Hermite polynomial
+    He_n(x) / sqrt(n!), orthonormal under N(0, 1)."""
+    x = sp.Dummy("x")
+    poly = sp.Poly(sp.hermite_prob(degree, x), x)
+    return tuple(poly.coeff_monomial(x**i) / sp.sqrt(sp.factorial(degree)) for i in range(degree + 1))
+
+
+def hermite(s11: Expr, s12: Expr, s22: Expr, degree: int) -> Dual:
+    """phi(x) = He_n(x) / sqrt(n!) (neural-tangents' ``stax.Hermite``), exact for any variances; on unit
+    variances T = s12^n and Tdot = n s12^(n-1) (Mehler), the form neural-tangents assumes."""
+    return polynomial(s11, s12, s22, hermite_coefficients(degree))
+
+
 @functools.lru_cache(maxsize=None)
 def _arccos_coefficients(n: int) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]]:
     """J_n(theta) = sum A[a, b] cos^a sin^(2b+1) + (pi - theta) sum B[a, b] cos^a sin^(2b), integers A, B >= 0.

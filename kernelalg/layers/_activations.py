@@ -168,6 +168,24 @@ def Monomial(degree: int) -> Layer:
                       static=(("degree", _check_degree("Monomial", degree)),), static_args=("degree",))
 
 
+def Hermite(degree: int) -> Layer:
+    """He_n(x) / sqrt(n!), the normalised probabilists' Hermite polynomial (degree 0..MAX_DEGREE = 16).
+
+    neural-tangents' ``stax.Hermite``. Its kernel there (c^n) assumes unit-variance pre-activations; here the
+    dual is exact for any variances (the polynomial dual), and equals c^n where the variances are 1.
+    """
+    return activation("Hermite", _duals.hermite,
+                      lambda x, degree: sum((c * x**i for i, c in enumerate(_duals.hermite_coefficients(degree))),
+                                            sp.Integer(0)),
+                      static=(("degree", _check_degree("Hermite", degree)),), static_args=("degree",))
+
+
+def Sigmoid_like() -> Layer:  # noqa: N802 (neural-tangents' name)
+    """0.5 erf(x / 2.4020563531719796) + 0.5, neural-tangents' ``stax.Sigmoid_like``: the erf closest to the
+    logistic sigmoid in squared error on [-5, 5] (an ``Erf`` layer with those a, b, c)."""
+    return Erf(a=0.5, b=1 / 2.4020563531719796, c=0.5)
+
+
 def RectifiedMonomial(degree: int) -> Layer:
     """max(x, 0)^degree (arc-cosine kernel of that degree; degree 0..MAX_DEGREE = 16)."""
     return activation("RectifiedMonomial", _duals.rectified_monomial,

@@ -1,0 +1,60 @@
+"""Generate tests/data/nt_activation_reference.npz: neural-tangents 0.6.5 kernels of stax.Hermite and
+stax.Sigmoid_like networks.
+
+    python benchmarks/make_nt_activation_reference.py    # runs itself in the NT venv (benchmarks/_env/nt)
+
+neural-tangents cannot be imported in kernelalg's environment, so tests/test_nt_activations.py reads its
+outputs from this fixture: ``x1``, ``x2`` (float64 inputs on the sphere of radius sqrt(d), so that the first
+Dense(W_std=1, b_std=0) gives unit-variance pre-activations, which NT's Hermite kernel assumes) and
+``<case>.nngp``, ``<case>.ntk`` of Dense(W_std=1, b_std=0) >> activation >> Dense(W_std=1, b_std=0), for
+case in hermite_0 .. hermite_5 and sigmoid_like.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE.parent / "tests" / "data" / "nt_activation_reference.npz"
+
+
+def _inputs():
+    import numpy as np
+    rng = np.random.default_rng(7)
+    x1, x2 = rng.normal(size=(5, 6)), rng.normal(size=(3, 6))
+    return [x * np.sqrt(6) / np.linalg.norm(x, axis=1, keepdims=True) for x in (x1, x2)]
+
+
+def _generate() -> None:
+    import warnings
+
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np
+    from neural_tangents import stax
+
+    x1, x2 = _inputs()
+    out = {"x1": x1, "x2": x2}
+    cases = {f"hermite_{n}": stax.Hermite(n) for n in range(6)}
+    cases["sigmoid_like"] = stax.Sigmoid_like()
+    for name, act in cases.items():
+        _, _, kernel_fn = stax.serial(stax.Dense(1, W_std=1.0, b_std=0.0), act, stax.Dense(1, W_std=1.0, b_std=0.0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            k = kernel_fn(x1, x2, ("nngp", "ntk"))
+        out[f"{name}.nngp"], out[f"{name}.ntk"] = np.asarray(k.nngp), np.asarray(k.ntk)
+    np.savez(OUT, **out)
+    print(f"wrote {OUT} ({len(cases)} cases)")
+
+
+if __name__ == "__main__":
+    if os.environ.get("KA_NT_CHILD"):
+        _generate()
+    else:
+        sys.path.insert(0, str(HERE))
+        from nt_env import DEFAULT_ENV_DIR
+        python = DEFAULT_ENV_DIR / "bin" / "python"
+        sys.exit(subprocess.run([str(python), __file__], env=dict(os.environ, KA_NT_CHILD="1")).returncode)
