@@ -1,5 +1,5 @@
-"""Generate tests/data/nt_activation_reference.npz: neural-tangents 0.6.5 kernels of stax.Hermite and
-stax.Sigmoid_like networks.
+"""Generate tests/data/nt_activation_reference.npz: neural-tangents 0.6.5 kernels of stax.Hermite,
+stax.Sigmoid_like and stax.Gabor networks.
 
     python benchmarks/make_nt_activation_reference.py    # runs itself in the NT venv (benchmarks/_env/nt)
 
@@ -7,7 +7,7 @@ neural-tangents cannot be imported in kernelalg's environment, so tests/test_nt_
 outputs from this fixture: ``x1``, ``x2`` (float64 inputs on the sphere of radius sqrt(d), so that the first
 Dense(W_std=1, b_std=0) gives unit-variance pre-activations, which NT's Hermite kernel assumes) and
 ``<case>.nngp``, ``<case>.ntk`` of Dense(W_std=1, b_std=0) >> activation >> Dense(W_std=1, b_std=0), for
-case in hermite_0 .. hermite_5 and sigmoid_like.
+case in hermite_0 .. hermite_5, sigmoid_like and gabor.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def _generate() -> None:
     out = {"x1": x1, "x2": x2}
     cases = {f"hermite_{n}": stax.Hermite(n) for n in range(6)}
     cases["sigmoid_like"] = stax.Sigmoid_like()
+    cases["gabor"] = stax.Gabor()
     for name, act in cases.items():
         _, _, kernel_fn = stax.serial(stax.Dense(1, W_std=1.0, b_std=0.0), act, stax.Dense(1, W_std=1.0, b_std=0.0))
         with warnings.catch_warnings():

@@ -63,6 +63,7 @@ ACTIVATIONS: dict[str, Callable[[], st.SearchStrategy[ka.Layer]]] = {
     "Sign": lambda: st.just(ka.Sign()),
     "Monomial": lambda: st.integers(0, 3).map(ka.Monomial),
     "Hermite": lambda: st.integers(0, 4).map(ka.Hermite),
+    "Gabor": lambda: st.just(ka.Gabor()),
     "RectifiedMonomial": lambda: st.integers(0, 2).map(ka.RectifiedMonomial),
     "Polynomial": lambda: st.lists(_f(-1.0, 1.0), min_size=1, max_size=4).map(ka.Polynomial),
     "Exp": lambda: st.tuples(_f(0.3, 1.0), _f(-0.5, 0.5)).map(lambda p: ka.Exp(*p)),

@@ -134,6 +134,28 @@ def prove_gaussian() -> Proof:
     return p
 
 
+def gabor_phi(x: sp.Expr) -> sp.Expr:
+    return sp.exp(-x**2) * sp.sin(x)
+
+
+def prove_gabor() -> Proof:
+    """exp(-x^2) sin(x): T and Tdot by the Gaussian integral, Price, the diagonal, and neural-tangents' form."""
+    p = Proof("gabor", covers=("gabor",))
+    d = dual_at(_duals.gabor)
+    phi = gabor_phi(X)
+    p.equal(gauss2d(_pair(phi, exp_form=True), complex_b=True), d.T, "T == E[phi(u) phi(v)] (Gaussian integral)")
+    # Tdot by Price's theorem, E[phi'(u) phi'(v)] = dE[phi(u) phi(v)]/ds12 (the direct Gaussian integral of
+    # phi'(u) phi'(v) holds too, numerically, but takes minutes to simplify symbolically)
+    p.equal(sp.diff(d.T, S12), d.Tdot, "Price: dT/ds12 == Tdot")
+    p.equal(d.Tdiag, d.T.subs({S12: S11, S22: S11}), "Tdiag == T(s, s, s)")
+    # neural-tangents 0.6.5 (stax.Gabor): exp_left (exp_right - 1) / (2 sqrt(denom))
+    diff = 4 * (S11 * S22 - S12**2)
+    denom = 2 * (S11 + S22) + diff + 1
+    nt = sp.exp(-(S11 + S22 + diff + 2 * S12) / (2 * denom)) * (sp.exp(2 * S12 / denom) - 1) / (2 * sp.sqrt(denom))
+    p.equal(d.T, nt, "T == neural-tangents' formula")
+    return p
+
+
 def prove_identity() -> Proof:
     p = Proof("identity", covers=("identity",))
     d = dual_at(_duals.identity)
@@ -143,7 +165,7 @@ def prove_identity() -> Proof:
 
 
 PROOFS = {"erf": prove_erf, "sin": prove_sin, "cos": prove_cos, "rbf": prove_rbf, "exp": prove_exp,
-          "gaussian": prove_gaussian, "identity": prove_identity}
+          "gaussian": prove_gaussian, "gabor": prove_gabor, "identity": prove_identity}
 
 
 def prove() -> list[Proof]:

@@ -56,7 +56,7 @@ ACTIVATIONS = [
     ka.Relu(), ka.LeakyRelu(0.2), ka.ABRelu(-0.5, 1.5), ka.Abs(), ka.Erf(1.3, 0.7, 0.2), ka.Gelu(),
     ka.Sin(1.2, 0.8, 0.3), ka.Cos(0.9, 1.1, -0.4), ka.Sign(), ka.Monomial(3), ka.RectifiedMonomial(2),
     ka.Polynomial([0.1, -0.5, 0.3]), ka.Exp(0.8, 0.4), ka.Gaussian(1.1, -0.6), ka.Rbf(0.7), ka.Identity(),
-    ka.Hermite(4), ka.Sigmoid_like(),
+    ka.Hermite(4), ka.Sigmoid_like(), ka.Gabor(),
 ]
 SIGMAS = [(1.0, 0.5, 1.0), (0.7, -0.45, 1.6), (1.3, 0.8, 0.95)]  # |rho| <= 0.68: the nested quadrature is reliable
 
@@ -77,7 +77,7 @@ def _phi(layer: ka.Layer, derivative: bool = False):
 def _forward_expr(layer: ka.Layer) -> sp.Expr:
     table = {
         "Relu": sp.Max(X, 0), "Abs": sp.Abs(X), "Gelu": X / 2 * (1 + sp.erf(X / sp.sqrt(2))), "Sign": sp.sign(X),
-        "Identity": X,
+        "Identity": X, "Gabor": sp.exp(-X**2) * sp.sin(X),
     }
     p = dict(layer.params)
     s = dict(layer.static)

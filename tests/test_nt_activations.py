@@ -1,4 +1,4 @@
-"""neural-tangents' Hermite and Sigmoid_like: kernels against neural-tangents 0.6.5's own outputs (stored in
+"""neural-tangents' Hermite, Sigmoid_like and Gabor: kernels against neural-tangents 0.6.5's own outputs (stored in
 tests/data/nt_activation_reference.npz by benchmarks/make_nt_activation_reference.py, float64), and Hermite off
 unit variance, where neural-tangents' formula (c^n, which assumes unit-variance pre-activations) does not hold,
 against Monte Carlo."""
@@ -16,7 +16,10 @@ NT = np.load(Path(__file__).resolve().parent / "data" / "nt_activation_reference
 
 
 def _net(name: str) -> ka.Layer:
-    act = ka.Sigmoid_like() if name == "sigmoid_like" else ka.Hermite(int(name.split("_")[1]))
+    if name in ("sigmoid_like", "gabor"):
+        act = ka.Sigmoid_like() if name == "sigmoid_like" else ka.Gabor()
+    else:
+        act = ka.Hermite(int(name.split("_")[1]))
     return ka.Dense(1.0, 0.0) >> act >> ka.Dense(1.0, 0.0)
 
 

@@ -144,6 +144,23 @@ def gaussian(s11: Expr, s12: Expr, s22: Expr, a: Expr, b: Expr) -> Dual:
                 ((1 - 4 * b * s11, GAUSSIAN_DIVERGES), (1 - 4 * b * s22, GAUSSIAN_DIVERGES)))
 
 
+def gabor(s11: Expr, s12: Expr, s22: Expr) -> Dual:
+    """phi(x) = exp(-x^2) sin(x) (neural-tangents' ``stax.Gabor``).
+
+    With sin u sin v = (cos(u - v) - cos(u + v)) / 2 and E[exp(-|z|^2 + i w.z)] = D^(-1/2) exp(-w.M w / 2),
+    M = Sigma (I + 2 Sigma)^(-1): T = D^(-1/2) exp(-(s11 + s22 + 2 d) / (2 D)) sinh(s12 / D), with
+    d = 2 (s11 s22 - s12^2) and D = det(I + 2 Sigma) = 1 + 2 (s11 + s22) + 2 d >= 1 (no singularity at
+    |rho| = 1); Tdot = dT/ds12 (Price's theorem).
+    """
+    c = sp.Dummy("s12", real=True)
+    d = 2 * (s11 * s22 - c**2)
+    det = 1 + 2 * (s11 + s22) + 2 * d
+    t = sp.exp(-(s11 + s22 + 2 * d) / (2 * det)) * sp.sinh(c / det) / sp.sqrt(det)
+    tdot = sp.diff(t, c)
+    r = 1 + 4 * s11
+    return Dual(t.xreplace({c: s12}), tdot.xreplace({c: s12}), sp.exp(-s11 / r) * sp.sinh(s11 / r) / sp.sqrt(r))
+
+
 def rbf(s11: Expr, s12: Expr, s22: Expr, gamma: Expr) -> Dual:
     """phi(x) = sqrt(2) sin(sqrt(2 gamma) x + pi/4), whose dual is the RBF kernel (neural-tangents' Rbf)."""
     t = sp.exp(-gamma * sqdist(s11, s12, s22))

@@ -180,6 +180,11 @@ def Hermite(degree: int) -> Layer:
                       static=(("degree", _check_degree("Hermite", degree)),), static_args=("degree",))
 
 
+def Gabor() -> Layer:
+    """exp(-x^2) sin(x), neural-tangents' ``stax.Gabor`` (closed-form dual, finite at every correlation)."""
+    return activation("Gabor", _duals.gabor, lambda x: sp.exp(-x**2) * sp.sin(x))
+
+
 def Sigmoid_like() -> Layer:  # noqa: N802 (neural-tangents' name)
     """0.5 erf(x / 2.4020563531719796) + 0.5, neural-tangents' ``stax.Sigmoid_like``: the erf closest to the
     logistic sigmoid in squared error on [-5, 5] (an ``Erf`` layer with those a, b, c)."""
