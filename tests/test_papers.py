@@ -34,3 +34,11 @@ def test_papers_command_writes_the_table(tmp_path: Path, capsys: pytest.CaptureF
 def test_unknown_paper_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["papers", "nosuchpaper", "--out", str(tmp_path / "g")]) == 2
     assert "Unknown paper check 'nosuchpaper'" in capsys.readouterr().err
+
+
+def test_every_check_has_its_example_script() -> None:
+    """examples/papers/<name>.py exists for every check and runs that check (the table says so)."""
+    root = Path(__file__).resolve().parent.parent / "examples" / "papers"
+    for name in names():
+        text = (root / f"{name}.py").read_text()
+        assert f'"papers", "{name}"' in text, name
