@@ -18,7 +18,7 @@ from kernelalg.layers._dense import Dense, FanInConcat, FanInProd, FanInSum, Fan
 from kernelalg.layers._elementwise import Elementwise
 from kernelalg.core._errors import (DivergentKernelError, InputError, KernelalgError, LayerOrderError, LoweringError,
                                    NotRepresentableError, PrecisionWarning)
-from kernelalg.core._layer import Layer, parallel, serial
+from kernelalg.core._layer import Layer, parallel, repeat, serial
 from kernelalg.core._program import C, D, ID1, ID2, Q1, Q2
 from kernelalg.core._symbolic import SymbolicKernel, symbolic
 from kernelalg.layers.recurrent._recurrent import Recurrent, recurrent_step_map
@@ -52,7 +52,7 @@ __all__ = [
     # layers
     "ABRelu", "Abs", "Cos", "Dense", "Elementwise", "Erf", "Exp", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Gaussian", "Gelu", "Identity",
     "LeakyRelu", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "Relu", "Sign", "Sin", "activation",
-    "parallel", "serial", "Layer",
+    "parallel", "repeat", "serial", "Layer",
     # convolutional
     "Conv", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
     # attention, normalization, dropout

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import sympy as sp
 
 from kernelalg.core import _errors as E
@@ -261,6 +262,32 @@ def serial(*layers: Layer) -> Layer:
     for layer in map(as_layer, layers):
         flat.extend(layer.children if layer.is_serial else (layer,))
     return Layer("serial", children=tuple(flat), combine=_serial_combine, role="combinator")
+
+
+#: Most layers ``repeat`` builds (the architecture language's limit too).
+MAX_REPEATED_LAYERS = 10_000
+
+
+def repeat(layer: Layer, n: int) -> Layer:
+    """``layer`` applied ``n`` times in sequence: ``serial(*[layer] * n)`` (neural-tangents' ``stax.repeat``).
+
+    Unlike neural-tangents, no separate loop is needed for speed: identical blocks of a serial network are
+    already one ``lax.scan`` (dense) or replayed layer templates (conv), so the symbolic build and the compile
+    time do not grow with ``n``. Each repetition has its own hyperparameter symbols and, in the finite twin,
+    its own weights (as in neural-tangents).
+
+    Raises:
+        KernelalgError: ``n`` is not an integer >= 1, or the result would exceed MAX_REPEATED_LAYERS layers.
+    """
+    layer = as_layer(layer)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise E.KernelalgError(f"repeat: n must be an integer >= 1, got {n!r}. Fix: e.g. "
+                               "repeat(Dense(1.5) >> Relu(), 3).")
+    total = len(layer.leaves()) * int(n)
+    if total > MAX_REPEATED_LAYERS:
+        raise E.KernelalgError(f"repeat: {int(n)} x {len(layer.leaves())} layers = {total} exceeds "
+                               f"{MAX_REPEATED_LAYERS}. Fix: use fewer repetitions or a smaller block.")
+    return serial(*([layer] * int(n)))
 
 
 def parallel(*layers: Layer) -> Layer:
