@@ -1,5 +1,5 @@
 """Generate tests/data/nt_activation_reference.npz: neural-tangents 0.6.5 kernels of stax.Hermite,
-stax.Sigmoid_like and stax.Gabor networks.
+stax.Sigmoid_like, stax.Gabor and stax.ExpNormalized networks.
 
     python benchmarks/make_nt_activation_reference.py    # runs itself in the NT venv (benchmarks/_env/nt)
 
@@ -7,7 +7,8 @@ neural-tangents cannot be imported in kernelalg's environment, so tests/test_nt_
 outputs from this fixture: ``x1``, ``x2`` (float64 inputs on the sphere of radius sqrt(d), so that the first
 Dense(W_std=1, b_std=0) gives unit-variance pre-activations, which NT's Hermite kernel assumes) and
 ``<case>.nngp``, ``<case>.ntk`` of Dense(W_std=1, b_std=0) >> activation >> Dense(W_std=1, b_std=0), for
-case in hermite_0 .. hermite_5, sigmoid_like and gabor.
+case in hermite_0 .. hermite_5, sigmoid_like, gabor, expnormalized_a (gamma 0.7, shift -0.5) and
+expnormalized_b (gamma 1, shift -1).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def _generate() -> None:
     cases = {f"hermite_{n}": stax.Hermite(n) for n in range(6)}
     cases["sigmoid_like"] = stax.Sigmoid_like()
     cases["gabor"] = stax.Gabor()
+    cases["expnormalized_a"] = stax.ExpNormalized(gamma=0.7, shift=-0.5)
+    cases["expnormalized_b"] = stax.ExpNormalized(gamma=1.0, shift=-1.0)
     for name, act in cases.items():
         _, _, kernel_fn = stax.serial(stax.Dense(1, W_std=1.0, b_std=0.0), act, stax.Dense(1, W_std=1.0, b_std=0.0))
         with warnings.catch_warnings():

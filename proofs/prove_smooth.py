@@ -156,6 +156,24 @@ def prove_gabor() -> Proof:
     return p
 
 
+def prove_exp_normalized() -> Proof:
+    """ExpNormalized: T / (sqrt(s11 s22) exp(gamma (1 + shift))) is the (proven) sin dual of
+    sqrt(2) sin(sqrt(gamma) u + pi/4) at unit variances and correlation rho (the finite twin's activation),
+    Tdot == dT/ds12, the diagonal, and neural-tangents' form."""
+    p = Proof("exp_normalized", covers=("exp_normalized",))
+    g, sh, rho = sp.Symbol("gamma", positive=True), sp.Symbol("shift", real=True), sp.Symbol("rho", real=True)
+    d = dual_at(_duals.exp_normalized, g, sh)
+    unit = _duals.sin(sp.Integer(1), rho, sp.Integer(1), sp.sqrt(2), sp.sqrt(g), sp.pi / 4)
+    on_rho = sp.expand_power_base(_duals.plain(d.T).subs(S12, rho * sp.sqrt(S11) * sp.sqrt(S22)), force=True)
+    p.equal(on_rho / (sp.sqrt(S11) * sp.sqrt(S22) * sp.exp(g * (1 + sh))), _duals.plain(unit.T),
+            "T == sqrt(s11 s22) exp(gamma (1 + shift)) x sin dual (unit variances)")
+    p.equal(sp.diff(_duals.plain(d.T), S12), _duals.plain(d.Tdot), "Tdot == dT/ds12")
+    p.equal(_duals.plain(d.Tdiag), _duals.plain(d.T).subs({S12: S11, S22: S11}), "Tdiag == T(s, s, s)")
+    nt = sp.sqrt(S11 * S22) * sp.exp(g * (S12 / sp.sqrt(S11 * S22) + sh))
+    p.equal(_duals.plain(d.T), nt, "T == neural-tangents' formula")
+    return p
+
+
 def prove_identity() -> Proof:
     p = Proof("identity", covers=("identity",))
     d = dual_at(_duals.identity)
@@ -165,7 +183,8 @@ def prove_identity() -> Proof:
 
 
 PROOFS = {"erf": prove_erf, "sin": prove_sin, "cos": prove_cos, "rbf": prove_rbf, "exp": prove_exp,
-          "gaussian": prove_gaussian, "gabor": prove_gabor, "identity": prove_identity}
+          "gaussian": prove_gaussian, "gabor": prove_gabor, "exp_normalized": prove_exp_normalized,
+          "identity": prove_identity}
 
 
 def prove() -> list[Proof]:

@@ -29,7 +29,7 @@ DUAL_PROOFS = {
     "rectified_monomial": "prove_arccos.rectified_monomial",
     "erf": "prove_smooth.erf", "sin": "prove_smooth.sin", "cos": "prove_smooth.cos", "rbf": "prove_smooth.rbf",
     "exp": "prove_smooth.exp", "gaussian": "prove_smooth.gaussian", "identity": "prove_smooth.identity",
-    "gabor": "prove_smooth.gabor",
+    "gabor": "prove_smooth.gabor", "exp_normalized": "prove_smooth.exp_normalized",
     "gelu": "prove_gelu.gelu",
     "gaussian_moment": "prove_polynomial.gaussian_moment", "polynomial": "prove_polynomial.polynomial",
     "monomial": "prove_polynomial.monomial", "hermite": "prove_polynomial.hermite",
@@ -44,6 +44,7 @@ LAYER_PROOFS = {
     "Exp": "prove_smooth.exp", "Gaussian": "prove_smooth.gaussian", "Gelu": "prove_gelu.gelu",
     "Polynomial": "prove_polynomial.polynomial", "Monomial": "prove_polynomial.monomial",
     "Hermite": "prove_polynomial.hermite", "Sigmoid_like": "prove_smooth.erf", "Gabor": "prove_smooth.gabor",
+    "ExpNormalized": "prove_smooth.exp_normalized",
     "Elementwise": "prove_polynomial.elementwise_mgf",
     "SurrogateSign": "prove_surrogate.prove", "SurrogateStep": "prove_surrogate.prove",
 }

@@ -102,6 +102,9 @@ WIRING = {
     "Monomial": ({"degree": 3}, lambda p: _duals.monomial(S11, S12, S22, 3), lambda x, p: x**3),
     "Hermite": ({"degree": 3}, lambda p: _duals.hermite(S11, S12, S22, 3), lambda x, p: (x**3 - 3 * x) / sp.sqrt(6)),
     "Gabor": ({}, lambda p: _duals.gabor(S11, S12, S22), lambda x, p: sp.exp(-x**2) * sp.sin(x)),
+    # not elementwise (its twin normalizes over channels): the kernel wiring only
+    "ExpNormalized": ({"gamma": 0.7, "shift": -0.5},
+                      lambda p: _duals.exp_normalized(S11, S12, S22, p["gamma"], p["shift"]), None),
     # neural-tangents' constant, written independently of the layer
     "Sigmoid_like": ({}, lambda p: _duals.erf(S11, S12, S22, p["a"], p["b"], p["c"]),
                      lambda x, p: sp.erf(x / sp.Float("2.4020563531719796")) / 2 + sp.Rational(1, 2)),

@@ -161,6 +161,16 @@ def gabor(s11: Expr, s12: Expr, s22: Expr) -> Dual:
     return Dual(t.xreplace({c: s12}), tdot.xreplace({c: s12}), sp.exp(-s11 / r) * sp.sinh(s11 / r) / sp.sqrt(r))
 
 
+def exp_normalized(s11: Expr, s12: Expr, s22: Expr, gamma: Expr, shift: Expr) -> Dual:
+    """neural-tangents' ``stax.ExpNormalized`` (the "Gaussian normalized kernel" of Shankar et al. 2020):
+    T = sqrt(s11 s22) exp(gamma (rho + shift)), Tdot = dT/ds12 = gamma exp(gamma (rho + shift)),
+    Tdiag = s11 exp(gamma (1 + shift)). A network realizing it: normalize each position's pre-activations to unit
+    variance, apply sqrt(2) sin(sqrt(gamma) x + pi/4) (E = exp(gamma (rho - 1)) at unit variances), rescale by
+    the norm and exp(gamma (1 + shift) / 2) (``layers/_normalization.py``)."""
+    e = sp.exp(gamma * (corr(s11, s12, s22) + shift))
+    return Dual(sp.sqrt(s11) * sp.sqrt(s22) * e, gamma * e, s11 * sp.exp(gamma * (1 + shift)))
+
+
 def rbf(s11: Expr, s12: Expr, s22: Expr, gamma: Expr) -> Dual:
     """phi(x) = sqrt(2) sin(sqrt(2 gamma) x + pi/4), whose dual is the RBF kernel (neural-tangents' Rbf)."""
     t = sp.exp(-gamma * sqdist(s11, s12, s22))

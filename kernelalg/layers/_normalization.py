@@ -39,7 +39,9 @@ import sympy as sp
 
 from kernelalg.backends import Arrays, structural
 from kernelalg.core import _errors as E
+from kernelalg.core import _duals
 from kernelalg.core._layer import Layer, check_number, check_std, require_gaussian
+from kernelalg.layers._activations import _activation_kernel
 from kernelalg.core._program import ID1, ID2, Builder, KernelState
 from kernelalg.layers.recurrent._sequences import SequenceState
 from kernelalg.layers.spatial._grid import SAME_GRID, SpatialState
@@ -169,6 +171,40 @@ def LayerNorm(axis: Any = -1, eps: float = 1e-12) -> Layer:
     return Layer("LayerNorm", _layernorm_kernel, (("eps", check_std("LayerNorm", "eps", eps)),),
                  (("axis", _check_axis(axis)),), _layernorm_finite,
                  role="normalization")
+
+
+# --------------------------------------------------------------------------------------- ExpNormalized
+
+
+def _expnorm_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
+    gamma, shift = p["gamma"], p["shift"]
+
+    def apply(params: dict, x: jax.Array) -> jax.Array:
+        q = jnp.mean(x * x, axis=-1, keepdims=True)  # each position's variance over the channels
+        r = jnp.sqrt(q)
+        u = x / jnp.where(r > 0, r, 1.0)
+        return r * np.exp(gamma * (1 + shift) / 2) * np.sqrt(2) * jnp.sin(np.sqrt(gamma) * u + np.pi / 4)
+
+    return (lambda key: {}), apply, in_shape
+
+
+def ExpNormalized(gamma: float = 1.0, shift: float = -1.0) -> Layer:
+    """The "Gaussian normalized kernel" (neural-tangents' ``stax.ExpNormalized``, Shankar et al. 2020):
+    K <- sqrt(K(x, x) K(x', x')) exp(gamma (rho + shift)), Theta <- gamma exp(gamma (rho + shift)) Theta.
+
+    neural-tangents has no finite network for it; here the twin normalizes each position's pre-activations
+    over the channels, applies sqrt(2) sin(sqrt(gamma) u + pi/4) (whose dual at unit variances is
+    exp(gamma (rho - 1))) and rescales by the norm and exp(gamma (1 + shift) / 2), so Monte Carlo checks it.
+    (NT's ``do_clip`` is not needed: rho is computed clipped.)
+
+    Args:
+        gamma: Exponent scale (>= 0).
+        shift: Shift of the normalized covariance.
+    """
+    params = (("gamma", check_std("ExpNormalized", "gamma", gamma)), ("shift", check_number("ExpNormalized", "shift",
+                                                                                             shift)))
+    return Layer("ExpNormalized", _activation_kernel("ExpNormalized", _duals.exp_normalized, ()), params,
+                 finite=_expnorm_finite, role="activation")
 
 
 # --------------------------------------------------------------------------------------------- Dropout
