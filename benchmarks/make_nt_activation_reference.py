@@ -13,8 +13,6 @@ expnormalized_b (gamma 1, shift -1).
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,7 +27,7 @@ def _inputs():
     return [x * np.sqrt(6) / np.linalg.norm(x, axis=1, keepdims=True) for x in (x1, x2)]
 
 
-def _generate() -> None:
+def _worker(out_path: str) -> None:
     import warnings
 
     import jax
@@ -50,15 +48,19 @@ def _generate() -> None:
             warnings.simplefilter("ignore")
             k = kernel_fn(x1, x2, ("nngp", "ntk"))
         out[f"{name}.nngp"], out[f"{name}.ntk"] = np.asarray(k.nngp), np.asarray(k.ntk)
-    np.savez(OUT, **out)
-    print(f"wrote {OUT} ({len(cases)} cases)")
+    np.savez(out_path, **out)
+
+
+def main() -> int:
+    if len(sys.argv) > 2 and sys.argv[1] == "--worker":
+        _worker(sys.argv[2])
+        return 0
+    sys.path.insert(0, str(HERE))
+    from nt_env import run_worker
+    run_worker(Path(__file__).resolve(), OUT)
+    print(OUT)
+    return 0
 
 
 if __name__ == "__main__":
-    if os.environ.get("KA_NT_CHILD"):
-        _generate()
-    else:
-        sys.path.insert(0, str(HERE))
-        from nt_env import DEFAULT_ENV_DIR
-        python = DEFAULT_ENV_DIR / "bin" / "python"
-        sys.exit(subprocess.run([str(python), __file__], env=dict(os.environ, KA_NT_CHILD="1")).returncode)
+    sys.exit(main())

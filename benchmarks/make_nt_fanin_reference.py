@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -103,14 +102,8 @@ def main() -> int:
         _worker(sys.argv[2])
         return 0
     sys.path.insert(0, str(HERE))
-    from nt_env import DEFAULT_ENV_DIR, _clean_env, ensure_nt_env, venv_python
-    py = venv_python(DEFAULT_ENV_DIR)
-    if not py.exists():
-        py = ensure_nt_env(quiet=True)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    env = _clean_env()
-    env.update(TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
-    subprocess.run([str(py), str(Path(__file__).resolve()), "--worker", str(OUT)], check=True, env=env)
+    from nt_env import run_worker
+    run_worker(Path(__file__).resolve(), OUT)
     print(OUT)
     return 0
 

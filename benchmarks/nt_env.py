@@ -114,6 +114,18 @@ def ensure_nt_env(env_dir: Path | str = DEFAULT_ENV_DIR, *, force: bool = False,
     return py
 
 
+def run_worker(script: Path | str, out: Path | str, python: Path | str | None = None) -> None:
+    """Run ``script --worker OUT`` with ``python`` (default: the neural-tangents venv's, created if missing),
+    on the CPU: the one way the ``make_nt_*_reference.py`` scripts reach neural-tangents."""
+    py = Path(python) if python else venv_python(DEFAULT_ENV_DIR)
+    if not py.exists():
+        py = ensure_nt_env(quiet=True)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    env = _clean_env()
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
+    subprocess.run([str(py), str(script), "--worker", str(out)], check=True, env=env)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--env-dir", default=str(DEFAULT_ENV_DIR))
