@@ -172,3 +172,18 @@ def test_efcn_ntk_at_init_is_not_the_cnns() -> None:
     # the eFCN's kernel is neither the CNN's nor that of a fully connected net of its shape
     assert np.max(np.abs((np.array(fc_k).mean(0) - cntk) / se)[iu]) > 10
     assert np.max(np.abs((np.array(fc_k).mean(0) - dense) / se)[iu]) > 10
+
+
+@pytest.mark.slow
+def test_cnn_to_efcn_example_quick(capsys: pytest.CaptureFixture) -> None:
+    """examples/cnn_to_efcn.py --quick runs end to end; every model beats chance (0.1) on held-out digits.
+    (The same experiment runs in the default suite through the gallery's quick check, tests/test_papers.py.)"""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "examples" / "cnn_to_efcn.py"
+    spec = importlib.util.spec_from_file_location("cnn_to_efcn", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    acc = mod.main(["--quick"])
+    assert set(acc) == {"cnn", "cnn_tw", "efcn", "fcn"} and all(a > 0.2 for a in acc.values()), acc
+    assert "eFCN (CNN at t_w, then FC)" in capsys.readouterr().out
