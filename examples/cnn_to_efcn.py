@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
         v = np.array([getattr(r, f) for r in runs])
         out[f] = float(v.mean())
         print(f"  {label:<30} test accuracy {v.mean():.3f}  (per seed {', '.join(f'{a:.3f}' for a in v)})")
-    print(f"  eFCN weight norm off the stencil after training: {np.mean([r.off_stencil for r in runs]):.2e} (squared fraction)")
+    off = np.mean([r.off_stencil for r in runs])
+    print(f"  eFCN weight off the stencil after training: {off:.2e} of the squared norm")
     for name, value in runs[0].ntk.items():
         print(f"  {name:<32} {value:.4f}")
     print(f"[{time.perf_counter() - t0:.0f} s]")

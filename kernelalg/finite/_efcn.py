@@ -64,7 +64,8 @@ ABC_PARAMETRIZATION = ("efcn: the twin has an abc-parametrization ({name}); the 
                        "parametrization=), or give the layers parameterization='standard'.")
 TRAILING_LINEAR = ("efcn: {layer} follows the last activation with no affine layer after it, so there is no dense "
                    "layer to fold its linear map into. Fix: end the CNN with a readout, e.g. "
-                   ">> ka.Flatten() >> ka.Dense(1.0, out_dim=10), or >> ka.Conv(..., out_chan=10) >> ka.GlobalAvgPool().")
+                   ">> ka.Flatten() >> ka.Dense(1.0, out_dim=10), or >> ka.Conv(..., out_chan=10) "
+                   ">> ka.GlobalAvgPool().")
 NO_AFFINE = ("efcn: the network has no Conv or Dense layer, so it has no fully connected equivalent to build. "
              "Fix: pass the twin of a CNN such as Conv >> Relu >> Flatten >> Dense.")
 LINEAR_BETWEEN_ACTIVATIONS = ("efcn: {layer} comes between two activations with no affine layer to fold its linear map "
@@ -218,8 +219,10 @@ def efcn(twin: FiniteNet, params: list, input_shape: Any) -> EquivalentFCN:
         float rounding (see the module docstring for the parametrization).
 
     Example:
-        >>> cnn = ka.finite(ka.Conv((3, 3), padding="SAME") >> ka.Relu() >> ka.Flatten() >> ka.Dense(), 16)  # doctest: +SKIP
-        >>> p = cnn.init(0, (8, 8, 1)); fc = efcn(cnn, p, (8, 8, 1)); fc(x) - cnn.apply(p, x)  # ~ 1e-16
+        >>> net = ka.Conv((3, 3), padding="SAME") >> ka.Relu() >> ka.Flatten() >> ka.Dense()  # doctest: +SKIP
+        >>> cnn = ka.finite(net, 16)  # doctest: +SKIP
+        >>> p = cnn.init(0, (8, 8, 1)); fc = efcn(cnn, p, (8, 8, 1))  # doctest: +SKIP
+        >>> fc(x) - cnn.apply(p, x)  # ~ 1e-16 relative in float64  # doctest: +SKIP
     """
     if not isinstance(twin, FiniteNet):
         raise E.KernelalgError(NOT_A_TWIN.format(got=type(twin).__name__))
