@@ -39,6 +39,7 @@ from kernelalg.finite._sharpness import SharpnessLimit, verify_sharpness_limit
 from kernelalg.finite._hessian import TopEigen, hessian_eigenvalues, ntk_eigenvalues
 from kernelalg.finite._linearize import linearize, taylor_expand
 from kernelalg.finite._trainer import Trace, TrainRun, train
+from kernelalg.finite._efcn import EquivalentFCN, efcn
 from kernelalg.finite._parametrize import FeatureLearningError, Parametrization, Regime, limit_kernel, regime
 from kernelalg import analysis  # ka.analysis: spectra, decay, loss asymptotics, dynamics
 from kernelalg.scale._gram import GramPlan, gram, plan_gram
@@ -67,7 +68,7 @@ __all__ = [
     "convergence", "Convergence", "SpreadFit", "verify", "Verification", "Decorrelated",
     # training beyond the lazy regime
     "linearize", "taylor_expand", "train", "TrainRun", "Trace", "hessian_eigenvalues", "ntk_eigenvalues", "TopEigen",
-    "Parametrization", "regime", "Regime", "limit_kernel",
+    "Parametrization", "regime", "Regime", "limit_kernel", "efcn", "EquivalentFCN",
     # kernels
     "symbolic", "SymbolicKernel", "parse", "compile", "CompiledKernel", "ReferenceKernel", "kernel", "Kernel",
     "reference_kernel",

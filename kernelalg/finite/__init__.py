@@ -9,6 +9,8 @@
 * :func:`train` -> :class:`TrainRun`: the training harness (optax optimizers, minibatches, frozen layers,
   recorders of loss, outputs, NTK, parameter distance, sharpness, and the linearized model side by side);
   :func:`descend`, :func:`mse_loss`: its pure full-batch loop (``vmap``-able over initialisations).
+* :func:`efcn` -> :class:`EquivalentFCN`: the equivalent fully connected network of a CNN (d'Ascoli et al. 2019),
+  the CNN's weights embedded into Dense layers on the flattened image.
 * :func:`linearize`, :func:`taylor_expand`: Taylor models of any ``f(params, x)`` (neural-tangents' semantics).
 * :func:`hessian_eigenvalues`, :func:`ntk_eigenvalues` -> :class:`TopEigen`: sharpness by Lanczos, matrix-free.
 * :class:`Parametrization` (``ka.finite(net, width, parametrization="mup")``: standard, NTK, muP, mean-field),
@@ -17,6 +19,7 @@
 """
 
 from kernelalg.finite._empirical import empirical_nngp, empirical_ntk, empirical_ntk_fn
+from kernelalg.finite._efcn import EquivalentFCN, efcn
 from kernelalg.finite._convergence import Convergence, SpreadFit, convergence
 from kernelalg.finite._montecarlo import MonteCarlo, monte_carlo
 from kernelalg.finite._sharpness import SharpnessLimit, verify_sharpness_limit
@@ -32,9 +35,9 @@ from kernelalg.finite._twins import FiniteNet, finite
 from kernelalg.finite._verify import Verification, verify
 
 __all__ = [
-    "Convergence", "FeatureLearningError", "FiniteNet", "MonteCarlo", "PARAMETRIZATIONS", "Parametrization",
+    "Convergence", "EquivalentFCN", "FeatureLearningError", "FiniteNet", "MonteCarlo", "PARAMETRIZATIONS", "Parametrization",
     "Regime", "SharpnessLimit", "SpreadFit", "SurrogateTwins", "TopEigen", "Trace", "TrainRun", "Verification",
-    "convergence", "descend", "empirical_nngp", "empirical_ntk", "empirical_ntk_fn", "empirical_sg_ntk", "finite",
+    "convergence", "descend", "efcn", "empirical_nngp", "empirical_ntk", "empirical_ntk_fn", "empirical_sg_ntk", "finite",
     "hessian_eigenvalues", "lanczos", "limit_kernel", "linearize", "monte_carlo", "mse_loss", "ntk_eigenvalues",
     "plan_ntk", "regime", "surrogate_twins", "taylor_expand", "train", "verify", "verify_sharpness_limit",
 ]
