@@ -23,7 +23,7 @@ from kernelalg.backends import Arrays
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, Spatial
 from kernelalg.core._program import Builder, KernelState
-from kernelalg.layers.graph._inputs import GRAPH_LAYOUT, PAT1, PAT2, finite_pattern
+from kernelalg.layers.graph._inputs import GRAPH_LAYOUT, PAT1, PAT2, GraphState, finite_pattern
 from kernelalg.layers.spatial import _grid as S
 
 NOT_GRAPH = ("Aggregate needs node features of graphs, but it follows {after}, whose output has no node axis. "
@@ -81,7 +81,7 @@ def _aggregate_fn(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx,
 
 def _aggregate_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
     lay = st.layout
-    if not isinstance(lay, S.SpatialState) or lay.name != "graph":
+    if not isinstance(lay, GraphState):
         raise E.LayerOrderError(NOT_GRAPH.format(after=st.after))
     v1, v2, cov, ntk = S.spatial_op(b, st, _aggregate_fn, "aggregate", key=("aggregate",), sources=(PAT1, PAT2))[:4]
     return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after="Aggregate")

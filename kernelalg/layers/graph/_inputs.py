@@ -72,6 +72,14 @@ NO_PATTERN_BOUND = ("Aggregate's finite twin was called without a pattern. Fix: 
 FINITE_PATTERN: contextvars.ContextVar = contextvars.ContextVar("kernelalg_graph_pattern", default=None)
 
 
+@dataclasses.dataclass(frozen=True)
+class GraphState(SpatialState):
+    """Layout record of a kernel state on node pairs: a 1-D pixel-pair grid ("full", self grids, batch mode)
+    whose batch entries carry graph patterns (:data:`PAT1`, :data:`PAT2`)."""
+
+    name: str = "graph"
+
+
 def _is_tracer(x: Any) -> bool:
     return isinstance(x, jax.core.Tracer)
 
@@ -238,11 +246,11 @@ def pair_patterns(xp: Any, p1: Any, p2: Any, ext: bool) -> tuple[Any, Any]:
     return rows, cols
 
 
-def _stats(lay: SpatialState) -> KernelState:
+def _stats(lay: GraphState) -> KernelState:
     return KernelState(Q1, Q2, C, sp.Integer(0), gaussian=False, width=D, after="the input", layout=lay)
 
 
-def _env(lay: SpatialState, x1: Graphs, x2: Graphs | None, ops: Arrays) -> dict:
+def _env(lay: GraphState, x1: Graphs, x2: Graphs | None, ops: Arrays) -> dict:
     env = pixel_pair_env(lay, x1.x, None if x2 is None else x2.x, ops)
     ext = x2 is not None and lay.self_grids
     p1 = x1.pattern
@@ -255,10 +263,10 @@ def _env(lay: SpatialState, x1: Graphs, x2: Graphs | None, ops: Arrays) -> dict:
     return env
 
 
-def plan(net: Any) -> SpatialState:
+def plan(net: Any) -> GraphState:
     """Every node pair, with self grids (Aggregate needs them); readouts evaluated in batch mode."""
     readouts = sum(leaf.spatial.readout for leaf in net.leaves() if leaf.spatial is not None)
-    return SpatialState(1, "full", self_grids=True, spatial_out=not readouts, chunked=False, name="graph")
+    return GraphState(1, "full", self_grids=True, spatial_out=not readouts, chunked=False)
 
 
 def _specialize(base: InputLayout, net: Any) -> InputLayout:
@@ -267,7 +275,7 @@ def _specialize(base: InputLayout, net: Any) -> InputLayout:
 
 
 def _base() -> InputLayout:
-    lay = SpatialState(1, "full", self_grids=True, name="graph")
+    lay = GraphState(1, "full", self_grids=True)
     base = InputLayout("graph", 3, partial(_stats, lay), partial(_env, lay),
                        rank_fix="pass ka.Graphs(x, pattern) with x of shape (batch, nodes, channels)", prepare=prepare)
     return dataclasses.replace(base, specialize=partial(_specialize, base))
