@@ -6,8 +6,8 @@ parameter-free, so on the node-pair grid of two graphs with patterns A1, A2 ever
     K'(i, j) = sum_{k, l} A1_ki K(k, l) A2_lj = (A1^T K A2)(i, j)   (NNGP, NTK and the self grids).
 
 Two exact evaluations: *dense* patterns by two matrix products per graph pair (O(N^3)), *sparse* edge lists
-(E arcs per graph) by gathering the tails and summing into the heads (O(N^2 E) per pair; neural-tangents'
-own kernel is dense). Which one runs follows the pattern the inputs carry.
+(E arcs per graph) by gathering the tails and adding them into the heads (a segment sum on each side, O(N E)
+per pair; neural-tangents' own kernel is dense). Which one runs follows the pattern the inputs carry.
 """
 
 from __future__ import annotations
@@ -41,20 +41,26 @@ def _is_sparse(p: Any) -> bool:
     return bool(np.issubdtype(np.dtype(p.dtype), np.integer))
 
 
-def _heads(ops: Arrays, edges: Any, n: int, dtype: Any) -> tuple[Any, Any]:
-    """(tails clipped to valid indices, one-hot heads (..., E, n) of the valid arcs)."""
+def _aggregate_rows(ops: Arrays, k: Any, edges: Any) -> Any:
+    """out(.., j, :) = sum over the valid arcs (t -> j) of k(.., t, :): gather the tails, add into the heads."""
     xp = ops.xp
+    lead = k.shape[:-2]
+    e = edges.shape[-2]
+    edges = xp.broadcast_to(edges, lead + (e, 2))
     tails, heads = edges[..., 0], edges[..., 1]
     valid = (tails >= 0) & (heads >= 0)
-    onehot = (heads[..., None] == xp.arange(n)) & valid[..., None]
-    return xp.where(valid, tails, 0), onehot.astype(dtype)
+    gathered = xp.take_along_axis(k, xp.where(valid, tails, 0)[..., None], axis=-2)  # (.., E, N')
+    gathered = gathered * valid[..., None].astype(k.dtype)
+    index = tuple(xp.arange(d).reshape((d,) + (1,) * (len(lead) - i)) for i, d in enumerate(lead))
+    return ops.add_at(xp.zeros_like(k), index + (xp.where(valid, heads, 0),), gathered)
 
 
 def aggregate_grid(ops: Arrays, k: Any, rows: Any, cols: Any) -> Any:
     """rows^T k cols on the last two axes of the node-pair grid ``k`` (..., N, N'), batch axes broadcast.
 
-    Dense patterns (..., N, N): two matrix products. Edge lists (..., E, 2) (tail, head): gather the tails'
-    rows, add them into the heads (one-hot), then the same on the columns.
+    Dense patterns (..., N, N): two matrix products, O(N^3) per pair. Edge lists (..., E, 2) (tail, head):
+    gather the tails' rows and add them into the heads (a segment sum), then the same on the columns,
+    O(N E) per pair.
     """
     if k is None:
         return None
@@ -62,15 +68,9 @@ def aggregate_grid(ops: Arrays, k: Any, rows: Any, cols: Any) -> Any:
     if not _is_sparse(rows):
         t = ops.einsum("...ki,...kl->...il", rows, k)
         return ops.einsum("...il,...lj->...ij", t, cols)
-    n, m = k.shape[-2], k.shape[-1]
     lead = np.broadcast_shapes(k.shape[:-2], rows.shape[:-2], cols.shape[:-2])
-    t1, h1 = _heads(ops, rows, n, k.dtype)
-    t2, h2 = _heads(ops, cols, m, k.dtype)
-    k = xp.broadcast_to(k, lead + k.shape[-2:])
-    g = xp.take_along_axis(k, xp.broadcast_to(t1[..., None], lead + (t1.shape[-1], 1)), axis=-2)  # (.., E, N')
-    t = ops.einsum("...ei,...el->...il", h1, g)  # (.., N, N')
-    g2 = xp.take_along_axis(t, xp.broadcast_to(t2[..., None, :], lead + (n, t2.shape[-1])), axis=-1)  # (.., N, E')
-    return ops.einsum("...if,...fj->...ij", g2, h2)
+    t = _aggregate_rows(ops, xp.broadcast_to(k, lead + k.shape[-2:]), rows)
+    return xp.swapaxes(_aggregate_rows(ops, xp.swapaxes(t, -1, -2), cols), -1, -2)
 
 
 def _aggregate_fn(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx, rows: Any, cols: Any) -> tuple:
