@@ -27,6 +27,8 @@ from kernelalg.layers.recurrent._gated import GRU, LSTM, gate_quadrature_error
 from kernelalg.layers.spatial._conv import Conv
 from kernelalg.layers.spatial._pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool
 from kernelalg.layers.spatial._attention import GlobalSelfAttention
+from kernelalg.layers.graph._aggregate import Aggregate
+from kernelalg.layers.graph._inputs import Graphs
 from kernelalg.layers._normalization import Dropout, ExpNormalized, LayerNorm
 from kernelalg.layers._surrogate import SurrogateSign, SurrogateStep, true_gradient, with_sharpness
 from kernelalg.finite._surrogate import SurrogateTwins, empirical_sg_ntk, surrogate_twins
@@ -58,6 +60,8 @@ __all__ = [
     "Conv", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
     # attention, normalization, dropout
     "GlobalSelfAttention", "LayerNorm", "Dropout",
+    # graphs
+    "Aggregate", "Graphs",
     # recurrent
     "Recurrent", "Sequences", "recurrent_step_map", "GRU", "LSTM", "gate_quadrature_error",
     # surrogate gradients

@@ -213,7 +213,10 @@ def _put(results: dict, key: str, shape: tuple, start: int, vals: np.ndarray) ->
 
 
 def _as_float64(x: Any) -> Any:
-    return None if x is None else jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), x)
+    def cast(a: Any) -> np.ndarray:  # integer leaves (edge lists of ka.Graphs) stay integer
+        a = np.asarray(a)
+        return a if a.dtype.kind in "iu" else np.asarray(a, np.float64)
+    return None if x is None else jax.tree_util.tree_map(cast, x)
 
 
 def _full(arr: Any, lead: tuple[int, int], dtype: Any) -> jax.Array:

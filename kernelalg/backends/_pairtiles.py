@@ -123,6 +123,8 @@ def symmetric(run: Run, env: dict, n: int, elements: int, tiles: bool, flag: boo
 
 
 def _kind(v: jax.Array, n: int) -> str | None:
+    if not hasattr(v, "shape") and not isinstance(v, (int, float)):
+        return "shared"  # a static value (e.g. the spatial Ctx): the same in every tile
     shape = jnp.shape(v)
     if shape == (n, n):
         return "pair"

@@ -32,8 +32,7 @@ class ReferenceKernel(KernelFunction):
         """Evaluate the kernel (``batch_size`` is accepted for symmetry with :class:`CompiledKernel` and ignored:
         the reference evaluates one block)."""
         x1, x2 = check_inputs(self.layout, x1, x2)
-        x1, x2 = (None if x is None else jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), x)
-                  for x in (x1, x2))
+        x1, x2 = (None if x is None else jax.tree_util.tree_map(_float64, x) for x in (x1, x2))
         p = self._params(params)
         env = self.layout.env(x1, x2, NUMPY_ARRAYS)
         env.update({self._param_symbols[k]: float(v) for k, v in p.items()})
@@ -46,6 +45,12 @@ class ReferenceKernel(KernelFunction):
             fields.update({name: _np_full(arr, (n, m)) for name, arr in zip(self.names, v[2:])})
             kernels.append(getattr(Kernel(**fields), self.names[0]) if self.single else Kernel(**fields))
         return kernels[0] if len(kernels) == 1 else tuple(kernels)
+
+
+def _float64(a: Any) -> np.ndarray:
+    """A float leaf of an input in float64; integer leaves (edge lists of ka.Graphs) unchanged."""
+    a = np.asarray(a)
+    return a if a.dtype.kind in "iu" else np.asarray(a, np.float64)
 
 
 def _np_full(arr: np.ndarray, lead: tuple[int, int]) -> np.ndarray:

@@ -46,6 +46,8 @@ class Arrays:
             (``jax.lax.scan``; a loop in NumPy). ``ys`` leaves are stacked; None leaves stay None.
         map: ``map(fn, xs)``: ``fn`` over the leading axis of ``xs``, results stacked (``jax.lax.map``; a loop).
         set_at: ``set_at(x, index, values)``: a copy of ``x`` with ``x[index] = values``.
+        add_at: ``add_at(x, index, values)``: a copy of ``x`` with ``values`` added at ``index`` (repeated
+            indices add up: a scatter-add / segment sum).
         live: ``live(x)``: a runtime-true predicate derived from the array ``x`` that a compiler cannot fold
             (JAX), or None (NumPy: nothing is fused).
         isolated: ``isolated(live, fn, *arrays)``: ``fn(*arrays)`` as a computation of its own (JAX: inside a
@@ -68,6 +70,7 @@ class Arrays:
     live: Callable[[Any], Any]
     isolated: Callable[..., Any]
     scans: bool = False
+    add_at: Callable[[Any, Any, Any], Any] | None = None
 
 
 # ------------------------------------------------------------------------------------------------- JAX
@@ -96,7 +99,7 @@ JAX_ARRAYS = Arrays(
     slice=jax.lax.slice, pad=_jax_pad, scan=jax.lax.scan, map=jax.lax.map,
     set_at=lambda x, index, values: x.at[index].set(values),
     live=lambda x: jnp.isfinite(x) | ~jnp.isfinite(x),
-    isolated=_jax_isolated, scans=True,
+    isolated=_jax_isolated, scans=True, add_at=lambda x, index, values: x.at[index].add(values),
 )
 
 
@@ -126,13 +129,19 @@ def _np_set_at(x: np.ndarray, index: Any, values: Any) -> np.ndarray:
     return out
 
 
+def _np_add_at(x: np.ndarray, index: Any, values: Any) -> np.ndarray:
+    out = np.array(x, copy=True)
+    np.add.at(out, index, values)
+    return out
+
+
 NUMPY_ARRAYS = Arrays(
     name="numpy", xp=np, table=NUMPY_TABLE,
     einsum=lambda spec, *ops: np.einsum(spec, *ops, optimize=True),
     matmul=np.matmul, slice=_np_slice,
     pad=lambda x, cfg: np.pad(x, list(cfg)) if any(c != (0, 0) for c in cfg) else x,
     scan=_np_scan, map=lambda fn, xs: _stack([fn(x) for x in xs]), set_at=_np_set_at,
-    live=lambda x: None, isolated=lambda live, fn, *arrays: fn(*arrays),
+    live=lambda x: None, isolated=lambda live, fn, *arrays: fn(*arrays), add_at=_np_add_at,
 )
 
 #: The backends that implement structural ops, by name.

@@ -275,6 +275,8 @@ def extrapolate(means: Sequence[np.ndarray], ses: Sequence[np.ndarray], widths: 
 def _to64(x: Any) -> Any:
     if isinstance(x, (np.ndarray, jax.Array)):
         return np.asarray(x, dtype=np.float64)
+    if hasattr(x, "as_float64"):  # pytree inputs with integer side data (ka.Graphs)
+        return x.as_float64()
     if hasattr(x, "mask") and hasattr(x, "x"):
         return type(x)(np.asarray(x.x, dtype=np.float64), np.asarray(x.mask).sum(1).astype(int))
     return np.asarray(x, dtype=np.float64)

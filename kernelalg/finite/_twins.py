@@ -187,6 +187,10 @@ class FiniteNet:
         """The network's output for the batch ``x`` (array (N, ...) or a pytree input such as ``ka.Sequences``)."""
         # JAX arrays in the enabled precision (a NumPy float64 batch becomes float32 unless x64 is on)
         x = jax.tree_util.tree_map(jnp.asarray, x)
+        bind = getattr(x, "bind_finite", None)  # inputs with side data for some layers (ka.Graphs: patterns)
+        if bind is not None:
+            with bind() as feats:
+                return self.apply(params, feats)
         for (_, ap, _), pr in zip(self._parts(input_shape_of(x)), params):
             x = ap(pr, x)
         return x
@@ -200,6 +204,10 @@ class FiniteNet:
         """The readout layer's input (the last hidden representation). Requires a readout layer."""
         if self.readout is None:
             raise E.KernelalgError(NO_READOUT.format(out_dim=1))
+        bind = getattr(x, "bind_finite", None)
+        if bind is not None:
+            with bind() as feats:
+                return self.features(params, feats)
         for (_, ap, _), pr in zip(self._parts(input_shape_of(x))[:self.readout], params[:self.readout]):
             x = ap(pr, x)
         return x

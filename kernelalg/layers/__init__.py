@@ -3,7 +3,7 @@
 Families: dense and branches (:mod:`._dense`), the affine update they share (:mod:`._affine`), activations
 with closed-form duals (:mod:`._activations`), any activation (:mod:`._elementwise`), surrogate gradients
 (:mod:`._surrogate`), convolutions, pooling and readouts (:mod:`.spatial`), recurrent layers
-(:mod:`.recurrent`). The architecture language: :func:`parse` (a safe parser of expression strings) and
+(:mod:`.recurrent`), graphs (:mod:`.graph`). The architecture language: :func:`parse` (a safe parser of expression strings) and
 the catalogue of constructors it accepts (:func:`constructors`).
 """
 

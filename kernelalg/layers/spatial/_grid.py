@@ -142,7 +142,7 @@ def require_spatial(st: KernelState, layer: str, ndim: int | None = None, what: 
 
 
 def spatial_op(b: Builder, st: KernelState, fn: Any, name: str, n_extra: int = 0, tag: Any = None,
-               key: Any = None) -> list:
+               key: Any = None, sources: Sequence[sp.Symbol] = ()) -> list:
     """Emit the Op ``name``: ``fn(arrays, var1, var2, cov, ntk, ctx) -> (var1', var2', cov', ntk', *extra)``.
 
     ``fn`` is backend-neutral (``arrays`` is the backend's :class:`~kernelalg.backends.Arrays`). Entries that are
@@ -150,6 +150,7 @@ def spatial_op(b: Builder, st: KernelState, fn: Any, name: str, n_extra: int = 0
     here is linear). ``ctx`` is the :class:`Ctx` bound to :data:`CTX`. Returns the four new entries followed by
     ``n_extra`` further symbols. ``tag`` is the Op's tag (pooling ops whose last output is a phase-1 record);
     ``key``, if given, the static settings that determine ``fn`` (the Op may then be scanned with its equals).
+    ``sources``: further input symbols, whose arrays are passed to ``fn`` after ``ctx`` (e.g. graph patterns).
     """
     exprs = st.exprs
     live = [i for i, e in enumerate(exprs) if not (e.is_Number and e == 0)]
@@ -165,11 +166,11 @@ def spatial_op(b: Builder, st: KernelState, fn: Any, name: str, n_extra: int = 0
             args[i] = a
         for i, c in consts.items():
             args[i] = ops.xp.full(var_shape(st.layout, args[2].shape, i), c, args[2].dtype)
-        outs = fn(ops, *args, arrays[-1])
+        outs = fn(ops, *args, *arrays[len(arrays_in):])
         return tuple(outs[i] for i in live) + tuple(outs[4:])
 
     op_key = None if key is None else (name, key, tuple(live), tuple(sorted(consts.items())), n_extra)
-    syms = b.emit(name, structural(op), [exprs[i] for i in arrays_in] + [CTX], len(live) + n_extra, stem="s",
+    syms = b.emit(name, structural(op), [exprs[i] for i in arrays_in] + [CTX, *sources], len(live) + n_extra, stem="s",
                   tag=tag, key=op_key)
     out: list = list(exprs)
     for i, sym in zip(live, syms):

@@ -93,6 +93,10 @@ def _env(lay: SpatialState, x1: Any, x2: Any, ops: Arrays) -> dict:
     return env
 
 
+#: The input arrays of a pixel-pair state in batch mode (not chunked): ``pixel_pair_env(lay, x1, x2, arrays)``.
+pixel_pair_env = _env
+
+
 def pair_inputs(ops: Arrays, lay: SpatialState, a: Any, b: Any) -> dict:
     """Input arrays of a chunk of image pairs a[i], b[i] (each (B, *S, C)): batch axes (B, 1)."""
     xp = ops.xp
