@@ -52,8 +52,9 @@ def test_verify_check_passes_and_reports_numbers(tmp_path) -> None:
     chk = R.check_loss_exponent(NET, _cfg(), tmp_path)
     assert chk.status == "passed", chk.detail
     assert "lies in the predicted xi" in chk.detail and (tmp_path / "loss_exponent.png").exists()
-    lo, hi = chk.numbers["xi_ci"]
+    lo, hi = chk.numbers["tested_interval"]
     assert lo <= chk.numbers["finite_slope"] <= hi
+    assert lo == pytest.approx(chk.numbers["xi_ci"][0] * (1 - R.XI_RTOL))
 
 
 def test_verify_check_fails_truthfully(tmp_path, monkeypatch) -> None:
@@ -62,8 +63,8 @@ def test_verify_check_fails_truthfully(tmp_path, monkeypatch) -> None:
 
     def shifted(*args, **kwargs):
         res = real(*args, **kwargs)
-        wrong = dataclasses.replace(res.predicted, xi=res.finite_slope + 1.0,
-                                    xi_ci=(res.finite_slope + 0.5, res.finite_slope + 1.5))
+        wrong = dataclasses.replace(res.predicted, xi=2 * res.finite_slope + 1.0,
+                                    xi_ci=(1.5 * res.finite_slope + 0.5, 2 * res.finite_slope + 1.5))
         return dataclasses.replace(res, predicted=wrong)
     monkeypatch.setattr(R, "finite_loss_exponent", shifted)
     chk = R.check_loss_exponent(NET, _cfg(), tmp_path)
