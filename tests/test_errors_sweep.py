@@ -113,7 +113,7 @@ def test_mercer_spectrum_dps_holds_30_digits(dim, k):
 
 
 def test_legendre_nodes_are_symmetric_to_full_precision():
-    from kernelalg.analysis._spectrum import _legendre_nodes_mp
+    from kernelalg.analysis._quadrature import _legendre_nodes_mp
     xs, _ = _legendre_nodes_mp(64, 40)
     with mpmath.workdps(60):
         assert max(abs(mpmath.legendre(64, x)) for x in xs) < mpmath.mpf("1e-38")

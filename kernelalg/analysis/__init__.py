@@ -9,7 +9,8 @@
   :func:`fit_power_law` -> :class:`SlopeFit` (95% interval, drift over the range).
 * Loss exponent: :func:`loss_exponent` -> :class:`LossExponent` (xi = kappa/nu of Velikanov & Yarotsky 2021,
   derived on the sphere, fitted on data). Degenerate cases warn with :class:`SpectralWarning` and
-  :class:`FitRangeWarning`.
+  :class:`FitRangeWarning`. :func:`finite_loss_exponent` -> :class:`FiniteLossExponent`: that prediction
+  against the loss curves of finite networks trained by gradient descent.
 * Loss: :func:`power_law_loss`, :func:`spectral_loss`, :func:`sphere_loss_curve`, :func:`kernel_flow_loss`,
   :func:`linearized_gd_loss`, :func:`gd_loss` (expected loss of linearized GD, asymmetric NTKs too).
 * Dynamics (neural-tangents' ``predict`` conventions: loss 1/(2N)|f - y|^2, N = y.size):
@@ -36,6 +37,7 @@ from ._early import EarlyTimeConstants, early_time_constants, early_time_error, 
 from ._empirical import EmpiricalSpectrum, empirical_spectrum
 from ._evolution import Training, centered_alignment, kernel_distance, kernel_velocity, train_finite
 from ._exponent import LossExponent, loss_exponent
+from ._finite_exponent import FiniteLossExponent, finite_loss_exponent
 from ._fit import FitRangeWarning, SlopeFit, SpectralWarning, fit_power_law
 from ._predict import gradient_descent
 from ._loss import (gd_loss, kernel_flow_loss, linearized_gd_loss, power_law_loss, spectral_loss, sphere_loss_curve,
@@ -54,7 +56,7 @@ __all__ = [
     "empirical_spectrum", "EmpiricalSpectrum", "fit_power_law", "SlopeFit", "SpectralWarning", "FitRangeWarning",
     # loss
     "power_law_loss", "spectral_loss", "sphere_loss_curve", "zonal_target", "kernel_flow_loss",
-    "linearized_gd_loss", "gd_loss", "loss_exponent", "LossExponent",
+    "linearized_gd_loss", "gd_loss", "loss_exponent", "LossExponent", "finite_loss_exponent", "FiniteLossExponent",
     # dynamics
     "gradient_descent_mse", "gradient_descent_mse_ensemble", "gp_inference", "max_learning_rate", "Gaussian",
     "gradient_descent",

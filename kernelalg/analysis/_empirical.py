@@ -20,10 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import jax
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, eigsh
 
+from kernelalg.backends._checks import check_inputs
+from kernelalg.backends._compile import kernel
 from kernelalg.core import _errors as E
+from kernelalg.core._inputs import layout_of
 from kernelalg.scale import GramStore, gram
 from ._fit import SlopeFit, fit_power_law
 
@@ -31,6 +35,9 @@ DENSE_MAX = 6000
 BAD_ROUTE = "route={route!r} is not known. Fix: use 'auto', 'dense' or 'lanczos'."
 BAD_TARGET = ("target has shape {shape}, the spectrum has n = {n} points. Fix: pass one value per input, in the "
               "order of x.")
+NO_STORE = ("empirical_spectrum: {net!r} takes {layout} inputs, which the tiled Gram store does not hold (it tiles "
+            "plain arrays). Fix: drop store= (the Gram comes from ka.kernel and Lanczos runs on it), or precompute "
+            "the matrix and pass matrix=.")
 NEED_VECTORS = "this spectrum was computed without eigenvectors. Fix: call empirical_spectrum(..., vectors=True)."
 
 
@@ -118,13 +125,20 @@ def _store_operator(gs: GramStore, name: str) -> tuple[LinearOperator, float]:
     return LinearOperator((n, n), matvec=matvec, dtype=np.float64), diag
 
 
+def _plain_array(net: Any, x: Any) -> bool:
+    """Whether the network's layout takes ``x`` as a plain array (what the tiled ``ka.gram`` holds)."""
+    prepared = check_inputs(layout_of(net), x, None)[0]
+    return isinstance(prepared, (np.ndarray, jax.Array))
+
+
 def empirical_spectrum(net: Any, x: Any = None, which: str = "ntk", *, top: int | None = None, route: str = "auto",
                        store: Any = None, vectors: bool = True, matrix: Any = None, seed: int = 0) -> EmpiricalSpectrum:
     """Eigen-decomposition of a network's kernel Gram matrix on data (any architecture: dense, conv, recurrent).
 
     Args:
         net: Architecture (ignored when ``matrix`` is given).
-        x: Inputs (n, ...) in the network's layout (dense: (n, d); images NHWC; sequences NLC).
+        x: Inputs (n, ...) in the network's layout (dense: (n, d); images NHWC; sequences NLC). Sequence
+            networks take their Gram from ``ka.kernel`` (the tiled ``ka.gram`` holds plain arrays only).
         which: "ntk" or "nngp".
         top: Number of leading eigenpairs (``"lanczos"`` route; default min(n - 1, 200)).
         route: "dense", "lanczos" or "auto" (dense for n <= 6000 without a store, Lanczos otherwise).
@@ -140,11 +154,16 @@ def empirical_spectrum(net: Any, x: Any = None, which: str = "ntk", *, top: int 
     if route not in ("auto", "dense", "lanczos"):
         raise E.KernelalgError(BAD_ROUTE.format(route=route))
     op, trace = None, 0.0
+    own = matrix is None and not _plain_array(net, x)  # a layout with its own container (sequences)
+    if own and store is not None:
+        raise E.KernelalgError(NO_STORE.format(net=net, layout=layout_of(net).name))
     if matrix is None and store is not None:
         gs = gram(net, x, get=which, store=store, progress=False)
         op, trace = _store_operator(gs, which)
         n = op.shape[0]
     else:
+        if own:
+            matrix = kernel(net, x, None, which)
         k = np.asarray(gram(net, x, get=which, progress=False) if matrix is None else matrix, dtype=np.float64)
         k = 0.5 * (k + k.T)
         n, trace = k.shape[0], float(np.trace(k))

@@ -18,27 +18,51 @@ References:
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import mpmath
 import numpy as np
 import sympy as sp
-from scipy.special import roots_legendre
 
 from kernelalg.core import _errors as E
 from ._decay import PowerFit
-from ._sphere import (_angle_form, DotProductKernel, as_kernel, check_dim, gegenbauer_sympy, gegenbauer_table,
-                      multiplicity, sphere_constant, sphere_points)
+from ._fit import SpectralWarning
+from ._quadrature import FLOAT_FLOOR, MP_ROUNDS, gauss_float, mp_route, vanishing_degrees
+from ._sphere import (_angle_form, DotProductKernel, as_kernel, check_dim, gegenbauer_sympy, multiplicity,
+                      sphere_points)
 from ._plots import plot_spectrum
 
-NOT_FINITE = ("{label}: k(t) is not finite at some t in (-1, 1). Fix: check the kernel (the sphere spectrum needs "
-              "a kernel that is finite on the whole sphere).")
 BAD_KMAX = "kmax={kmax!r} must be an integer >= 1. Fix: e.g. kmax=60."
 NO_EXACT = ("exact_eigenvalue: after t = cos(theta) the kernel {label} is not a polynomial in theta, cos(theta), "
             "sin(theta) (it contains {bad}), so the exact route does not apply. Fix: use mercer_spectrum(..., dps=50) "
             "for a high-precision value.")
+
+BAD_DPS = "dps={dps!r} must be an integer in 1..{limit} (significant digits of every mu_k). Fix: e.g. dps=30."
+BAD_PRECISION = "precision={precision!r} is not known. Fix: use precision='auto' or precision='float64'."
+FLOAT_FLOOR_NOTE = ("mercer_spectrum ({label}): float64 resolves mu_k only to {worst:.1e} relative for k = {ks} "
+                    "(their values sit near the rounding floor of the Gauss-Legendre sum).")
+FIX_DPS = "Fix: use the default precision='auto' or pass dps=30 (mpmath route), or lower kmax."
+FIX_COST = ("Fix: pass dps=20 to compute them in mpmath anyway (precision='auto' does so only up to kmax = "
+            "{limit}: the cost grows as kmax^2, ~12 s at kmax = 1000), or lower kmax.")
+FIX_CALLABLE = ("Fix: pass the kernel as a network or a sympy expression so that the mpmath route can evaluate it "
+                "(dps=30), or lower kmax.")
+MP_SHORT = ("mercer_spectrum: the mpmath route did not reach {digits} digits for k = {ks} in {rounds} rounds (worst "
+            "relative error {worst:.1e}). Fix: pass more nodes= (the kernel may be rough in the angle) or a larger "
+            "dps.")
+
+#: float64 values are kept when every degree that does not vanish by parity is resolved to this (relative).
+AUTO_RTOL = 1e-6
+#: Significant digits of the automatic mpmath route (more than float64 holds).
+AUTO_DIGITS = 20
+#: Largest kmax of the automatic switch: the mpmath route costs ~ 12 s CPU at kmax = 1000 (Newton steps on
+#: P_n for ~2 kmax nodes grow as kmax^2), ~1 s at 300; beyond, float64 is kept with a warning naming dps=.
+AUTO_MAX_KMAX = 400
+#: Largest dps accepted.
+MAX_DPS = 2000
+PRECISIONS = ("auto", "float64")
 
 
 @dataclass(frozen=True)
@@ -74,9 +98,13 @@ class Spectrum:
         dim: d (inputs in R^d).
         k_at_one: k(1) (the trace of the operator).
         label: What kernel this is.
-        abs_error: Quadrature error estimate (difference between two node counts), per k.
-        mu_mp: With ``dps``: the eigenvalues as mpmath numbers at that precision (``mu`` rounds them to
-            float64); None otherwise.
+        abs_error: Error bound per k: float64, the larger of the change with twice the nodes and the rounding
+            floor; mpmath, the change from the previous (fewer nodes, fewer digits) evaluation.
+        mu_mp: On the mpmath route: the eigenvalues as mpmath numbers (``mu`` rounds them to float64); None
+            otherwise.
+        precision: "float64", or how the mpmath route computed them (working digits, nodes, digits held).
+        note: Why the mpmath route was taken automatically, or which float64 degrees are unresolved ("" when
+            float64 resolves every degree).
     """
 
     k: np.ndarray
@@ -87,6 +115,8 @@ class Spectrum:
     label: str = "k(t)"
     abs_error: np.ndarray | None = None
     mu_mp: tuple | None = None
+    precision: str = "float64"
+    note: str = ""
 
     def trace_check(self, tail: bool = True) -> TraceCheck:
         """Check sum_k N(d, k) mu_k = k(1); ``tail`` adds a power-law estimate of the truncated terms."""
@@ -152,64 +182,33 @@ def _check_kmax(kmax: Any) -> int:
     return int(kmax)
 
 
-@lru_cache(maxsize=16)
-def _legendre_nodes(n: int) -> tuple[np.ndarray, np.ndarray]:
-    return roots_legendre(n)
+def _degrees(ks: np.ndarray) -> str:
+    ks = [int(k) for k in ks]
+    return ", ".join(map(str, ks[:6])) + (f", ... ({len(ks)} degrees)" if len(ks) > 6 else "")
 
 
-@lru_cache(maxsize=8)
-def _legendre_nodes_mp(n: int, dps: int) -> tuple[tuple, tuple]:
-    """Gauss-Legendre nodes/weights on [-1, 1] at ``dps`` digits: float64 roots refined by Newton steps."""
-    x0, _ = _legendre_nodes(n)
-    xs, ws = [], []
-    steps = max(1, int(np.ceil(np.log2(dps / 15.0))) + 1)
-    with mpmath.workdps(dps + 10):
-        for a in x0[: (n + 1) // 2]:
-            x = mpmath.mpf(float(a))
-            for _ in range(steps):
-                p0, p1 = mpmath.mpf(1), x
-                for k in range(1, n):
-                    p0, p1 = p1, ((2 * k + 1) * x * p1 - k * p0) / (k + 1)
-                dp = n * (x * p1 - p0) / (x * x - 1)
-                x -= p1 / dp
-            xs.append(x)
-            ws.append(2 / ((1 - x * x) * dp * dp))
-        half = n // 2  # mirror inside workdps: mpf negation rounds to the working precision
-        xs_all = xs + [-v for v in reversed(xs[:half])]
-    ws_all = ws + list(reversed(ws[:half]))
-    return tuple(xs_all), tuple(ws_all)
-
-
-def _gauss_float(kern: DotProductKernel, dim: int, kmax: int, n: int) -> np.ndarray:
-    x, w = _legendre_nodes(n)
-    th = 0.5 * np.pi * (x + 1.0)
-    w = 0.5 * np.pi * w * np.sin(th) ** (dim - 2)
-    t = np.cos(th)
-    kt = kern(t)
-    if not np.all(np.isfinite(kt)):
-        raise E.KernelalgError(NOT_FINITE.format(label=kern.label))
-    table = gegenbauer_table(kmax, dim, t)
-    return sphere_constant(dim) * np.array([np.sum(w * kt * p) for p in table])
-
-
-def _gauss_mp(kern: DotProductKernel, dim: int, kmax: int, n: int, dps: int) -> np.ndarray:
-    xs, ws = _legendre_nodes_mp(n, dps)
-    with mpmath.workdps(dps):
-        half_pi = mpmath.pi / 2
-        th = [half_pi * (a + 1) for a in xs]
-        t = np.array([mpmath.cos(a) for a in th], dtype=object)
-        w = np.array([half_pi * b * mpmath.sin(a) ** (dim - 2) * kern.mp(c) for a, b, c in zip(th, ws, t)],
-                     dtype=object)
-        if not all(mpmath.isfinite(v) for v in w):
-            raise E.KernelalgError(NOT_FINITE.format(label=kern.label))
-        table = gegenbauer_table(kmax, dim, t)
-        cd = mpmath.gamma(mpmath.mpf(dim) / 2) / (mpmath.sqrt(mpmath.pi) * mpmath.gamma(mpmath.mpf(dim - 1) / 2))
-        return np.array([cd * mpmath.fsum(w * p) for p in table], dtype=object)
+def _check_dps(dps: Any) -> int:
+    try:
+        ok = not isinstance(dps, bool) and int(dps) == dps and 1 <= int(dps) <= MAX_DPS
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise E.KernelalgError(BAD_DPS.format(dps=dps, limit=MAX_DPS))
+    return int(dps)
 
 
 def mercer_spectrum(net: Any, dim: int, kmax: int = 60, which: str = "ntk", *, q: float = 1.0,
-                    dps: int | None = None, nodes: int | None = None) -> Spectrum:
+                    dps: int | None = None, nodes: int | None = None, precision: str = "auto") -> Spectrum:
     """Mercer eigenvalues mu_0..mu_kmax of a network's kernel (or any k(t)) on S^{dim-1}.
+
+    Precision: float64 Gauss-Legendre resolves mu_k only down to its rounding floor, ~ 16 sqrt(nodes) eps S_k
+    with S_k = c_d sum_i |w_i k(t_i) P_k(t_i)| (the terms summed; mu_k falls far below them at large k or
+    high d: mu_36 = 1.9e-14 for the ReLU NNGP at d = 10 carries 7 float64 digits). With ``precision="auto"``
+    (default), when a degree that does not vanish by parity is resolved to worse than 1e-6 relative, the
+    spectrum is recomputed in mpmath to 20 digits (up to kmax = 400; beyond, a :class:`SpectralWarning` names
+    the degrees and the fix ``dps=20``), and ``Spectrum.precision`` / ``Spectrum.note`` say so.
+    With ``dps`` every mu_k holds ``dps`` significant digits (degrees that vanish by parity: 10^-dps of the
+    largest mu), the working precision growing with the cancellation (see :func:`~kernelalg.analysis._quadrature.mp_route`).
 
     Args:
         net: A dense network (its NNGP/NTK on inputs with |x|^2/d = q), a sympy expression in one symbol,
@@ -218,10 +217,14 @@ def mercer_spectrum(net: Any, dim: int, kmax: int = 60, which: str = "ntk", *, q
         kmax: Largest degree.
         which: "ntk" or "nngp" (networks only).
         q: Input normalisation |x|^2/d (default 1, neural-tangents' standardised inputs).
-        dps: If set, integrate in mpmath at this many digits (needed when mu_k falls below ~1e-13 k(1),
-            e.g. high d or large k; the full-precision values are kept in ``mu_mp``); float64 otherwise.
+        dps: Significant digits wanted of every mu_k (mpmath route; the full-precision values are kept in
+            ``mu_mp``, ``mu`` rounds them to float64). None: float64, or the automatic switch above.
         nodes: Gauss-Legendre nodes in the angle (default max(256, 4 kmax + 64) in float64, compared with
-            twice as many for ``abs_error``; max(120, 2 kmax + 80) with ``dps``, compared with 32 more).
+            twice as many for ``abs_error``; max(120, 2 kmax + 80) to start the mpmath route, compared with 32
+            more).
+        precision: "auto" (switch to mpmath when float64 cannot resolve a degree) or "float64" (never; a
+            :class:`SpectralWarning` names the unresolved degrees). Kernels given as plain callables have no
+            mpmath form and stay float64 with that warning.
 
     Returns:
         A :class:`Spectrum`.
@@ -235,22 +238,54 @@ def mercer_spectrum(net: Any, dim: int, kmax: int = 60, which: str = "ntk", *, q
     """
     dim = check_dim(dim)
     kmax = _check_kmax(kmax)
+    if precision not in PRECISIONS:
+        raise E.KernelalgError(BAD_PRECISION.format(precision=precision))
     kern = as_kernel(net, which, q)
-    n = int(nodes) if nodes is not None else max(256, 4 * kmax + 64)
-    hi = None
-    if dps is None:
-        mu = _gauss_float(kern, dim, kmax, n)
-        err = np.abs(mu - _gauss_float(kern, dim, kmax, 2 * n))
-    else:
-        n = int(nodes) if nodes is not None else max(120, 2 * kmax + 80)
-        hi = _gauss_mp(kern, dim, kmax, n + 32, dps)
-        lo = _gauss_mp(kern, dim, kmax, n, dps)
-        err = np.array([float(abs(a - b)) for a, b in zip(hi, lo)])
-        mu = np.array([float(v) for v in hi])
     ks = np.arange(kmax + 1)
     mult_int = [multiplicity(dim, int(k)) for k in ks]  # exact; beyond int64 in high dimension
     mult = np.array(mult_int, dtype=np.int64 if max(mult_int) < 2**63 else object)
-    return Spectrum(ks, mu, mult, dim, kern.at_one(), kern.label, err, None if hi is None else tuple(hi))
+    mp_nodes = int(nodes) if nodes is not None else max(120, 2 * kmax + 80)
+    if dps is not None:
+        digits = _check_dps(dps)
+        return _mp_spectrum(kern, dim, kmax, digits, mp_nodes, vanishing_degrees(kern, kmax), mult, "")
+    n = int(nodes) if nodes is not None else max(256, 4 * kmax + 64)
+    mu, size = gauss_float(kern, dim, kmax, n)
+    err = np.maximum(np.abs(mu - gauss_float(kern, dim, kmax, 2 * n)[0]),
+                     FLOAT_FLOOR * math.sqrt(n) * np.finfo(np.float64).eps * size)
+    bad = err > AUTO_RTOL * np.abs(mu)
+    if bad.any():
+        vanish = vanishing_degrees(kern, kmax)
+        bad &= ~vanish
+    if not bad.any():
+        return Spectrum(ks, mu, mult, dim, kern.at_one(), kern.label, err)
+    worst = float(np.max(err[bad] / np.maximum(np.abs(mu[bad]), 1e-300)))
+    if precision == "float64" or kern._mp is None or kmax > AUTO_MAX_KMAX:
+        fix = FIX_CALLABLE if kern._mp is None else FIX_COST.format(limit=AUTO_MAX_KMAX) if (
+            precision == "auto") else FIX_DPS
+        msg = FLOAT_FLOOR_NOTE.format(worst=worst, ks=_degrees(ks[bad]), label=kern.label) + " " + fix
+        warnings.warn(msg, SpectralWarning, stacklevel=2)
+        return Spectrum(ks, mu, mult, dim, kern.at_one(), kern.label, err, note=msg)
+    note = FLOAT_FLOOR_NOTE.format(worst=worst, ks=_degrees(ks[bad]), label=kern.label)
+    return _mp_spectrum(kern, dim, kmax, AUTO_DIGITS, mp_nodes, vanish, mult, note)
+
+
+def _mp_spectrum(kern: DotProductKernel, dim: int, kmax: int, digits: int, n: int, vanish: np.ndarray,
+                 mult: np.ndarray, note: str) -> Spectrum:
+    """The mpmath route (:func:`~kernelalg.analysis._quadrature.mp_route`) as a :class:`Spectrum`; ``note`` says why it was taken."""
+    hi, err, w, used, ok = mp_route(kern, dim, kmax, digits, n, vanish, digits + 10)
+    mu = np.array([float(v) for v in hi])
+    how = f"mpmath Gauss-Legendre, {w + 10} working digits, {used} nodes: {digits} significant digits per mu_k"
+    if not ok:
+        rel = err / np.maximum(np.abs(mu), 1e-300)
+        bad = ~vanish & (rel > 10.0 ** -digits)
+        msg = MP_SHORT.format(digits=digits, ks=_degrees(np.flatnonzero(bad)), worst=float(np.max(rel[bad])),
+                              rounds=MP_ROUNDS)
+        warnings.warn(msg, SpectralWarning, stacklevel=3)
+        how, note = how.replace(f"{digits} significant", "fewer than " + f"{digits} significant"), note + " " + msg
+    if note and ok:
+        note = note + f" Recomputed by {how}."
+    ks = np.arange(kmax + 1)
+    return Spectrum(ks, mu, mult, dim, kern.at_one(), kern.label, err, tuple(hi), precision=how, note=note.strip())
 
 
 # ------------------------------------------------------------------------------------------ exact route

@@ -14,7 +14,10 @@
    Hotelling test (the entries share the same networks, so their z are correlated).
 4. *Loss curves* (:mod:`kernelalg.cli._loss_report`): gradient descent of finite networks vs the linearized
    infinite-width prediction.
-5. *Spectra* (:mod:`kernelalg.cli._spectrum_report`): for ``--data sphere`` the Mercer spectrum on the sphere
+5. *Loss exponent* (:mod:`kernelalg.cli._exponent_report`): xi = kappa/nu fitted from the NTK Gram spectrum
+   of up to 400 inputs and a target with a known power-law tail, against the loss slope of finite networks
+   trained by gradient descent.
+6. *Spectra* (:mod:`kernelalg.cli._spectrum_report`): for ``--data sphere`` the Mercer spectrum on the sphere
    (trace identity, decay exponent); for every data set the eigenvalues of the data's NTK Gram matrix vs the
    Monte Carlo NTK along the same eigenvectors.
 
@@ -41,6 +44,7 @@ import numpy as np
 from kernelalg._version import __version__
 from kernelalg.backends._compile import kernel
 from kernelalg.cli._checks import NUMERIC_RTOL, REMAINDER, Z_THRESHOLD, Check, _close
+from kernelalg.cli._exponent_report import check_loss_exponent
 from kernelalg.cli._io import load_data
 from kernelalg.cli._loss_report import check_loss
 from kernelalg.cli._spectrum_report import check_gram_spectrum, check_spectrum
@@ -303,6 +307,7 @@ def run_verify(net: Any, cfg: VerifyConfig, out_dir: Path | None = None) -> Summ
     stages = [("convergence in width", check_convergence, (conv_net, x32, conv_exact, cfg, out, where)),
               ("entrywise Monte Carlo test", check_entries, (net, x32, exact, cfg, out)),
               ("loss curves", check_loss, (net, x, y, exact, cfg, out)),
+              ("loss exponent", check_loss_exponent, (net, cfg, out)),
               ("spectrum", check_spectrum, (net, cfg, out)),
               ("Gram spectrum", check_gram_spectrum, (gram_net, x32, gram_exact, cfg, out, gram_note))]
     checks: list[Check] = []
