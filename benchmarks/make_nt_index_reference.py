@@ -15,7 +15,8 @@ fixture. For every case the file stores
 
 The cases: slices with steps before a second conv and GlobalAvgPool; an integer index that turns an image into
 a sequence (negative step, Flatten readout on the matching-pixel diagonal); Index as the first layer before
-AvgPool; a kernel that keeps pixel axes; 1-D sequences reversed before GlobalSumPool.
+AvgPool; a kernel that keeps pixel axes; 1-D sequences reversed before GlobalSumPool; an integer index
+before a pooled readout (the chunked pixel-pair evaluation of an image that becomes a sequence).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ CASES = {  # name: (input shape without batch, layers)
     "keeps_pixels": ((4, 5, 2), [_conv(3, (2, 2)), RELU, _index("..., 1:4, ::2, :"), _conv(3, (2, 2), 1.4, 0.1)]),
     "sequence_reversed_sum": ((7, 3), [_conv(3, (3,), 1.2, 0.1), RELU, _index(":, ::-1"), _conv(3, (2,), 1.1, 0.2, "VALID"),
                                        RELU, _index(":, 1:-1"), ["GlobalSumPool", [], {}], _dense(1, 1.3, 0.1)]),
+    "int_column_gap": ((4, 5, 2), [_conv(3, (2, 2)), RELU, _index(":, :, -2"), _conv(3, (2,), 1.2, 0.1, "VALID"),
+                                   RELU, ["GlobalAvgPool", [], {}], _dense(1, 1.1, 0.2)]),
 }
 N1, N2 = 3, 2
 
