@@ -60,10 +60,14 @@ NO_SPATIAL_LEFT = (
 
 
 class _Slice:
-    """``Slice[:, ::2, 1:]`` is ``(slice(None), slice(None, None, 2), slice(1, None))`` (as neural-tangents')."""
+    """Index helper: ``Slice[:, ::2, 1:]`` is ``(slice(None), slice(None, None, 2), slice(1, None))``, for
+    ``Index`` (neural-tangents' ``stax.Slice``)."""
 
     def __getitem__(self, idx: Any) -> Any:
         return idx
+
+    def __repr__(self) -> str:
+        return "Slice"
 
 
 #: Helper to write an index: ``Index(Slice[:, ::2, 1:])`` (neural-tangents' ``stax.Slice``).
