@@ -8,7 +8,8 @@ Like benchmarks/make_nt_index_reference.py (same file layout: ``<case>.spec``, `
 has free axes or the dot has batch axes (kernelalg keeps the house order (batch, *spatial, channels) and ignores
 them). The readouts (GlobalAvgPool, Flatten) do not depend on the order of the spatial axes, so the values are
 comparable entry by entry; the one case that keeps pixel axes has no free or dot batch axes (NT's order is then
-the house order) and is stored for x2 = None only, since kernelalg keeps pixel axes after a pixel-mixing layer
+the house order) and is stored for x2 = None only; "after_avgpool" has two layers that record per-image
+variances in the chunked evaluation (AvgPool, then DotGeneral), since kernelalg keeps pixel axes after a pixel-mixing layer
 only then.
 """
 
@@ -54,6 +55,10 @@ CASES = {  # name: (input shape without batch, layers, calls)
                                   ["GlobalAvgPool", [], {"channel_axis": 2}], _dense(1, 1.1, 0.1)]),
     "keeps_pixels": ((3, 4, 2), [_conv(3, (2, 2)), RELU, _dot([[[2], [0]], [[], []]], rhs=[1.0, -2.0, 0.5, 1.5]),
                                  _conv(3, (2,), 1.2, 0.1)]),
+    "after_avgpool": ((3, 4, 2), [_conv(3, (2, 2)), RELU, ["AvgPool", [[2, 2], [1, 1], "SAME"], {}],
+                                  _dot([[[1], [0]], [[], []]], rhs=[1.0, -1.0, 0.5]),
+                                  _conv(3, (2,), 1.2, 0.1), RELU, GAP,
+                                  _dense(1, 1.1, 0.1)]),
 }
 N1, N2 = 3, 2
 ONLY_SYM = {"keeps_pixels"}

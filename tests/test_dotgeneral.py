@@ -5,7 +5,7 @@ Expected values are independent of the code under test:
 * neural-tangents 0.6.5 itself (stax.DotGeneral): its kernels on small fixed inputs are stored in
   tests/data/nt_dotgeneral_reference.npz by benchmarks/make_nt_dotgeneral_reference.py; float64 agreement to
   1e-10 relative, NNGP and NTK (scaling, a contraction of image rows, a constant on the left, a constant with a
-  free axis, a kernel that keeps pixel axes).
+  free axis, a kernel that keeps pixel axes, DotGeneral after AvgPool: two layers with per-image records).
 * Monte Carlo over the finite-width twin of a one-hidden-layer conv net: its conv outputs are exactly Gaussian, so
   E[NNGP] and E[NTK] equal the exact kernels at ANY width; z-scores against the standard errors (fixed seeds),
   bound |z| <= 5 per entry, and a power check against the kernel of the net without DotGeneral.
@@ -38,7 +38,7 @@ WIDTH_ARG = {"Dense": "out_dim", "Conv": "out_chan"}
 NT_ONLY = ("batch_axis", "channel_axis")  # where NT's axes went after lax.dot_general (kernelalg keeps its order)
 Z_MAX = 5.0
 #: Cases of the default run; the others run under -m slow (each compiles two kernels, ~5 s apiece).
-FAST = ("free_axes_gap",)  # the rows difference is also the Monte Carlo net
+FAST = ("free_axes_gap", "after_avgpool")  # the rows difference is also the Monte Carlo net
 
 
 def from_spec(spec: list) -> ka.Layer:
@@ -52,7 +52,7 @@ def from_spec(spec: list) -> ka.Layer:
 
 def test_nt_reference_covers_every_case() -> None:
     assert set(CASES) == {"scale_gap", "rows_difference_gap", "lhs_contract_flatten", "free_axes_gap",
-                          "keeps_pixels"}
+                          "keeps_pixels", "after_avgpool"}
 
 
 @pytest.mark.parametrize("case", [c if c in FAST else pytest.param(c, marks=pytest.mark.slow) for c in CASES])

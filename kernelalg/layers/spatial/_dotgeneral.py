@@ -21,7 +21,6 @@ diagonal of the transformed own grid (as after pooling), so the layer declares t
 
 from __future__ import annotations
 
-import itertools
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -38,7 +37,6 @@ from kernelalg.core._layer import Layer, Spatial
 from kernelalg.core._program import Builder, KernelState
 from kernelalg.layers.spatial import _grid as S
 
-_KEYS = itertools.count()  # ids of DotGeneral ops (their phase-1 records, see kernelalg.layers.spatial._pairs)
 
 BOTH_GIVEN = (
     "DotGeneral: both lhs and rhs are given, but the layer's input is the other factor. Fix: give one of them, "
@@ -187,7 +185,7 @@ def _dot_map(lay: S.SpatialState, geo: _Geometry, arr: np.ndarray):
         n1, n2 = S.recorded_vars(ctx.rec[key], k_out)  # chunked pairs of different images: recorded in phase 1
         return n1.astype(g.dtype), n2.astype(g.dtype), g, grid(ops, ntk), None
 
-    key = next(_KEYS)
+    key = next(S.RECORD_KEYS)
     return fn, key
 
 
