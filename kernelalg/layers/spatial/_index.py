@@ -5,7 +5,9 @@ does (``Slice[:, ::2, 1:]``: every batch entry, every other row, columns from 1)
 (``Index(":, ::2, 1:")``, the form the architecture parser and ``repr`` use). Only the spatial axes may be
 indexed: the batch axis is indexed on the inputs (``x1[::2]``), not as a layer, and indexing the (infinite)
 channel axis has no kernel (neural-tangents refuses it too). An integer index drops its spatial axis (an image
-row becomes a sequence); slices may have any step, negative ones included.
+row becomes a sequence); slices may have any step, negative ones included. Index declares no input layout: the
+network's first spatial layer (Conv, pooling) does, so an Index that drops axes goes after a layer of the
+images' own rank (``Conv((3, 3)) >> Index(":, 0") >> Conv((3,))``, not ``Index(":, 0") >> Conv((3,))``).
 
 Kernel map: indexing is linear and picks entries, so on the pixel-pair grid K(p, p') of
 :mod:`kernelalg.layers.spatial._grid` the new kernel is K[idx, idx'] (the same index on the pixels of x and
