@@ -104,7 +104,8 @@ def section(module_name: str, init_file: Path) -> list[str]:
             seen.add(n)
             obj = getattr(mod, n)
             sig = signature(obj) if kind(obj) != "constant" else f" = {obj!r}"
-            desc = summary(obj) if kind(obj) != "constant" else "symbol (sympy)"
+            own = type(obj).__module__.startswith("kernelalg")  # a constant of kernelalg's own type (ka.Slice)
+            desc = summary(obj) if kind(obj) != "constant" or own else "symbol (sympy)"
             lines.append(f"| `{n}{sig}` | {kind(obj)} | {desc.replace('|', '&#124;')} |")
         lines.append("")
     return lines

@@ -29,6 +29,8 @@ from kernelalg.layers.spatial._pooling import AvgPool, Flatten, GlobalAvgPool, G
 from kernelalg.layers.spatial._attention import GlobalSelfAttention
 from kernelalg.layers.graph._aggregate import Aggregate
 from kernelalg.layers.graph._inputs import Graphs
+from kernelalg.layers.spatial._index import Index, Slice
+from kernelalg.layers.spatial._dotgeneral import DotGeneral
 from kernelalg.layers._normalization import Dropout, ExpNormalized, LayerNorm
 from kernelalg.layers._surrogate import SurrogateSign, SurrogateStep, true_gradient, with_sharpness
 from kernelalg.finite._surrogate import SurrogateTwins, empirical_sg_ntk, surrogate_twins
@@ -57,7 +59,7 @@ __all__ = [
     "LeakyRelu", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "Relu", "Sign", "Sin", "activation",
     "parallel", "repeat", "serial", "Layer",
     # convolutional
-    "Conv", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
+    "Conv", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten", "Index", "Slice", "DotGeneral",
     # attention, normalization, dropout
     "GlobalSelfAttention", "LayerNorm", "Dropout",
     # graphs

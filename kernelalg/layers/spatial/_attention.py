@@ -27,7 +27,6 @@ References:
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping
 from typing import Any, Callable
@@ -48,7 +47,6 @@ from kernelalg.layers.spatial._attend import MECHANISMS, POS_EMB_TYPES, Setting,
 from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
 
 NAME = "GlobalSelfAttention"
-_KEYS = itertools.count()  # record keys of the attention ops (phase-1 records, see ._pairs)
 
 NOT_POSITIONAL = (
     "GlobalSelfAttention needs inputs with a sequence or spatial axis, but it follows {after}, whose output has "
@@ -120,7 +118,7 @@ def _attention_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], sta
     kw, pw = _pos_weights(p, static, st) if pos else (sp.Integer(1), sp.Integer(0))
     setting = Setting(static["linear_scaling"], static["attention_mechanism"], pos, static["pos_emb_p_norm"],
                       static["pos_emb_decay_fn"], static["val_pos_emb"])
-    key = next(_KEYS)
+    key = next(S.RECORD_KEYS)
     fn = attention_map(lay, setting, key)
     exprs = st.exprs
     if exprs[2].is_Number or (exprs[3].is_Number and exprs[3] != 0):

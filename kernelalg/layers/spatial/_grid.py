@@ -46,6 +46,9 @@ IMG2 = sp.Symbol("img2")
 #: :data:`kernelalg.core._program.ID1`), else 0. Read by layers that draw fresh randomness per input (Dropout).
 SAME_GRID = sp.Symbol("same_grid", nonnegative=True)
 PADDINGS = ("SAME", "VALID", "CIRCULAR")
+#: Tags of the ops that leave a phase-1 record (pooling, DotGeneral, attention): one counter for all of them, so
+#: that two such layers of one network never share a tag (``Ctx.rec`` is keyed by it).
+RECORD_KEYS = itertools.count()
 
 NOT_SPATIAL = (
     "{layer} needs inputs with spatial axes, but it follows {after}, whose output has none. "

@@ -100,7 +100,7 @@ pixel_pair_env = _env
 def pair_inputs(ops: Arrays, lay: SpatialState, a: Any, b: Any) -> dict:
     """Input arrays of a chunk of image pairs a[i], b[i] (each (B, *S, C)): batch axes (B, 1)."""
     xp = ops.xp
-    ch, s, k = a.shape[-1], a.shape[1:-1], lay.ndim
+    ch, s, k = a.shape[-1], a.shape[1:-1], a.ndim - 2  # the images' own axes (layers may change lay.ndim later)
     d1 = (xp.sum(a * a, axis=-1) / ch)[:, None]
     d2 = (xp.sum(b * b, axis=-1) / ch)[:, None]
     if lay.mode == "diag":

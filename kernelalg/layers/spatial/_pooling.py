@@ -15,7 +15,6 @@ All are linear maps without parameters, so they act identically on the NNGP, the
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -34,7 +33,6 @@ from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
 from kernelalg.core._program import Builder, KernelState
 from kernelalg.layers.spatial._pairs import wrap_readout
 
-_KEYS = itertools.count()  # ids of pooling ops (their phase-1 records, see kernelalg.layers.spatial._pairs)
 
 
 def _need_full(lay: S.SpatialState, layer: str) -> None:
@@ -75,7 +73,7 @@ def _pool_map(lay: S.SpatialState, window: tuple, strides: tuple, padding: str, 
         n1, n2 = S.recorded_vars(ctx.rec[key], k)  # chunked pairs of different images: recorded in phase 1
         return n1.astype(g.dtype), n2.astype(g.dtype), g, grid(ops, ntk), None
 
-    key = next(_KEYS)
+    key = next(S.RECORD_KEYS)
     return fn, key
 
 
