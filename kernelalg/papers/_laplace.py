@@ -148,7 +148,8 @@ def run(out: Path, quick: bool = False) -> PaperResult:
     plt = pyplot()
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
     ax[0].loglog(ranks, [e.mean() for e in errors], "o-", label=f"ELLA variance error, slope {fit.slope:.2f}")
-    ax[0].loglog(ranks, [e.mean() for e in errors_dtc], "^-", label=f"with the residual variance, slope {dtc.slope:.2f}")
+    ax[0].loglog(ranks, [e.mean() for e in errors_dtc], "^-",
+                 label=f"with the residual variance, slope {dtc.slope:.2f}")
     ax[0].loglog(ranks, tail, "s:", label=f"eigenvalue tail / trace, slope {tail_slope:.2f}")
     ax[0].set(xlabel="Nystrom rank r", ylabel="relative error", title="ELLA vs exact NTK Laplace")
     ax[0].legend(fontsize=8)
