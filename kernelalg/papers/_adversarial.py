@@ -148,7 +148,8 @@ def run(out: Path, quick: bool = False) -> PaperResult:
         numbers={"width": width, "seeds": seeds, "steps": steps, "lr": lr, "epsilons": list(epsilons),
                  "accuracy": acc, "drops": {k: float(v) for k, v in drop.items()},
                  "final_train_loss": np.asarray(losses[:, -1]).tolist()},
-        caveats=("centred networks (f_theta - f_theta0), digits, MSE training, full-batch gradient descent, NTK parametrization (the lazy regime, where "
+        caveats=("centred networks (f_theta - f_theta0), digits, MSE training, full-batch gradient descent, NTK "
+                 "parametrization (the lazy regime, where "
                  "the NTK describes the net: a transfer from the NTK to feature-learning nets is not tested); the "
                  "white-box reference is one-step FGSM on each net; eps in units of the normalized pixels (each "
                  "image has norm 8, per-pixel standard deviation about 1)."))

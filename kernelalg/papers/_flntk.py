@@ -181,7 +181,8 @@ def run(out: Path, quick: bool = False) -> PaperResult:
                   f"falls at every round: {linear}); K = 1 relative difference {same_k1:.1e}; net at K = 10: iid "
                   f"{net_k10['iid']:.3g}, skewed {net_k10['skewed']:.3g}"),
         expected=(f"net within {NET_GAP:.0%} of the NTK prediction at every round; the net-linearized gap shrinks "
-                  f"with width; NTK loss falls at every round (linear rate); skewed > iid for K > 1, equal at K = 1 (< {SAME_K1:g})"),
+                  f"with width; NTK loss falls at every round (linear rate); skewed > iid for K > 1, equal at K = 1 "
+                  f"(< {SAME_K1:g})"),
         passed=bool(ok), plot=plot,
         numbers={"widths": list(widths), "lr": lr, "rounds": rounds, "locals": list(locals_sweep),
                  "sweep": {s: v.tolist() for s, v in sweep.items()},

@@ -11,10 +11,11 @@ v_k its k-th eigenvector (k = 1, 2, 4, ..., 128; k = 0 is the near-constant top 
 accuracy that falls with the index: Spearman rank correlation of accuracy and k <= -0.8; (2) its convergence
 slows with the index: the train loss after T = 30 gradient steps (learning rate N / lambda_max) relative to
 the initial one rises with k (Spearman >= 0.8); (3) finite networks (centred: f - f_0) and its
-linearization (``ka.linearize``) trained on the same targets for 300 steps at the same rate: the empirical NTK of the
-trained network is more aligned with the target than the initial one (alignment y^T Theta y / (|Theta|_F
-|y|^2) grows) for every k checked, at widths 32 and 512, and grows less at width 512 (lazier). Reported, not part of the verdict: where the network beats or trails its
-linearization (test accuracy per k).
+linearization (``ka.linearize``) trained on the same targets for 300 steps at the same rate: the empirical NTK
+of the trained network is more aligned with the target than the initial one (alignment y^T Theta y /
+(|Theta|_F |y|^2) grows) for every k checked, at widths 32 and 512, and grows less at width 512 (lazier).
+Reported, not part of the verdict: where the network beats or trails its linearization (test accuracy and
+train loss per k).
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def run(out: Path, quick: bool = False) -> PaperResult:
         centred = lambda p, z, twin=twin, p0=p0: twin.apply(p, z) - twin.apply(p0, z)  # noqa: E731
         lin = linearize(centred, p0)
         for name, f in (("net", centred), ("linearized", lin)):
-            params, losses = jax.jit(jax.vmap(lambda y, f=f, p0=p0: descend(mse_loss(f, xs, y), p0, lr, STEPS)))(ys)
+            fit = jax.vmap(lambda y, f=f, p0=p0: descend(mse_loss(f, xs, y), p0, lr, STEPS))
+            params, losses = jax.jit(fit)(ys)
             for j, k in enumerate(net_indices):
                 p = jax.tree_util.tree_map(lambda a, j=j: a[j], params)
                 acc_net[(width, name, k)] = float(np.mean(np.sign(np.asarray(f(p, xt))[:, 0]) == targets[k][n:]))
@@ -146,5 +148,6 @@ def run(out: Path, quick: bool = False) -> PaperResult:
                  "alignment_initial": {f"{w} {k}": v for (w, k), v in align0.items()},
                  "alignment_trained": {f"{w} {k}": v for (w, k), v in align_t.items()}, "lr": lr},
         caveats=("eigenvectors of the exact NTK Gram on the 400 (quick: 200) images stand for its eigenfunctions; "
-                 "one network per width (one initialisation), full-batch gradient descent on the MSE, NTK parametrization; "
-                 "the paper uses CIFAR-10 and convolutional nets."))
+                 "one network per width (one initialisation), full-batch gradient descent on the MSE, NTK "
+                 "parametrization, learning rate n / lambda_max of the exact NTK; the paper uses CIFAR-10 and "
+                 "convolutional nets."))
