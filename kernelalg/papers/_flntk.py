@@ -131,7 +131,7 @@ def _fedavg(apply: Callable, params: list, x: np.ndarray, y: np.ndarray, parts: 
 
 def run(out: Path, quick: bool = False) -> PaperResult:
     n, rounds = N_TRAIN, ROUNDS
-    widths = (256, 1024) if quick else (512, 2048, 8192)
+    widths = (128, 512) if quick else (512, 2048, 8192)
     net_locals = (10,) if quick else (1, 10)
     locals_sweep = (1, 2, 5, 10, 20, 50)
     x, y, labels = _data(n)
