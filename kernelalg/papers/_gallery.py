@@ -7,14 +7,15 @@ from types import ModuleType
 from typing import Sequence
 
 from kernelalg.core._errors import KernelalgError
-from kernelalg.papers import _eilers, _fort, _hu, _jacot, _noci, _rntk, _velikanov
-from kernelalg.papers import _dascoli
+from kernelalg.papers import (_adversarial, _dascoli, _eilers, _flntk, _fort, _hu, _jacot, _laplace, _noci, _ortiz,
+                              _rntk, _velikanov)
 from kernelalg.papers._common import timed
 from kernelalg.papers._result import PaperResult, write_results
 
 #: The paper checks, in the order of the table. Each module has NAME, PAPER, CLAIM, REPRODUCES (what the gallery
 #: found) and run(out, quick).
-CHECKS: tuple[ModuleType, ...] = (_jacot, _hu, _eilers, _rntk, _fort, _velikanov, _noci, _dascoli)
+CHECKS: tuple[ModuleType, ...] = (_jacot, _hu, _eilers, _rntk, _fort, _velikanov, _noci,
+                                  _laplace, _flntk, _adversarial, _ortiz, _dascoli)
 
 UNKNOWN_PAPER = "Unknown paper check {name!r}. Fix: use one of {names} (or none for all)."
 
