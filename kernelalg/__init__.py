@@ -27,6 +27,7 @@ from kernelalg.layers.recurrent._gated import GRU, LSTM, gate_quadrature_error
 from kernelalg.layers.spatial._conv import Conv
 from kernelalg.layers.spatial._pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool
 from kernelalg.layers.spatial._attention import GlobalSelfAttention
+from kernelalg.layers.spatial._resize import ConvTranspose, ImageResize
 from kernelalg.layers._normalization import Dropout, ExpNormalized, LayerNorm
 from kernelalg.layers._surrogate import SurrogateSign, SurrogateStep, true_gradient, with_sharpness
 from kernelalg.finite._surrogate import SurrogateTwins, empirical_sg_ntk, surrogate_twins
@@ -54,7 +55,7 @@ __all__ = [
     "LeakyRelu", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "Relu", "Sign", "Sin", "activation",
     "parallel", "repeat", "serial", "Layer",
     # convolutional
-    "Conv", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
+    "Conv", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten", "ConvTranspose", "ImageResize",
     # attention, normalization, dropout
     "GlobalSelfAttention", "LayerNorm", "Dropout",
     # recurrent

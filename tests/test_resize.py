@@ -44,9 +44,9 @@ def nt_net(name: str) -> ka.Layer:
     return ka.serial(*layers)
 
 
-#: Cases run by default (ConvTranspose SAME/VALID/standard and CIRCULAR on the matching-pixel layout,
-#: Conv + ConvTranspose + ImageResize); the others (same code paths, other settings) with -m slow.
-NT_DEFAULT = ("ct_standard_gap", "ct2d_circular_flatten", "ct_then_resize_gap")
+#: Cases run by default (ConvTranspose SAME and CIRCULAR on the matching-pixel layout, Conv + ConvTranspose +
+#: ImageResize on the full grid); the others (same code paths, other settings) with -m slow.
+NT_DEFAULT = ("ct2d_same_flatten", "ct2d_circular_flatten", "ct_then_resize_gap")
 
 
 @pytest.mark.parametrize("name", [n if n in NT_DEFAULT else pytest.param(n, marks=SLOW) for n in NT_NAMES
@@ -77,8 +77,8 @@ def test_resize_after_one_conv_matches_nt_monte_carlo() -> None:
 
 
 @pytest.mark.parametrize("n_in, n_out, method, antialias", [
-    (5, 9, "linear", True), (9, 4, "linear", True), (9, 4, "linear", False), (7, 3, "bilinear", True),
-    (6, 13, "nearest", True), (13, 6, "nearest", False), (4, 4, "linear", True), (3, 1, "linear", True)])
+    (5, 9, "linear", True), (9, 4, "linear", True), (9, 4, "linear", False), (13, 6, "nearest", True),
+    (3, 1, "linear", True)])
 def test_resize_matrix_is_jax_image_resize(n_in: int, n_out: int, method: str, antialias: bool) -> None:
     """R x equals jax.image.resize(x) along one axis: R is jax's resize of the identity. This jax computes the
     linear weights in float32 (atol 1e-6); jax 0.4.26 (neural-tangents' venv) in float64, which the stored
@@ -91,8 +91,9 @@ def test_resize_matrix_is_jax_image_resize(n_in: int, n_out: int, method: str, a
 def test_numpy_reference_and_float32() -> None:
     """The NumPy reference evaluation of the same program agrees to 1e-12; float32 inputs give float32 kernels
     within 1e-4 relative of float64."""
-    name = "ct_then_resize_gap"
-    net, x1 = nt_net(name), NT[f"{name}.x1"]
+    net = (ka.ConvTranspose((2, 2), (2, 1), "CIRCULAR", 1.2, 0.1) >> ka.Relu() >> ka.Conv((2, 2), padding="SAME")
+           >> ka.ImageResize((-1, 3, 3, -1), "linear") >> ka.GlobalAvgPool())
+    x1 = np.random.default_rng(3).normal(size=(2, 2, 2, 1))
     k64 = ka.kernel(net, x1)
     ref = ka.reference_kernel(net, x1, get=("nngp", "ntk"))
     for field in ("nngp", "ntk"):
@@ -176,12 +177,12 @@ MC_NETS = {  # one hidden nonlinearity: its pre-activations are exactly Gaussian
 
 @pytest.mark.parametrize("name", ["circular_resize_gap", pytest.param("valid_1d_flatten", marks=SLOW)])
 def test_monte_carlo_finite_width(name: str) -> None:
-    """The finite twins' empirical NNGP and NTK (J J^T) average to the kernel: 3000 networks of width 8, fixed
+    """The finite twins' empirical NNGP and NTK (J J^T) average to the kernel: 1500 networks of width 8, fixed
     seeds; |z| < 4.5 on the 12 distinct entries (calibration: max |z| stated in the commit report)."""
     body, shape = MC_NETS[name]
     x = np.random.default_rng(7).normal(size=(3,) + shape)
     k = ka.kernel(body >> ka.Dense(V_STD, V_BIAS), x)
     iu = np.triu_indices(3)
-    for (mean, se), exact in zip(_mc(body, x.astype(np.float32), 8, 3000, 3), (k.nngp, k.ntk)):
+    for (mean, se), exact in zip(_mc(body, x.astype(np.float32), 8, 1500, 3), (k.nngp, k.ntk)):
         z = (mean - np.asarray(exact))[iu] / se[iu]
         assert np.all(np.abs(z) < 4.5), z
