@@ -37,7 +37,7 @@ from kernelalg.core._program import Builder, KernelState
 from kernelalg.layers._affine import affine_scales, affine_state, check_parameterization
 from kernelalg.layers._dense import affine_init
 from kernelalg.layers.spatial import _grid as S
-from kernelalg.layers.spatial._conv import STANDARD_NEEDS_CHANNELS, _dimension_numbers
+from kernelalg.layers.spatial._conv import _dimension_numbers
 from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
 
 _KEYS = itertools.count(10**6)  # phase-1 record ids of ImageResize ops (distinct from pooling's)
@@ -47,6 +47,11 @@ RESIZE_METHODS = {"linear": "linear", "bilinear": "linear", "trilinear": "linear
 BAD_METHOD = (
     "ImageResize: method {got!r} has no infinite-width kernel here (neural-tangents' kernel_fn supports only "
     "the linear methods). Fix: use method='linear' (also 'bilinear', 'trilinear', 'triangle') or 'nearest'."
+)
+TRANSPOSE_STANDARD_NEEDS_CHANNELS = (
+    "ConvTranspose(parameterization='standard') after a layer of unknown width: in the standard parametrization "
+    "the NTK depends on the fan-in C_in * prod(filter_shape). Fix: give the previous Conv/Dense out_chan/out_dim, "
+    "e.g. Conv((3, 3), out_chan=256) before ConvTranspose((3, 3), (2, 2), parameterization='standard')."
 )
 BAD_RESIZE_SHAPE = (
     "ImageResize: shape must list every axis of the images (batch, *spatial, channels) with 1 to 3 spatial "
@@ -151,8 +156,7 @@ def _tconv_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static:
 
     def weight_grad() -> sp.Expr:
         if st.width is None:
-            raise E.LayerOrderError(STANDARD_NEEDS_CHANNELS.replace("Conv(parameterization", "ConvTranspose("
-                                                                    "parameterization", 1))
+            raise E.LayerOrderError(TRANSPOSE_STANDARD_NEEDS_CHANNELS)
         return st.width * math.prod(filt) * mapped[2]
 
     return affine_state(p, static["parameterization"], mapped, weight_grad, width=static["out_chan"],
