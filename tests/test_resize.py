@@ -210,6 +210,7 @@ def test_monte_carlo_finite_width(name: str) -> None:
         assert np.all(np.abs(z) < 4.5), z
 
 
+@SLOW  # ~25 s of compilation on a loaded 2-core machine; the default Monte Carlo test already differentiates the twin
 def test_empirical_ntk_of_the_twin() -> None:
     """ka.empirical_ntk of the finite twin (its default jacobian route) is J J^T by jax.jacrev written out here."""
     net = MC_NETS["circular_resize_gap"][0] >> ka.Dense(V_STD, V_BIAS, out_dim=1)
