@@ -31,6 +31,7 @@ from kernelalg.layers.graph._aggregate import Aggregate
 from kernelalg.layers.graph._inputs import Graphs
 from kernelalg.layers.spatial._index import Index, Slice
 from kernelalg.layers.spatial._dotgeneral import DotGeneral
+from kernelalg.layers.spatial._resize import ConvTranspose, ImageResize
 from kernelalg.layers._normalization import Dropout, ExpNormalized, LayerNorm
 from kernelalg.layers._surrogate import SurrogateSign, SurrogateStep, true_gradient, with_sharpness
 from kernelalg.finite._surrogate import SurrogateTwins, empirical_sg_ntk, surrogate_twins
@@ -60,6 +61,7 @@ __all__ = [
     "parallel", "repeat", "serial", "Layer",
     # convolutional
     "Conv", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten", "Index", "Slice", "DotGeneral",
+    "ConvTranspose", "ImageResize",
     # attention, normalization, dropout
     "GlobalSelfAttention", "LayerNorm", "Dropout",
     # graphs

@@ -1,0 +1,390 @@
+"""Upsampling layers: ConvTranspose (transposed convolution) and ImageResize (a fixed linear resampling).
+
+Conventions follow neural-tangents' ``stax.ConvTranspose`` and ``stax.ImageResize`` (0.6.5), images NHWC.
+
+**ConvTranspose** is ``jax.lax.conv_transpose`` (no kernel flip): per spatial axis the input is dilated by
+the stride (s - 1 zeros between pixels), zero-padded by lax's transposed-conv rule and correlated with the
+filter at stride 1 (output n s for SAME, n s + max(f - s, 0) for VALID). CIRCULAR computes VALID and folds
+it onto n s pixels periodically (neural-tangents' ``_same_pad_for_filter_shape_transpose``); that equals
+the dilated input (n s pixels, trailing zeros) padded periodically by (f - 1 - c, c), c = max(f - s, 0) // 2.
+With ``T`` that aligned window mean on the dilated grid (:func:`pair_tconv`), the kernel map is Conv's with
+``A`` replaced by ``T``: ``K <- W_std^2 T[K] + b_std^2``, ``Theta <- K_new + W_std^2 T[Theta]`` (ntk;
+standard adds ``C_in |F| T[K]``), fan-in ``C_in |F|`` as neural-tangents. ``T`` is aligned (the same filter
+tap for both pixels), so the matching-pixel layout suffices, as for Conv.
+
+**ImageResize** is ``jax.image.resize`` on the spatial axes: one matrix ``R_d`` per axis (:func:`resize_matrix`,
+jax's triangle filter for "linear" with optional antialiasing, index selection for "nearest"), so
+``K <- R K R^T`` on every pixel pair, the same map on the NNGP and the NTK. It mixes pixels, so like pooling
+it needs every pixel pair and each image's own grid (``Spatial(pairs=True)``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import sympy as sp
+
+from kernelalg.backends import Arrays
+from kernelalg.core import _errors as E
+from kernelalg.core._layer import Layer, Spatial, check_std
+from kernelalg.core._program import Builder, KernelState
+from kernelalg.layers._affine import affine_scales, affine_state, check_parameterization
+from kernelalg.layers._dense import affine_init
+from kernelalg.layers.spatial import _grid as S
+from kernelalg.layers.spatial._conv import _dimension_numbers
+from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
+
+_KEYS = itertools.count(10**6)  # phase-1 record ids of ImageResize ops (distinct from pooling's)
+
+RESIZE_METHODS = {"linear": "linear", "bilinear": "linear", "trilinear": "linear", "triangle": "linear",
+                  "nearest": "nearest"}
+BAD_METHOD = (
+    "ImageResize: method {got!r} has no infinite-width kernel here (neural-tangents' kernel_fn supports only "
+    "the linear methods). Fix: use method='linear' (also 'bilinear', 'trilinear', 'triangle') or 'nearest'."
+)
+TRANSPOSE_STANDARD_NEEDS_CHANNELS = (
+    "ConvTranspose(parameterization='standard') after a layer of unknown width: in the standard parametrization "
+    "the NTK depends on the fan-in C_in * prod(filter_shape). Fix: give the previous Conv/Dense out_chan/out_dim, "
+    "e.g. Conv((3, 3), out_chan=256) before ConvTranspose((3, 3), (2, 2), parameterization='standard')."
+)
+BAD_RESIZE_SHAPE = (
+    "ImageResize: shape must list every axis of the images (batch, *spatial, channels) with 1 to 3 spatial "
+    "axes, each entry a positive size or -1 (keep), got {got!r}. Fix: e.g. shape=(-1, 16, 16, -1)."
+)
+RESIZE_BATCH = (
+    "ImageResize: resizing the batch axis (shape[0] = {got}) mixes different inputs, which a per-input kernel "
+    "cannot express. Fix: set shape[0] = -1."
+)
+RESIZE_CHANNELS = (
+    "ImageResize: resizing the channel axis (shape[-1] = {got}) is not defined in the infinite-width limit "
+    "(as neural-tangents). Fix: set shape[-1] = -1."
+)
+BAD_AXES = (
+    "ImageResize: kernelalg's images are (batch, *spatial, channels), so batch_axis must be 0 and "
+    "channel_axis -1, got batch_axis={b}, channel_axis={c}. Fix: transpose the images to that layout."
+)
+
+
+# ------------------------------------------------------------------------------------- ConvTranspose maths
+
+
+def tconv_axis(n: int, f: int, s: int, padding: str) -> tuple[int, int, int, int]:
+    """(dilated length, pad_lo, pad_hi, out) of one axis of a transposed conv (lax's padding rule)."""
+    if padding == "CIRCULAR":
+        c = max(f - s, 0) // 2
+        return n * s, f - 1 - c, c, n * s
+    if padding == "SAME":
+        total = f + s - 2
+        lo = f - 1 if s > f - 1 else -(-total // 2)
+    else:
+        total = f + s - 2 + max(f - s, 0)
+        lo = f - 1
+    dil = (n - 1) * s + 1
+    return dil, lo, total - lo, dil + total - f + 1
+
+
+def _dilate(ops: Arrays, x: Any, ax: int, s: int, length: int) -> Any:
+    """x with s - 1 zeros after every entry of axis ``ax``, cut to ``length`` entries."""
+    n = x.shape[ax]
+    if s == 1 and length == n:
+        return x
+    y = ops.xp.expand_dims(x, ax + 1)
+    cfg = [(0, 0)] * y.ndim
+    cfg[ax + 1] = (0, s - 1)
+    y = ops.pad(y, cfg).reshape(x.shape[:ax] + (n * s,) + x.shape[ax + 1:])
+    limit = list(y.shape)
+    limit[ax] = length
+    return ops.slice(y, [0] * y.ndim, limit, [1] * y.ndim)
+
+
+def _tconv(ops: Arrays, x: Any, groups: list, filt: tuple, strides: tuple, padding: str) -> Any:
+    """Sum over taps a of the dilated, padded x at (o + a) on every axis of each group; group j of axes uses
+    filt[j], strides[j] (aligned taps within a group, as the pixel pair (p, p') of one spatial axis)."""
+    axes, amounts, outs = [], [], []
+    for grp, f, s in zip(groups, filt, strides):
+        for ax in grp:
+            dil, lo, hi, out = tconv_axis(x.shape[ax], f, s, padding)
+            x = _dilate(ops, x, ax, s, dil)
+            axes.append(ax), amounts.append((lo, hi)), outs.append(out)
+    offsets = [tuple(o for o, grp in zip(offs, groups) for _ in grp)
+               for offs in itertools.product(*(range(f) for f in filt))]
+    return S._window_sum(ops, x, axes, offsets, amounts, (1,) * len(axes), outs, padding == "CIRCULAR")
+
+
+def pair_tconv(ops: Arrays, x: Any, filt: tuple, strides: tuple, padding: str) -> Any:
+    """The aligned transposed-conv window mean on the full pixel-pair grid (B1, B2, *S, *S')."""
+    k = len(filt)
+    return _tconv(ops, x, [(2 + d, 2 + k + d) for d in range(k)], filt, strides, padding) / math.prod(filt)
+
+
+def tbox(ops: Arrays, x: Any, axes: tuple, filt: tuple, strides: tuple, padding: str) -> Any:
+    """The transposed-conv window mean of per-pixel arrays on ``axes`` (separable: one axis at a time)."""
+    for ax, f, s in zip(axes, filt, strides):
+        x = _tconv(ops, x, [(ax,)], (f,), (s,), padding)
+    return x / math.prod(filt)
+
+
+def tconv_map(lay: S.SpatialState, filt: tuple, strides: tuple, padding: str):
+    """The unscaled transposed-conv map ``T`` on (var1, var2, cov, ntk) arrays of layout ``lay``."""
+    k = lay.ndim
+    unprimed, primed = tuple(range(2, 2 + k)), tuple(range(2 + k, 2 + 2 * k))
+
+    def fn(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx) -> tuple:
+        def diag(x: Any, axes: tuple) -> Any:
+            return None if x is None else tbox(ops, x, axes, filt, strides, padding)
+
+        if lay.mode == "diag":
+            return ops.isolated(ctx.live, lambda *xs: tuple(diag(x, unprimed) for x in xs), v1, v2, cov, ntk)
+        grid = (lambda x: None if x is None else pair_tconv(ops, x, filt, strides, padding))
+        return (diag(v1, unprimed), diag(v2, primed),
+                *ops.isolated(ctx.live, lambda a, b: (grid(a), grid(b)), cov, ntk))
+
+    return fn
+
+
+def _tconv_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
+    filt, strides, padding = static["filter_shape"], static["strides"], static["padding"]
+    lay = S.require_spatial(st, "ConvTranspose", len(filt), "filter_shape", "filter_shape=(3,) * ndim")
+    mapped = tuple(S.spatial_op(b, st, tconv_map(lay, filt, strides, padding), "conv_transpose",
+                                key=(lay, filt, strides, padding))[:4])
+
+    def weight_grad() -> sp.Expr:
+        if st.width is None:
+            raise E.LayerOrderError(TRANSPOSE_STANDARD_NEEDS_CHANNELS)
+        return st.width * math.prod(filt) * mapped[2]
+
+    return affine_state(p, static["parameterization"], mapped, weight_grad, width=static["out_chan"],
+                        after="ConvTranspose", layout=lay)
+
+
+def fold(y: jax.Array, ax: int, length: int, offset: int) -> jax.Array:
+    """out[j] = sum_m y[j + offset + m length] along ``ax`` (the CIRCULAR fold of neural-tangents)."""
+    n = y.shape[ax]
+    out = None
+    for m in range(-(offset // length) - 1, n // length + 2):
+        lo, hi = offset + m * length, offset + (m + 1) * length
+        a, z = max(lo, 0), min(hi, n)
+        if a >= z:
+            continue
+        piece = jax.lax.slice_in_dim(y, a, z, axis=ax)
+        cfg = [(0, 0)] * y.ndim
+        cfg[ax] = (a - lo, hi - z)
+        piece = jnp.pad(piece, cfg)
+        out = piece if out is None else out + piece
+    return out
+
+
+def _tconv_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
+    filt, strides, padding = static["filter_shape"], static["strides"], static["padding"]
+    k = len(filt)
+    if len(in_shape) != k + 1:
+        raise E.LayerOrderError(S.WRONG_NDIM.format(layer="ConvTranspose", what="filter_shape", got=k,
+                                                    ndim=len(in_shape) - 1, example=(3,) * (len(in_shape) - 1)))
+    c_in, out = in_shape[-1], static["out_chan"] or width
+    sc = affine_scales(static, p["W_std"], p.get("b_std"), c_in * math.prod(filt), out)
+    dn = _dimension_numbers(k)
+    sizes = [tconv_axis(n, f, s, padding) for n, f, s in zip(in_shape[:-1], filt, strides)]
+
+    def init(key: jax.Array) -> dict:
+        return affine_init(key, tuple(filt) + (c_in, out), sc, "b_std" in p)
+
+    def apply(params: dict, x: jax.Array) -> jax.Array:
+        x = jnp.asarray(x)
+        w = params["W"].astype(x.dtype)
+        y = jax.lax.conv_transpose(x, w, strides, "VALID" if padding == "CIRCULAR" else padding,
+                                   dimension_numbers=dn, precision=jax.lax.Precision.HIGHEST)
+        if padding == "CIRCULAR":
+            for d, (f, s) in enumerate(zip(filt, strides)):
+                y = fold(y, 1 + d, sizes[d][3], max(f - s, 0) // 2)
+        if sc.w_mult != 1.0:
+            y = sc.w_mult * y
+        if "b" in params:
+            bias = params["b"].astype(x.dtype)
+            y = y + (bias if sc.b_mult == 1.0 else sc.b_mult * bias)
+        return y
+
+    return init, apply, tuple(sz[3] for sz in sizes) + (out,)
+
+
+def ConvTranspose(filter_shape: Any, strides: Any = None, padding: str = "VALID", W_std: float = 1.0,
+                  b_std: float | None = None, parameterization: str = "ntk", *,
+                  out_chan: int | None = None) -> Layer:
+    """Transposed convolution (neural-tangents' ``stax.ConvTranspose``; ``jax.lax.conv_transpose``).
+
+    Args:
+        filter_shape: Filter size per spatial axis, e.g. (3, 3).
+        strides: Stride per spatial axis (default all 1): the upsampling factor.
+        padding: "VALID" (default; output n s + max(f - s, 0)), "SAME" (output n s) or "CIRCULAR"
+            (periodic, output n s).
+        W_std: Weight standard deviation (>= 0).
+        b_std: Bias standard deviation, or None for no bias.
+        parameterization: "ntk" (default) or "standard" (fan-in C_in * prod(filter_shape), as NT).
+        out_chan: Output channels (the finite twin; the fan-in of a following standard-parametrized layer).
+
+    Returns:
+        The layer.
+
+    Example:
+        >>> net = ka.ConvTranspose((3, 3), (2, 2), "SAME") >> ka.Relu() >> ka.Flatten()  # doctest: +SKIP
+    """
+    name = "ConvTranspose"
+    filt = S.check_tuple(name, "filter_shape", filter_shape, "filter_shape=(3, 3)")
+    strides = (1,) * len(filt) if strides is None else S.check_tuple(name, "strides", strides, "strides=(2, 2)")
+    if len(strides) != len(filt):
+        raise E.KernelalgError(f"{name}: strides {strides} and filter_shape {filt} have different lengths. "
+                               f"Fix: give one stride per spatial axis, e.g. strides={(2,) * len(filt)}.")
+    padding = S.check_padding(name, padding)
+    check_parameterization(name, parameterization)
+    if out_chan is not None and (int(out_chan) != out_chan or out_chan < 1):
+        raise E.KernelalgError(f"{name}: out_chan must be a positive integer, got {out_chan!r}. "
+                               "Fix: e.g. out_chan=256, or leave it None.")
+    params: tuple[tuple[str, float], ...] = (("W_std", check_std(name, "W_std", W_std)),)
+    if b_std is not None:
+        params += (("b_std", check_std(name, "b_std", b_std)),)
+    static = (("filter_shape", filt), ("strides", strides), ("padding", padding),
+              ("parameterization", parameterization), ("out_chan", None if out_chan is None else int(out_chan)))
+    return Layer(name, _tconv_kernel, params, static, _tconv_finite, positive=frozenset({"W_std", "b_std"}),
+                 input_layout=IMAGE_LAYOUTS[len(filt)], role="affine", width_arg="out_chan")
+
+
+# --------------------------------------------------------------------------------------------- ImageResize
+
+
+def resize_matrix(n_in: int, n_out: int, method: str, antialias: bool) -> np.ndarray:
+    """R (n_out, n_in) with resize(x) = R x along one axis, float64, as ``jax.image.resize``.
+
+    "linear": the triangle filter at sample points (j + 1/2) n_in / n_out - 1/2, widened by n_in / n_out when
+    downsampling with antialias, columns normalised, zero outside the image (jax's ``compute_weight_mat``).
+    "nearest": input pixel floor((j + 1/2) n_in / n_out), computed in float32 as jax does.
+    """
+    if n_in == n_out:
+        return np.eye(n_in)
+    if method == "nearest":
+        pos = (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * np.float32(n_in) / np.float32(n_out)
+        r = np.zeros((n_out, n_in))
+        r[np.arange(n_out), np.floor(pos.astype(np.float32)).astype(np.int64)] = 1.0
+        return r
+    inv = 1.0 / (n_out / n_in)
+    width = max(inv, 1.0) if antialias else 1.0
+    sample = (np.arange(n_out) + 0.5) * inv - 0.5
+    w = np.maximum(0.0, 1.0 - np.abs(sample[None, :] - np.arange(n_in, dtype=np.float64)[:, None]) / width)
+    tot = w.sum(axis=0, keepdims=True)
+    w = np.where(np.abs(tot) > 1000.0 * float(np.finfo(np.float32).eps), w / np.where(tot != 0, tot, 1), 0.0)
+    w = np.where(((sample >= -0.5) & (sample <= n_in - 0.5))[None, :], w, 0.0)
+    return w.T
+
+
+def _resize_axes(ops: Arrays, x: Any, axes: tuple, sizes: tuple, method: str, antialias: bool) -> Any:
+    """x with axis axes[j] resized to sizes[j] (-1: kept) by :func:`resize_matrix`."""
+    xp = ops.xp
+    for ax, n in zip(axes, sizes):
+        if n == -1 or n == x.shape[ax]:
+            continue
+        r = xp.asarray(resize_matrix(x.shape[ax], n, method, antialias), x.dtype)
+        x = xp.moveaxis(ops.matmul(r, xp.moveaxis(x, ax, -2)), -2, ax)
+    return x
+
+
+def _resize_map(lay: S.SpatialState, sizes: tuple, method: str, antialias: bool):
+    k = lay.ndim
+    axes = tuple(range(2, 2 + 2 * k))
+
+    def grid(ops: Arrays, x: Any) -> Any:
+        return None if x is None else _resize_axes(ops, x, axes, sizes + sizes, method, antialias)
+
+    def fn(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx) -> tuple:
+        g = grid(ops, cov)
+        if ctx.phase == 0:  # batch mode: self grids on the batch diagonal or in the extension
+            n1, n2 = S.self_pixel_vars(ops, g, ctx.ext, k)
+            return n1.astype(g.dtype), n2.astype(g.dtype), g, grid(ops, ntk), None
+        if ctx.phase == 1:  # chunked self pairs: the resized grid is the image's own
+            d = S.pixel_diag(ops, g, k)
+            n1, n2 = S.own_vars(d, k)
+            return n1, n2, g, grid(ops, ntk), d
+        n1, n2 = S.recorded_vars(ctx.rec[key], k)  # chunked pairs of different images: recorded in phase 1
+        return n1.astype(g.dtype), n2.astype(g.dtype), g, grid(ops, ntk), None
+
+    key = next(_KEYS)
+    return fn, key
+
+
+def _resize_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
+    sizes = static["shape"][1:-1]
+    lay = S.require_spatial(st, "ImageResize", len(sizes), "shape", "shape=(-1,) + (16,) * ndim + (-1,)")
+    if all(n == -1 for n in sizes):
+        return st.replace(after="ImageResize")
+    if lay.mode != "full" or not lay.self_grids:  # the planner guarantees this (Spatial(pairs=True))
+        raise E.InternalError(f"ImageResize: reached a state without self grids ({lay}). Please report this bug.")
+    fn, key = _resize_map(lay, sizes, static["method"], static["antialias"])
+    v1, v2, cov, ntk = S.spatial_op(b, st, fn, "image_resize", n_extra=1, tag=key)[:4]
+    return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after="ImageResize")
+
+
+def _resize_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
+    sizes = static["shape"][1:-1]
+    if len(in_shape) != len(sizes) + 1:
+        raise E.LayerOrderError(S.WRONG_NDIM.format(layer="ImageResize", what="shape", got=len(sizes),
+                                                    ndim=len(in_shape) - 1,
+                                                    example=(-1,) + (16,) * (len(in_shape) - 1) + (-1,)))
+    out = tuple(n if s == -1 else s for n, s in zip(in_shape[:-1], sizes)) + in_shape[-1:]
+    prec = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
+            "default": jax.lax.Precision.DEFAULT}[static["precision"]]
+
+    def apply(params: dict, x: jax.Array) -> jax.Array:
+        x = jnp.asarray(x)
+        return jax.image.resize(x, (x.shape[0],) + out, static["method"], antialias=static["antialias"],
+                                precision=prec)
+
+    return (lambda key: {}), apply, out
+
+
+def ImageResize(shape: Any, method: str, antialias: bool = True, precision: str = "highest",
+                batch_axis: int = 0, channel_axis: int = -1) -> Layer:
+    """Resize the spatial axes like ``jax.image.resize`` (neural-tangents' ``stax.ImageResize``).
+
+    Args:
+        shape: The output shape of every axis (batch, *spatial, channels); -1 keeps an axis. The batch and
+            channel entries must be -1 (as NT's kernel_fn for the channels; NT's batch resizing is refused).
+        method: "linear" (also "bilinear", "trilinear", "triangle") or "nearest"; the other jax methods have
+            no kernel (as in NT).
+        antialias: With "linear", widen the triangle filter when downsampling (jax's default True).
+        precision: Matmul precision of the finite twin ("highest", "high", "default"); the kernel is exact.
+        batch_axis: Must be 0 (kernelalg's images are (batch, *spatial, channels)).
+        channel_axis: Must be -1.
+
+    Returns:
+        The layer.
+
+    Example:
+        >>> net = ka.Conv((3, 3), padding="SAME") >> ka.ImageResize((-1, 8, 8, -1), "linear")  # doctest: +SKIP
+    """
+    if (batch_axis, channel_axis) != (0, -1):
+        raise E.KernelalgError(BAD_AXES.format(b=batch_axis, c=channel_axis))
+    try:
+        shp = tuple(int(v) for v in shape)
+        ok = 3 <= len(shp) <= 5 and all(s == v and (s >= 1 or s == -1) for s, v in zip(shp, shape))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise E.KernelalgError(BAD_RESIZE_SHAPE.format(got=shape))
+    if shp[0] != -1:
+        raise E.KernelalgError(RESIZE_BATCH.format(got=shp[0]))
+    if shp[-1] != -1:
+        raise E.KernelalgError(RESIZE_CHANNELS.format(got=shp[-1]))
+    name = getattr(method, "name", method)
+    if not isinstance(name, str) or name.lower() not in RESIZE_METHODS:
+        raise E.KernelalgError(BAD_METHOD.format(got=method))
+    if precision not in ("highest", "high", "default"):
+        raise E.KernelalgError(f"ImageResize: precision must be 'highest', 'high' or 'default', got {precision!r}. "
+                               "Fix: precision='highest'.")
+    static = (("shape", shp), ("method", RESIZE_METHODS[name.lower()]), ("antialias", bool(antialias)),
+              ("precision", precision))
+    pairs = any(s != -1 for s in shp[1:-1])
+    return Layer("ImageResize", _resize_kernel, static=static, finite=_resize_finite,
+                 input_layout=IMAGE_LAYOUTS[len(shp) - 2], role="pooling", spatial=Spatial(pairs=pairs))
