@@ -23,7 +23,7 @@ from typing import Any, Hashable, Mapping
 
 import sympy as sp
 
-from kernelalg.core._program import Assign, Builder, KernelState, Op
+from kernelalg.core._program import Assign, Builder, Composable, KernelState, Op
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -49,7 +49,7 @@ def _symbolic(e: Any) -> bool:
 
 def signature(b: Builder, layer: Any, st: KernelState, p: Mapping[str, sp.Expr]) -> Hashable | None:
     """The template key of applying ``layer`` to ``st`` with hyperparameters ``p``, or None (never replayed)."""
-    if layer.unidentified:
+    if layer.unidentified or st.composable is not None:  # the dual of a composition reads the earlier state
         return None
     pattern = []
     for e in st.exprs:
@@ -100,7 +100,10 @@ def replay(b: Builder, key: Hashable, st: KernelState, p: Mapping[str, sp.Expr])
             b.program.append(new)
             b.defined.update(targets)
     exprs = [ren.get(e, e) for e in out.exprs]
-    return out.replace(cov1=exprs[0], cov2=exprs[1], nngp=exprs[2], ntk=exprs[3])
+    comp = out.composable  # recorded from a Gaussian input (see signature): its state is this input
+    if comp is not None:
+        comp = Composable(st, comp.phi.xreplace(ren), comp.name)
+    return out.replace(cov1=exprs[0], cov2=exprs[1], nngp=exprs[2], ntk=exprs[3], composable=comp)
 
 
 def remember(b: Builder, key: Hashable, start: int, st: KernelState, p: Mapping[str, sp.Expr],

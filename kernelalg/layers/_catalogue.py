@@ -13,13 +13,13 @@ from typing import Callable
 
 from kernelalg.core import _layer
 from kernelalg.core._layer import Layer
-from kernelalg.layers import _activations, _dense, _elementwise, _normalization, _surrogate
+from kernelalg.layers import _activations, _dense, _elementwise, _normalization, _sigmoidal, _surrogate
 from kernelalg.layers.recurrent import _gated, _recurrent
 from kernelalg.layers.spatial import _attention, _conv, _pooling
 
 #: The modules whose public Layer-returning functions are layer constructors.
-MODULES: tuple[ModuleType, ...] = (_layer, _dense, _activations, _elementwise, _surrogate, _conv, _pooling,
-                                   _recurrent, _gated, _normalization, _attention)
+MODULES: tuple[ModuleType, ...] = (_layer, _dense, _activations, _elementwise, _sigmoidal, _surrogate, _conv,
+                                   _pooling, _recurrent, _gated, _normalization, _attention)
 
 
 #: Public functions of those modules that return a Layer but are no layer constructors of the language
