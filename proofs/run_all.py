@@ -54,6 +54,9 @@ NOT_ACTIVATIONS = {
     "activation": "generic constructor: the caller supplies the dual",
     "true_gradient": "network transformation to the naive NTK; its duals are proven in prove_surrogate",
     "with_sharpness": "network transformation to finite sharpness m; its duals are proven in prove_surrogate",
+    "Tanh": "no closed form: Gauss-Hermite with a stated error bound, checked against mpmath (tests/test_tanh_sigmoid.py)",
+    "Sigmoid": "no closed form: Gauss-Hermite with a stated error bound, checked against mpmath "
+               "(tests/test_tanh_sigmoid.py)",
 }
 
 ProofFn = Callable[[], "Proof | list[Proof] | None"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import sympy as sp
@@ -169,7 +170,10 @@ def test_activation_without_affine_layer() -> None:
     with pytest.raises(ka.LayerOrderError, match="put an affine layer"):
         ka.symbolic(ka.Relu() >> ka.Dense(1.0))
     with pytest.raises(ka.LayerOrderError, match="put an affine layer"):
-        ka.symbolic(ka.Dense(1.0) >> ka.Relu() >> ka.Erf() >> ka.Dense(1.0))
+        # two activations in a row compose (tests/test_composed.py); a layer between them breaks the chain
+        ka.symbolic(ka.Dense(1.0) >> ka.Relu() >> ka.Identity() >> ka.Erf() >> ka.Dense(1.0))
+    with pytest.raises(ka.LayerOrderError, match="put an affine layer"):  # a JAX callable declares no formula
+        ka.symbolic(ka.Dense(1.0) >> ka.Relu() >> ka.Elementwise(jnp.tanh) >> ka.Dense(1.0))
 
 
 def test_unknown_sympy_node_is_refused_loudly() -> None:

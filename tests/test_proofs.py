@@ -59,7 +59,8 @@ def test_every_dual_has_a_proof() -> None:
     assert set(DUAL_PROOFS.values()) <= set(PROOFS)
 
 
-ACTIVATION_MODULES = ("kernelalg.layers._activations", "kernelalg.layers._surrogate", "kernelalg.layers._elementwise")
+ACTIVATION_MODULES = ("kernelalg.layers._activations", "kernelalg.layers._surrogate", "kernelalg.layers._elementwise",
+                      "kernelalg.layers._sigmoidal")
 
 
 def test_every_activation_has_a_proof() -> None:

@@ -142,7 +142,7 @@ INPUT_OVERFLOW = ("{name} is too large for {dtype}: |x|^2 of row {row} (largest 
                   "largest {dtype} ({max:.3g}), so the input statistics x.x'/d overflow the precision. "
                   "Fix: {fix} the inputs, e.g. x = x / np.abs(x).max().")
 BAD_COUNT = "{name}={value!r} is not a positive integer. Fix: pass a whole number >= 1, e.g. {name}={example}."
-CONDITION_FAILED = ("The kernel does not exist for these inputs (smallest value of the condition met: {value:.6g}, "
+CONDITION_FAILED = ("The kernel cannot be computed for these inputs (smallest value of the condition met: {value:.6g}, "
                     "it must be > 0): {problem}. Fix: {fix}.")
 KERNEL_OVERFLOW = ("The {which} kernel is not finite at {count} of {total} entries (first at {index}): a value "
                    "exceeds the range of {dtype} (largest {max:.3g}) or a closed form is undefined there. "

@@ -219,14 +219,22 @@ def build(layer: Layer, builder: Builder, state: State) -> State:
     if out is None:
         new = layer.kernel(builder, state, p, dict(layer.static))
         if isinstance(new, tuple):
-            return tuple(builder.materialize(s) for s in new)
-        out = builder.materialize(new)
+            return tuple(builder.materialize(_own_composable(s, state)) for s in new)
+        out = builder.materialize(_own_composable(new, state))
         if key is not None:
             remember(builder, key, start, state, p, out)
     syms = tuple(v for v in p.values() if isinstance(v, sp.Symbol))
     if len(builder.program) >= start:  # a layer that rewrote the program (a chunked readout) leaves no block
         builder.blocks.append(Block(start, len(builder.program), state.exprs, out.exprs, syms))
     return out
+
+
+def _own_composable(new: KernelState, state: KernelState) -> KernelState:
+    """``new`` without the composition record it inherited unchanged from ``state`` (only the activation that
+    wrote the record may pass it on: a layer in between, e.g. LayerNorm or pooling, breaks the chain)."""
+    if new.composable is not None and new.composable is state.composable:
+        return new.replace(composable=None)
+    return new
 
 
 _SYMBOL_NAMES = {"W_std": "sigma_w", "b_std": "sigma_b", "U_std": "sigma_u", "V_std": "sigma_v",

@@ -71,6 +71,10 @@ class KernelState:
         after: Name of the layer that produced this state (for error messages).
         layout: Static description of the array structure the symbols stand for ("dense" for one value
             per input pair; spatial layers use other layouts).
+        composable: Set by an activation that declares its forward function: the Gaussian state it was
+            applied to and that function (:class:`Composable`), so that an activation right after it can take
+            the dual of the composition phi2(phi1(z)) on that Gaussian state. ``build`` clears it on the output
+            of any layer that does not set it anew.
     """
 
     cov1: Expr
@@ -81,6 +85,7 @@ class KernelState:
     width: Any = None
     after: str = "the input"
     layout: Any = "dense"
+    composable: "Composable | None" = None
 
     def replace(self, **changes: Any) -> "KernelState":
         return dataclasses.replace(self, **changes)
@@ -91,6 +96,22 @@ class KernelState:
 
 
 State = Union[KernelState, tuple["KernelState", ...]]
+
+
+@dataclass(frozen=True)
+class Composable:
+    """What an activation right after this one needs to form the dual of the composition.
+
+    Attributes:
+        pre: The Gaussian state the activation (or the chain of activations) was applied to.
+        phi: The forward function applied so far, a sympy expression in the activation variable ``x``
+            (hyperparameters as the builder's symbols or numbers).
+        name: Display name of the chain so far (e.g. "Relu>>Erf"), for its route.
+    """
+
+    pre: KernelState
+    phi: Expr
+    name: str
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Any, Hashable, Mapping
 
 import sympy as sp
 
-from kernelalg.core._program import Assign, Builder, KernelState, Op
+from kernelalg.core._program import Assign, Builder, Composable, KernelState, Op
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -64,7 +64,7 @@ def signature(b: Builder, layer: Any, st: KernelState, p: Mapping[str, sp.Expr])
     params = tuple((k, ("sym", tuple(sorted(v.assumptions0.items()))) if v.is_Symbol else ("num", v))
                    for k, v in p.items())
     key = (layer.name, _code(layer.kernel), _frozen(layer.static), layer.identity, tuple(pattern), params,
-           st.gaussian, st.width, st.after, st.layout, b.keep_symbols)
+           st.gaussian, st.width, st.after, st.layout, b.keep_symbols, st.composable is not None)
     try:
         hash(key)
     except TypeError:  # e.g. a layout holding unhashable data
@@ -100,7 +100,10 @@ def replay(b: Builder, key: Hashable, st: KernelState, p: Mapping[str, sp.Expr])
             b.program.append(new)
             b.defined.update(targets)
     exprs = [ren.get(e, e) for e in out.exprs]
-    return out.replace(cov1=exprs[0], cov2=exprs[1], nngp=exprs[2], ntk=exprs[3])
+    comp = out.composable  # recorded only when its state is the block's input (see remember)
+    if comp is not None:
+        comp = Composable(st, comp.phi.xreplace(ren), comp.name)
+    return out.replace(cov1=exprs[0], cov2=exprs[1], nngp=exprs[2], ntk=exprs[3], composable=comp)
 
 
 def remember(b: Builder, key: Hashable, start: int, st: KernelState, p: Mapping[str, sp.Expr],
@@ -112,5 +115,7 @@ def remember(b: Builder, key: Hashable, start: int, st: KernelState, p: Mapping[
                                      for ins in block):
         return
     if not all(e.is_Symbol or e.is_Number for e in out.exprs):
+        return
+    if out.composable is not None and out.composable.pre is not st:  # a composition reads an earlier state
         return
     b.templates[key] = (block, st.exprs, dict(p), out)

@@ -17,21 +17,29 @@ from kernelalg.core._layer import Layer, check_number, require_gaussian
 from kernelalg.core._program import Assign, Builder, KernelState
 from kernelalg.backends import lower_elementwise  # local import: backends import this package's types
 from kernelalg.backends._structural import Arrays, structural
+from kernelalg.layers._compose import composable, compose
+from kernelalg.layers._generic import MAX_DEGREE, X
 
-X = sp.Symbol("x", real=True)
 
 PhiFn = Callable[..., sp.Expr]
 
 
-def _activation_kernel(name: str, dual: Callable[..., _duals.Dual], static_args: Sequence[str]):
+def _activation_kernel(name: str, dual: Callable[..., _duals.Dual], static_args: Sequence[str],
+                       phi: PhiFn | None = None):
+    """The kernel map of an activation; with ``phi`` declared, it also composes with an activation before it
+    (:mod:`kernelalg.layers._compose`) and lets the next one compose with it."""
     def kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
-        require_gaussian(st, name)
         kw = dict(p, **{k: static[k] for k in static_args})
+        f = None if phi is None else sp.sympify(phi(X, **kw))
+        if st.composable is not None and f is not None:
+            return keep_shapes(b, st, compose(b, st, f, name))
+        require_gaussian(st, name)
         d1 = dual(st.cov1, st.nngp, st.cov2, **kw)
         var2 = d1.Tdiag if st.cov2 == st.cov1 else dual(st.cov2, st.nngp, st.cov1, **kw).Tdiag
         b.require(d1.requires)
         return keep_shapes(b, st, KernelState(d1.Tdiag, var2, d1.T, d1.Tdot * st.ntk, gaussian=False,
-                                              width=st.width, after=name, layout=st.layout))
+                                              width=st.width, after=name, layout=st.layout,
+                                              composable=composable(st, f, name)))
     return kernel
 
 
@@ -67,7 +75,7 @@ def _activation_finite(phi: PhiFn, static_args: Sequence[str]):
 
 def activation(name: str, dual: Callable[..., _duals.Dual], phi: PhiFn,
                params: Sequence[tuple[str, float]] = (), static: Sequence[tuple[str, Any]] = (),
-               static_args: Sequence[str] = ()) -> Layer:
+               static_args: Sequence[str] = (), kernel_phi: PhiFn | None = None) -> Layer:
     """Build an activation layer from its dual and its forward function.
 
     Args:
@@ -77,10 +85,12 @@ def activation(name: str, dual: Callable[..., _duals.Dual], phi: PhiFn,
         params: Hyperparameters that become symbols.
         static: Structural settings.
         static_args: Names in ``static`` that are passed to ``dual`` and ``phi``.
+        kernel_phi: The function whose dual ``dual`` is, where it differs from ``phi`` (Gelu's tanh
+            approximation): what a following activation composes with. Default ``phi``.
     """
     params = tuple((k, check_number(name, k, v)) for k, v in params)
-    return Layer(name, _activation_kernel(name, dual, tuple(static_args)), params, tuple(static), role="activation",
-                 finite=_activation_finite(phi, tuple(static_args)))
+    return Layer(name, _activation_kernel(name, dual, tuple(static_args), kernel_phi or phi), params, tuple(static),
+                 role="activation", finite=_activation_finite(phi, tuple(static_args)))
 
 
 def Relu() -> Layer:
@@ -121,7 +131,8 @@ def Gelu(approximate: bool = False) -> Layer:
     """GELU x Phi(x). The kernel is always that of the exact GELU; ``approximate=True`` uses the tanh
     approximation in the finite-width twin only (as neural-tangents)."""
     return activation("Gelu", lambda s11, s12, s22, approximate: _duals.gelu(s11, s12, s22), _gelu_phi,
-                      static=(("approximate", bool(approximate)),), static_args=("approximate",))
+                      static=(("approximate", bool(approximate)),), static_args=("approximate",),
+                      kernel_phi=lambda x, approximate: _gelu_phi(x, False))
 
 
 def Sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
@@ -141,10 +152,6 @@ def Sign() -> Layer:
     return activation("Sign", _duals.sign, lambda x: sp.sign(x))
 
 
-#: Largest degree of ``Monomial``, ``RectifiedMonomial`` and ``Polynomial`` (and of ``Elementwise`` formulas):
-#: E[u^(2n)] = (2n - 1)!! s^n is 1.9e17 s^16 at n = 16, and the dual of a degree-n polynomial has O(n^2)
-#: terms; higher powers overflow float32 kernels within a few layers and make huge programs.
-MAX_DEGREE = 16
 
 BAD_DEGREE = ("{name}: degree must be an integer in 0..{limit}, got {degree!r}. Fix: e.g. {name}(degree=2) "
               "(higher powers have astronomically large kernels and huge closed forms).")

@@ -4,36 +4,15 @@ without expanding it (shared by the formula parser and ``Elementwise``)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
-
 import sympy as sp
 
-from kernelalg.layers._activations import MAX_DEGREE, X
+from kernelalg.layers._generic import MAX_DEGREE, X, _fold
 
 #: Largest degree in x of an ``Elementwise`` activation (a bound read off the formula, through sums, products,
 #: powers and function arguments): the same limit as ``Monomial``/``Polynomial`` (``MAX_DEGREE``).
 MAX_FORMULA_DEGREE = MAX_DEGREE
 #: Functions that keep the polynomial degree of their arguments (abs, max, min).
 _PIECEWISE_LINEAR = (sp.Abs, sp.Max, sp.Min)
-
-
-def _fold(expr: sp.Expr, leaf: Callable[[sp.Expr], Any], node: Callable[[sp.Expr, list], Any]) -> Any:
-    """Evaluate ``node(e, [values of e.args])`` bottom-up without recursion (``leaf`` for atoms), each shared
-    subexpression once."""
-    memo: dict[int, Any] = {}
-    stack = [expr]
-    while stack:
-        e = stack[-1]
-        if id(e) in memo:
-            stack.pop()
-            continue
-        todo = [a for a in e.args if id(a) not in memo]
-        if todo:
-            stack.extend(todo)
-            continue
-        stack.pop()
-        memo[id(e)] = leaf(e) if not e.args else node(e, [memo[id(a)] for a in e.args])
-    return memo[id(expr)]
 
 
 def _degree_node(e: sp.Expr, d: list[int]) -> int:
