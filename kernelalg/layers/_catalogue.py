@@ -15,10 +15,10 @@ from kernelalg.core import _layer
 from kernelalg.core._layer import Layer
 from kernelalg.layers import _activations, _dense, _elementwise, _normalization, _surrogate
 from kernelalg.layers.recurrent import _gated, _recurrent
-from kernelalg.layers.spatial import _attention, _conv, _pooling
+from kernelalg.layers.spatial import _attention, _conv, _local, _pooling
 
 #: The modules whose public Layer-returning functions are layer constructors.
-MODULES: tuple[ModuleType, ...] = (_layer, _dense, _activations, _elementwise, _surrogate, _conv, _pooling,
+MODULES: tuple[ModuleType, ...] = (_layer, _dense, _activations, _elementwise, _surrogate, _conv, _local, _pooling,
                                    _recurrent, _gated, _normalization, _attention)
 
 
