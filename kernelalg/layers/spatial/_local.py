@@ -45,12 +45,6 @@ STANDARD_NEEDS_CHANNELS = (
     "NTK depends on the fan-in C_in * prod(filter_shape). Fix: give the previous Conv/ConvLocal/Dense "
     "out_chan/out_dim, e.g. ConvLocal((3, 3), out_chan=256, parameterization='standard')."
 )
-NO_BATCH_CHANNELS = (
-    "ConvLocal: the input has shape {shape}, which has no spatial axes for the {k}-D filter {filt}. "
-    "ConvLocal acts on images (batch, *spatial, channels). Fix: give images, or use Dense for vectors."
-)
-
-
 def position_delta(shape: tuple) -> np.ndarray:
     """The matching-position indicator delta(i, i') on the grid ``shape`` x ``shape``, shaped (1, 1, *S, *S)."""
     k = len(shape)
@@ -115,8 +109,6 @@ def _local_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static:
 def _local_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
     filt, strides, padding = static["filter_shape"], static["strides"], static["padding"]
     k = len(filt)
-    if len(in_shape) < 2:
-        raise E.LayerOrderError(NO_BATCH_CHANNELS.format(shape=in_shape, k=k, filt=filt))
     if len(in_shape) != k + 1:
         raise E.LayerOrderError(S.WRONG_NDIM.format(layer="ConvLocal", what="filter_shape", got=k,
                                                     ndim=len(in_shape) - 1, example=(3,) * (len(in_shape) - 1)))
