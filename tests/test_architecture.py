@@ -136,3 +136,11 @@ def test_a_new_pooling_layer_needs_only_its_family_module(monkeypatch: pytest.Mo
                                                              getattr(est.stderr, name)))
         z = (mean - k) / np.maximum(se, 1e-12)
         assert np.max(np.abs(z)) < 5.0, (name, z)
+
+
+def test_no_test_module_switches_float64_globally() -> None:
+    """``jax.config.update("jax_enable_x64", ...)`` in a test module changes every test collected after it (a
+    float32 gallery check then runs in float64 in the full suite only); modules use a scoped fixture instead."""
+    offenders = [p.name for p in sorted((Path(__file__).resolve().parent).glob("*.py"))
+                 if 'config.update("jax_enable_x64"' in p.read_text() and p.name != Path(__file__).name]
+    assert not offenders, f"module-level jax_enable_x64 in {offenders}: use a module-scoped jax.enable_x64 fixture"

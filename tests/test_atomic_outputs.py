@@ -42,8 +42,10 @@ def _wait_for(pred, proc: subprocess.Popen, timeout: float = 120.0) -> None:
 def test_interrupted_kernel_leaves_no_finished_looking_file(tmp_path: Path, sig: int) -> None:
     x = np.random.default_rng(0).standard_normal((4000, 16))
     np.save(tmp_path / "x.npy", x)
-    proc = _start(["kernel", "Dense(1.5, 0.1) >> Erf() >> Dense(1.5, 0.1) >> Erf() >> Dense(1.0)", "x.npy",
-                   "-o", "K.npy", "--batch-size", "64", "--no-progress"], tmp_path)
+    # A workload of tens of seconds (it is interrupted 0.5 s after its output file appears, so the length costs
+    # nothing when the test passes; with seconds only, a heavily loaded machine could finish it first).
+    deep = " >> ".join(["Dense(1.5, 0.1) >> Erf()"] * 6) + " >> Dense(1.0)"
+    proc = _start(["kernel", deep, "x.npy", "-o", "K.npy", "--batch-size", "32", "--no-progress"], tmp_path)
     _wait_for(lambda: any(p.name.startswith(".K.npy.partial") for p in tmp_path.iterdir()), proc)
     time.sleep(0.5)
     proc.send_signal(sig)

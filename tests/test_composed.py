@@ -18,7 +18,12 @@ import kernelalg as ka
 from kernelalg.backends import JAX_TABLE, evaluate
 from kernelalg.core._program import Builder, KernelState
 
-jax.config.update("jax_enable_x64", True)
+@pytest.fixture(autouse=True, scope="module")
+def _float64():
+    """float64 for this module only (a global switch would change every test collected after it)."""
+    with jax.enable_x64(True):
+        yield
+
 
 X = np.array([[0.9, -0.4, 0.3], [0.3, 0.8, -0.2], [-0.5, -0.6, 0.7], [0.9, -0.4, 0.3]])
 

@@ -19,7 +19,12 @@ from kernelalg.backends import JAX_TABLE, NUMPY_TABLE, evaluate
 from kernelalg.core._program import Builder, KernelState
 from kernelalg.layers._sigmoidal import SIGMOID_POLE, TANH_POLE, error_bound
 
-jax.config.update("jax_enable_x64", True)
+@pytest.fixture(autouse=True, scope="module")
+def _float64():
+    """float64 for this module only (a global switch would change every test collected after it)."""
+    with jax.enable_x64(True):
+        yield
+
 
 REF_PATH = Path(__file__).parent / "data" / "mpmath_sigmoidal_reference.npz"
 
