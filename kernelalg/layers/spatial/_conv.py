@@ -30,7 +30,7 @@ from kernelalg.backends import Arrays
 from kernelalg.core import _errors as E
 from kernelalg.layers.spatial import _grid as S
 from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
-from kernelalg.layers.spatial._masks import masked_op, require_same_stride1
+from kernelalg.layers.spatial._masks import FINITE_MASK, finite_mask, masked_op, require_same_stride1
 from kernelalg.layers._affine import affine_scales, affine_state, check_parameterization
 from kernelalg.layers._dense import affine_init
 from kernelalg.core._layer import Layer, check_std
@@ -113,7 +113,9 @@ def _conv_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tu
         return affine_init(key, tuple(filt) + (c_in, out), sc, "b_std" in p)
 
     def apply(params: dict, x: jax.Array) -> jax.Array:
-        x = jnp.asarray(x)
+        if FINITE_MASK.get() is not None:  # masked inputs (mask_constant): masked pixels read as zero
+            require_same_stride1("Conv", strides, padding)
+            x = finite_mask(jnp.asarray(x))
         if padding == "CIRCULAR":
             x = circular_pad(x, filt, strides)
         w = params["W"].astype(x.dtype)

@@ -21,7 +21,9 @@ pixel-pair grid (full with pooling, matching pixels for Flatten), evaluated in b
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+import contextvars
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +47,27 @@ ALL_MASKED = (
     "undefined. Fix: drop that input or give it at least one unmasked position."
 )
 BAD_MASK_CONSTANT = "mask_constant must be a real number (or nan), got {got!r}. Fix: e.g. mask_constant=-1.0."
+
+
+#: The validity (N, *S) of the images a finite twin is computing (set by :meth:`MaskedImages.bind_finite`).
+FINITE_MASK: contextvars.ContextVar = contextvars.ContextVar("kernelalg_pixel_mask", default=None)
+
+
+def finite_mask(x: Any) -> Any:
+    """Finite twins: ``x`` (N, *S, C) with masked pixels zeroed when a mask is bound, else ``x``."""
+    m = FINITE_MASK.get()
+    return x if m is None else x * jnp.asarray(m, x.dtype)[..., None]
+
+
+def finite_pool(x: Any, avg: bool) -> Any:
+    """Finite twins: the sum (or mean) of ``x`` (N, *S, C) over its valid pixels (all pixels when none is bound)."""
+    m = FINITE_MASK.get()
+    axes = tuple(range(1, x.ndim - 1))
+    if m is None:
+        return (jnp.mean if avg else jnp.sum)(x, axis=axes)
+    m = jnp.asarray(m, x.dtype)
+    out = jnp.sum(x * m[..., None], axis=axes)
+    return out / jnp.sum(m, axis=axes)[:, None] if avg else out
 
 
 class MaskedImages:
@@ -92,6 +115,17 @@ class MaskedImages:
     def __getitem__(self, idx: Any) -> "MaskedImages":
         """Sub-batch along the batch axis."""
         return MaskedImages(self.x[idx], self.valid[idx])
+
+    @contextlib.contextmanager
+    def bind_finite(self) -> Iterator[Any]:
+        """Finite twins: the zeroed images, with the validity made available to the layers while inside (as
+        neural-tangents' ``apply_fn(..., mask_constant=c)``: Conv reads masked pixels as zero, the global
+        pools reduce over valid pixels, Flatten zeroes them)."""
+        token = FINITE_MASK.set(self.valid)
+        try:
+            yield self.x
+        finally:
+            FINITE_MASK.reset(token)
 
     def __repr__(self) -> str:
         return f"MaskedImages(shape={self.shape})"

@@ -30,7 +30,7 @@ from kernelalg.layers.spatial import _grid as S
 from kernelalg.layers.spatial._conv import circular_pad, conv_out_shape
 from kernelalg.core._layer import Layer, Spatial
 from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
-from kernelalg.layers.spatial._masks import zeroed
+from kernelalg.layers.spatial._masks import finite_mask, finite_pool, zeroed
 from kernelalg.core._program import Builder, KernelState
 from kernelalg.layers.spatial._pairs import wrap_readout
 
@@ -176,9 +176,7 @@ def _global_kernel(name: str, avg: bool):
 
 def _global_finite(avg: bool):
     def finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
-        axes = tuple(range(1, len(in_shape)))
-        red = jnp.mean if avg else jnp.sum
-        return (lambda key: {}), (lambda params, x: red(x, axis=axes)), in_shape[-1:]
+        return (lambda key: {}), (lambda params, x: finite_pool(x, avg)), in_shape[-1:]
     return finite
 
 
@@ -232,7 +230,7 @@ def _flatten_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], stati
 
 
 def _flatten_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
-    return (lambda key: {}), (lambda params, x: x.reshape(x.shape[0], -1)), (int(np.prod(in_shape)),)
+    return (lambda key: {}), (lambda params, x: finite_mask(x).reshape(x.shape[0], -1)), (int(np.prod(in_shape)),)
 
 
 def Flatten() -> Layer:
