@@ -15,7 +15,11 @@ every case the file stores
 
 The cases: two SAME convs (odd and even filters) before GlobalAvgPool (images masked by rows, columns, single
 pixels); Dense on the channels of 1-D sequences of different lengths before a conv and GlobalSumPool; a
-Flatten readout; a NaN mask constant.
+Flatten readout; a NaN mask constant. Graph cases (``graph_*``, stax.Aggregate with dense patterns
+``<case>.p1``/``<case>.p2``, called with ``pattern=(p1, p2)``): graphs of different sizes padded with masked
+nodes, pooled by GlobalAvgPool over the valid nodes or by GlobalSumPool; in one case arcs to and from padding
+nodes stay in the pattern. Both start with Dense: neural-tangents 0.6.5 refuses a mask that still has a channel
+axis in Aggregate ("Different channel-wise masks are not supported"), so an Aggregate first is not comparable.
 """
 
 from __future__ import annotations
@@ -49,6 +53,28 @@ CASES = {  # name: (input shape without batch, mask constant, layers)
                                        ["GlobalAvgPool", [], {}], _dense(1, 1.2, 0.1)]),
 }
 N1, N2 = 3, 2
+
+AGG, GAP, GSP = ["Aggregate", [], {}], ["GlobalAvgPool", [], {}], ["GlobalSumPool", [], {}]
+GRAPH_CASES = {  # name: (nodes, channels, padding arcs kept, layers); graphs of 6, 4, 3 valid nodes padded to 6
+    "graph_relu_gap": (6, 3, False, [_dense(5, 1.3, 0.2), AGG, RELU, AGG, GAP, _dense(1, 1.1, 0.1)]),
+    "graph_erf_gsp_arcs": (6, 3, True, [_dense(4, 1.2, 0.1), AGG, ERF, _dense(4, 0.9, 0.3), AGG, GSP,
+                                        _dense(1, 1.4, 0.05)]),
+}
+
+
+def padded_graphs(rng, batch: int, nodes: int, channels: int, c: float, keep_arcs: bool):
+    """Graphs with 6, 4, 3, ... valid nodes padded to ``nodes`` with masked nodes (every feature c); the padding
+    nodes are isolated unless ``keep_arcs`` (then arcs touching them stay: a masked node must send nothing)."""
+    import numpy as np
+    x = rng.standard_normal((batch, nodes, channels))
+    a = np.maximum((rng.random((batch, nodes, nodes)) < 0.4).astype(float), np.eye(nodes))
+    for i in range(batch):
+        n = (nodes, nodes - 2, nodes - 3)[i % 3]
+        x[i, n:] = c
+        if not keep_arcs:
+            a[i, n:, :] = a[i, :, n:] = 0.0
+    x[0, 0, 0] = c  # one feature equal to c on a valid node: zeroed, not masked
+    return x, a
 
 
 def masked_inputs(rng, n: int, shape: tuple, c: float):
@@ -94,6 +120,18 @@ def _worker(out_path: str) -> None:
         out[f"{name}.x1"], out[f"{name}.x2"], out[f"{name}.c"] = x1, x2, np.float64(c)
         for call, b in (("sym", None), ("cross", x2)):
             k = kernel_fn(x1, b, get=None, mask_constant=c)
+            for field in ("nngp", "ntk"):
+                out[f"{name}.{call}.{field}"] = np.asarray(getattr(k, field), np.float64)
+            print(name, call, np.asarray(k.nngp).ravel()[:3], file=sys.stderr, flush=True)
+    for seed, (name, (nodes, channels, keep, layers)) in enumerate(GRAPH_CASES.items()):
+        rng, c = np.random.default_rng(800 + seed), -1.0
+        (x1, p1), (x2, p2) = (padded_graphs(rng, n, nodes, channels, c, keep) for n in (N1, N2))
+        kernel_fn = stax.serial(*map(make, layers))[2]
+        out[f"{name}.spec"] = np.array(json.dumps(layers))
+        out[f"{name}.x1"], out[f"{name}.x2"], out[f"{name}.c"] = x1, x2, np.float64(c)
+        out[f"{name}.p1"], out[f"{name}.p2"] = p1, p2
+        for call, b, pat in (("sym", None, (p1, p1)), ("cross", x2, (p1, p2))):
+            k = kernel_fn(x1, b, get=None, pattern=pat, mask_constant=c)
             for field in ("nngp", "ntk"):
                 out[f"{name}.{call}.{field}"] = np.asarray(getattr(k, field), np.float64)
             print(name, call, np.asarray(k.nngp).ravel()[:3], file=sys.stderr, flush=True)

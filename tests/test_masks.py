@@ -15,6 +15,7 @@ Expected values are independent of the code under test:
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -49,22 +50,34 @@ def from_spec(spec: list) -> ka.Layer:
     return getattr(ka, name)(*args, **kw)
 
 
+@functools.lru_cache(maxsize=None)
 def _net(case: str) -> ka.Layer:
+    """The case's network, one object per case (its compiled kernels are reused across tests)."""
     return ka.serial(*map(from_spec, json.loads(str(NT[f"{case}.spec"]))))
 
 
 def test_nt_reference_covers_every_case() -> None:
-    assert set(CASES) == {"conv_gap", "dense_seq_gsp", "conv_flatten", "nan_gap"}
+    assert set(CASES) == {"conv_gap", "dense_seq_gsp", "conv_flatten", "nan_gap", "graph_relu_gap",
+                          "graph_erf_gsp_arcs"}
 
 
-#: Cases of the default run (GlobalAvgPool, GlobalSumPool, Flatten); the NaN constant runs under -m slow.
-FAST = ("conv_gap", "dense_seq_gsp", "conv_flatten")
+#: Cases of the default run (GlobalAvgPool, GlobalSumPool, Flatten, graphs with padding nodes); the NaN
+#: constant and the graph case with arcs to padding nodes run under -m slow.
+FAST = ("conv_gap", "dense_seq_gsp", "conv_flatten", "graph_relu_gap")
+
+
+def _inputs(case: str) -> tuple:
+    """x1, x2 of a case: arrays, or ka.Graphs with the stored patterns (graph cases)."""
+    x1, x2 = NT[f"{case}.x1"], NT[f"{case}.x2"]
+    if f"{case}.p1" in NT.files:
+        return ka.Graphs(x1, NT[f"{case}.p1"]), ka.Graphs(x2, NT[f"{case}.p2"])
+    return x1, x2
 
 
 @pytest.mark.parametrize("case", [c if c in FAST else pytest.param(c, marks=pytest.mark.slow) for c in CASES])
 def test_agrees_with_neural_tangents(case: str) -> None:
     net = _net(case)
-    x1, x2, c = NT[f"{case}.x1"], NT[f"{case}.x2"], float(NT[f"{case}.c"])
+    (x1, x2), c = _inputs(case), float(NT[f"{case}.c"])
     for call, b in (("sym", None), ("cross", x2)):
         k = ka.kernel(net, x1, b, mask_constant=c)
         for field in ("nngp", "ntk"):
@@ -77,11 +90,11 @@ def test_compiled_call_and_float32() -> None:
     """The compiled kernel's call takes mask_constant too; float32 inputs give float32 kernels near float64's."""
     net = _net("conv_gap")
     x1, c = NT["conv_gap.x1"], float(NT["conv_gap.c"])
-    f = ka.compile(net, get="ntk")
+    f = ka.compile(net)
     want = NT["conv_gap.sym.ntk"]
-    np.testing.assert_allclose(np.asarray(f(x1, mask_constant=c)), want, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(f(x1, mask_constant=c).ntk), want, rtol=1e-10)
     with jax.enable_x64(False):
-        got32 = f(x1.astype(np.float32), mask_constant=c)
+        got32 = f(x1.astype(np.float32), mask_constant=c).ntk
         assert got32.dtype == np.float32
     np.testing.assert_allclose(np.asarray(got32), want, rtol=1e-5)
 
@@ -158,6 +171,20 @@ def test_finite_twin_matches_masked_network() -> None:
     x = np.concatenate([IMG1, IMG2])
     np.testing.assert_allclose(np.asarray(twin.apply(p, x, mask_constant=C_MASK)),
                                np.asarray(_by_hand(hand, jnp.asarray(x), width)), rtol=1e-12)
+
+
+def test_padded_graph_is_the_unpadded_graph() -> None:
+    """Brute force: a graph padded with masked nodes (isolated or not) has the kernel of the graph without them."""
+    net = ka.Aggregate() >> ka.Dense(1.3, 0.2) >> ka.Relu() >> ka.Aggregate() >> ka.GlobalAvgPool() >> ka.Dense(1.1, 0.1)
+    rng = np.random.default_rng(5)
+    x, a = rng.normal(size=(2, 5, 3)), np.maximum((rng.random((2, 5, 5)) < 0.4).astype(float), np.eye(5))
+    x[1, 3:] = C_MASK  # graph 1 has 3 nodes; its padding nodes keep their arcs
+    padded = ka.kernel(net, ka.Graphs(x, a), mask_constant=C_MASK)
+    for i, n in ((0, 5), (1, 3)):
+        alone = ka.kernel(net, ka.Graphs(x[i:i + 1, :n], a[i:i + 1, :n, :n]))
+        for field in ("nngp", "ntk"):
+            np.testing.assert_allclose(np.asarray(getattr(padded, field))[i, i], np.asarray(getattr(alone, field))[0, 0],
+                                       rtol=1e-12, err_msg=f"graph {i} {field}")
 
 
 # --------------------------------------------------------------------------------------------------- errors

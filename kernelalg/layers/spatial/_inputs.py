@@ -21,10 +21,8 @@ from kernelalg.backends import Arrays
 from kernelalg.core import _errors as E
 from kernelalg.backends._compile import check_input
 from kernelalg.core._inputs import InputLayout, sample_ids
-from kernelalg.core._layer import Layer
 from kernelalg.core._program import ID1, ID2, Q1, Q2, C, D, KernelState
-from kernelalg.layers._dense import Identity
-from kernelalg.layers.spatial._masks import MASK_NEEDS_READOUT, MaskedImages, check_constant, mask_env
+from kernelalg.layers.spatial._masks import MaskedImages, check_constant, mask_env, masked_net
 from kernelalg.layers.spatial._grid import (
     CTX,
     IMG1,
@@ -184,24 +182,10 @@ def _masked_prepare(ndim: int, x1: Any, x2: Any) -> tuple[Any, Any]:
 
 
 def _masked_layout(net: Any, k: int) -> InputLayout:
+    """The image layout of ``net`` with pixel masks: the planned grid, evaluated in batches (not chunked)."""
     lay = dataclasses.replace(plan(net, k), chunked=False, masked=True)  # batch evaluation: masks are per image
     return InputLayout(layout_name(k), k + 2, partial(_stats, lay), partial(_masked_env, lay),
                        rank_fix=f"reshape to (batch, {_AXES[k]}, channels)", prepare=partial(_masked_prepare, k))
-
-
-_MASKED_NETS: dict[int, tuple[Any, Layer]] = {}
-
-
-def masked_net(net: Any, k: int) -> Layer:
-    """``net`` behind a marker leaf whose input layout carries pixel masks (one object per network)."""
-    hit = _MASKED_NETS.get(id(net))
-    if hit is not None and hit[0] is net:
-        return hit[1]
-    if not any(leaf.spatial is not None and leaf.spatial.readout for leaf in net.leaves()):
-        raise E.InputError(MASK_NEEDS_READOUT)
-    out = dataclasses.replace(Identity(), input_layout=_masked_layout(net, k)) >> net
-    _MASKED_NETS[id(net)] = (net, out)
-    return out
 
 
 def _mask(k: int, net: Any, x1: Any, x2: Any, constant: Any) -> tuple:
@@ -211,7 +195,7 @@ def _mask(k: int, net: Any, x1: Any, x2: Any, constant: Any) -> tuple:
     z1, z2 = _prepare(k, m1.x, None if m2 is None else m2.x)  # ranks, dtypes, finiteness of the zeroed images
     m1 = MaskedImages(z1, m1.valid.astype(z1.dtype))
     m2 = None if m2 is None else MaskedImages(z2, m2.valid.astype(z2.dtype))
-    return masked_net(net, k), m1, m2
+    return masked_net(net, partial(_masked_layout, k=k)), m1, m2
 
 
 #: Input layouts of images with 1, 2, 3 spatial axes (NLC, NHWC, NDHWC), by number of spatial axes.

@@ -15,13 +15,14 @@ pair. Between such layers a masked entry holds a harmless placeholder (variance 
 no dual meets a zero variance.
 
 A masked kernel is the kernel of the network behind a marker leaf
-(:func:`kernelalg.layers.spatial._inputs.masked_net`) whose input layout carries the masks: the planned
+(:func:`masked_net`) whose input layout carries the masks: the planned
 pixel-pair grid (full with pooling, matching pixels for Flatten), evaluated in batches (not chunked).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import contextvars
 from typing import Any, Callable, Iterator
 
@@ -31,7 +32,10 @@ import numpy as np
 
 from kernelalg.backends import Arrays
 from kernelalg.core import _errors as E
+from kernelalg.core._inputs import InputLayout
+from kernelalg.core._layer import Layer
 from kernelalg.core._program import C, Q1, Q2
+from kernelalg.layers._dense import Identity
 from kernelalg.layers.spatial import _grid as S
 
 
@@ -191,15 +195,32 @@ def placeholders(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, m1: Any, m2:
 
 def masked_op(fn: Callable, remask: bool = True) -> Callable:
     """Wrap a spatial Op ``fn`` that mixes pixels: it reads masked entries as zero; with ``remask`` its outputs
-    get placeholders on masked entries (the output keeps the input's masks: SAME, stride 1)."""
+    get placeholders on masked entries (the output keeps the input's masks: SAME, stride 1; graph nodes). The
+    wrapped Op takes the masks as its last two sources, after those of ``fn``."""
 
-    def op(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx, m1: Any, m2: Any) -> tuple:
-        outs = fn(ops, *zeroed(ops, v1, v2, cov, ntk, m1, m2), ctx)
+    def op(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx, *rest: Any) -> tuple:
+        m1, m2 = rest[-2:]
+        outs = fn(ops, *zeroed(ops, v1, v2, cov, ntk, m1, m2), ctx, *rest[:-2])
         if not remask:
             return outs
         return placeholders(ops, *outs[:4], m1, m2) + tuple(outs[4:])
 
     return op
+
+
+_MASKED_NETS: dict[int, tuple[Any, Layer]] = {}
+
+
+def masked_net(net: Any, layout: Callable[[Any], InputLayout]) -> Layer:
+    """``net`` behind a marker leaf whose input layout ``layout(net)`` carries the masks (one object per network)."""
+    hit = _MASKED_NETS.get(id(net))
+    if hit is not None and hit[0] is net:
+        return hit[1]
+    if not any(leaf.spatial is not None and leaf.spatial.readout for leaf in net.leaves()):
+        raise E.InputError(MASK_NEEDS_READOUT)
+    out = dataclasses.replace(Identity(), input_layout=layout(net)) >> net
+    _MASKED_NETS[id(net)] = (net, out)
+    return out
 
 
 def require_same_stride1(layer: str, strides: tuple, padding: str) -> None:
