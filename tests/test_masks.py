@@ -99,6 +99,17 @@ def test_compiled_call_and_float32() -> None:
     np.testing.assert_allclose(np.asarray(got32), want, rtol=1e-5)
 
 
+def test_hyperparameter_names_are_those_of_the_network() -> None:
+    """Overrides use the network's own names: doubling the readout's W_std (1.1, b_std 0.2) of dense_seq_gsp maps
+    NT's NNGP K to 4 (K - 0.2^2) + 0.2^2 (the readout is affine in its input kernel)."""
+    net = _net("dense_seq_gsp")
+    assert "sigma_w_6" in ka.compile(net).params
+    x1, c = NT["dense_seq_gsp.x1"], float(NT["dense_seq_gsp.c"])
+    got = ka.kernel(net, x1, get="nngp", mask_constant=c, params={"sigma_w_6": 2.2})
+    want = 4.0 * (NT["dense_seq_gsp.sym.nngp"] - 0.04) + 0.04
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10)
+
+
 # ------------------------------------------------------------------------------------------------ Monte Carlo
 
 W1, B1, W2, B2 = 1.3, 0.2, 1.1, 0.1

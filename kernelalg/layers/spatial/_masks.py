@@ -35,7 +35,6 @@ from kernelalg.core import _errors as E
 from kernelalg.core._inputs import InputLayout
 from kernelalg.core._layer import Layer
 from kernelalg.core._program import C, Q1, Q2
-from kernelalg.layers._dense import Identity
 from kernelalg.layers.spatial import _grid as S
 
 
@@ -211,14 +210,30 @@ def masked_op(fn: Callable, remask: bool = True) -> Callable:
 _MASKED_NETS: dict[int, tuple[Any, Layer]] = {}
 
 
+def _relayout(layer: Layer, layout: InputLayout) -> tuple[Layer, bool]:
+    """``layer`` with its first leaf that declares an input layout declaring ``layout`` instead; found or not."""
+    if not layer.children:
+        if layer.input_layout is None:
+            return layer, False
+        return dataclasses.replace(layer, input_layout=layout), True
+    kids = list(layer.children)
+    for i, child in enumerate(kids):
+        kids[i], found = _relayout(child, layout)
+        if found:
+            return dataclasses.replace(layer, children=tuple(kids)), True
+    return layer, False
+
+
 def masked_net(net: Any, layout: Callable[[Any], InputLayout]) -> Layer:
-    """``net`` behind a marker leaf whose input layout ``layout(net)`` carries the masks (one object per network)."""
+    """``net`` whose input layout is ``layout(net)`` (carrying the masks); one object per network. The first
+    leaf that declares a layout declares this one instead, so the layers and their hyperparameter names
+    (``sigma_w_1``, ...) stay those of ``net``."""
     hit = _MASKED_NETS.get(id(net))
     if hit is not None and hit[0] is net:
         return hit[1]
     if not any(leaf.spatial is not None and leaf.spatial.readout for leaf in net.leaves()):
         raise E.InputError(MASK_NEEDS_READOUT)
-    out = dataclasses.replace(Identity(), input_layout=layout(net)) >> net
+    out = _relayout(net, layout(net))[0]
     _MASKED_NETS[id(net)] = (net, out)
     return out
 
