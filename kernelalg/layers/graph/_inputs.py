@@ -11,7 +11,9 @@ Tangent Kernel", NeurIPS 2019):
   with a negative entry is padding (NT's ``implementation="SPARSE"``, K = 1).
 
 Graphs of different sizes share one batch by padding with isolated nodes of zero features (NT's
-convention: such nodes take part in readouts, e.g. a bias reaches them; there are no node masks).
+convention: such nodes take part in readouts, e.g. a bias reaches them), or with padding nodes whose features all
+equal a constant c and ``ka.kernel(..., mask_constant=c)``: those nodes are masked (Aggregate reads them as zero,
+GlobalAvgPool averages the valid nodes; :mod:`kernelalg.layers.spatial._masks`).
 
 The kernel state is the node-pair grid of a 1-D image in "full" mode with self grids (see
 :mod:`kernelalg.layers.spatial._grid`): cov/ntk (B1, B2, N, N'), so Dense and activations act per node pair
