@@ -7,23 +7,26 @@ over the n1 n2 valid pixel pairs, a GlobalSumPool sums them, and Flatten sums th
 still divides by all positions.
 
 On the pixel-pair grid the masks enter as per-pixel validity arrays (1 valid, 0 masked) of both images of a
-pair, :data:`~kernelalg.layers.spatial._grid.MASK1` (beside var1) and ``MASK2`` (beside var2), extended like the variances when x2 is
-given (:func:`~kernelalg.layers.spatial._grid.ext_vars`). neural-tangents zeroes every pair with a masked pixel
+pair, :data:`~kernelalg.layers.spatial._grid.MASK1` (beside var1) and ``MASK2`` (beside var2), extended like
+the variances when x2 is given (:func:`~kernelalg.layers.spatial._grid.ext_vars`). neural-tangents zeroes every pair with a masked pixel
 after each layer; here the pair-local layers (Dense, activations) compute on those pairs unchanged and only the
 layers that mix pixels read them as zero (:func:`masked_op`), which gives the same values at every valid
 pair. Between such layers a masked entry holds a harmless placeholder (variance 1, covariance 0), so that
 no dual meets a zero variance.
 
-A masked kernel is the kernel of the network behind a marker leaf
-(:func:`masked_net`) whose input layout carries the masks: the planned
-pixel-pair grid (full with pooling, matching pixels for Flatten), evaluated in batches (not chunked).
+A masked kernel is the kernel of the same network whose first layout-declaring leaf declares a layout that
+carries the masks (:func:`masked_net`): the planned pixel-pair grid (full with pooling, matching pixels for
+Flatten), evaluated in batches (not chunked). Graphs (``ka.Graphs``) padded with nodes whose features all equal
+``c`` work the same way on the node-pair grid (Aggregate reads masked nodes as zero). Unlike neural-tangents
+0.6.5, which refuses a mask that still has a channel axis in Aggregate or a pooling layer (an NT network must
+start with Dense or Conv), the masks here are per position from the input on.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import contextvars
+import dataclasses
 from typing import Any, Callable, Iterator
 
 import jax
