@@ -198,6 +198,20 @@ def test_padded_graph_is_the_unpadded_graph() -> None:
                                        rtol=1e-12, err_msg=f"graph {i} {field}")
 
 
+def test_finite_twin_of_padded_graph_is_the_unpadded_twin() -> None:
+    """Brute force on the finite twin: same weights, padded graph with mask_constant = the graph without padding."""
+    net = ka.Dense(1.3, 0.2) >> ka.Aggregate() >> ka.Relu() >> ka.Aggregate() >> ka.GlobalAvgPool() >> ka.Dense(1.1, 0.1)
+    rng = np.random.default_rng(6)
+    x, a = rng.normal(size=(1, 5, 3)), np.maximum((rng.random((1, 5, 5)) < 0.5).astype(float), np.eye(5))
+    x[0, 3:] = C_MASK
+    twin = ka.finite(net, 6)
+    p = twin.init(1, (5, 3))
+    padded = twin.apply(p, ka.Graphs(x, a), mask_constant=C_MASK)
+    alone = twin.apply(p, ka.Graphs(x[:, :3], a[:, :3, :3]))
+    np.testing.assert_allclose(np.asarray(padded), np.asarray(alone), rtol=1e-12)
+    assert not np.allclose(np.asarray(twin.apply(p, ka.Graphs(x, a))), np.asarray(alone))  # the mask matters
+
+
 # --------------------------------------------------------------------------------------------------- errors
 
 

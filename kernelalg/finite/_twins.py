@@ -34,6 +34,7 @@ from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, as_layer
 from kernelalg.core._inputs import layout_of
 from kernelalg.finite._parametrize import Parametrization, apply_parametrization, as_parametrization
+from kernelalg.layers.graph._inputs import Graphs, masked_graphs
 from kernelalg.layers.spatial._masks import MaskedImages, check_constant
 
 NO_FINITE = ("{layer} has no finite-width twin (its `finite` record is None). Fix: give the layer a finite "
@@ -187,11 +188,13 @@ class FiniteNet:
     def apply(self, params: list, x: Any, mask_constant: float | None = None) -> Any:
         """The network's output for the batch ``x`` (array (N, ...) or a pytree input such as ``ka.Sequences``).
 
-        ``mask_constant``: as neural-tangents' ``apply_fn(..., mask_constant=c)`` for images: entries equal to c
-        are zeroed, pixels with every channel equal to c are masked (Conv reads them as zero, the global pools
-        reduce over the valid pixels, Flatten zeroes them).
+        ``mask_constant``: as neural-tangents' ``apply_fn(..., mask_constant=c)`` for images and ``ka.Graphs``:
+        entries equal to c are zeroed, pixels (nodes) with every channel equal to c are masked (Conv and
+        Aggregate read them as zero, the global pools reduce over the valid ones, Flatten zeroes them).
         """
-        if mask_constant is not None:
+        if mask_constant is not None and isinstance(x, Graphs):  # padding nodes
+            x = masked_graphs("x", x, check_constant(mask_constant))
+        elif mask_constant is not None:
             x = MaskedImages.from_constant("x", x if isinstance(x, jax.Array) else np.asarray(x),
                                            check_constant(mask_constant))
         # JAX arrays in the enabled precision (a NumPy float64 batch becomes float32 unless x64 is on)

@@ -292,7 +292,8 @@ def _masked_layout(net: Any) -> InputLayout:
                        prepare=lambda x1, x2: (x1, x2))
 
 
-def _masked_graphs(name: str, g: Graphs, c: float) -> MaskedImages:
+def masked_graphs(name: str, g: Graphs, c: float) -> MaskedImages:
+    """``g`` with nodes whose every feature equals ``c`` masked (features equal to c zeroed)."""
     x = g.x if isinstance(g.x, jax.Array) else np.asarray(g.x)
     m = MaskedImages.from_constant(name, x, c)
     return MaskedImages(Graphs._raw(m.x, g.pattern), m.valid)
@@ -302,8 +303,8 @@ def _mask(net: Any, x1: Any, x2: Any, constant: Any) -> tuple:
     """Nodes whose every feature equals ``constant`` are masked: readouts pool over the valid nodes."""
     c = check_constant(constant)
     g1, g2 = prepare(x1, x2)
-    m2 = None if g2 is None else _masked_graphs("x2", g2, c)
-    return masked_net(net, _masked_layout), _masked_graphs("x1", g1, c), m2
+    m2 = None if g2 is None else masked_graphs("x2", g2, c)
+    return masked_net(net, _masked_layout), masked_graphs("x1", g1, c), m2
 
 
 _RANK_FIX = "pass ka.Graphs(x, pattern) with x of shape (batch, nodes, channels)"
