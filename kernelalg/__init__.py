@@ -25,6 +25,7 @@ from kernelalg.layers.recurrent._recurrent import Recurrent, recurrent_step_map
 from kernelalg.layers.recurrent._sequences import Sequences
 from kernelalg.layers.recurrent._gated import GRU, LSTM, gate_quadrature_error
 from kernelalg.layers.spatial._conv import Conv
+from kernelalg.layers.spatial._local import ConvLocal
 from kernelalg.layers.spatial._pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool
 from kernelalg.layers.spatial._attention import GlobalSelfAttention
 from kernelalg.layers.graph._aggregate import Aggregate
@@ -60,8 +61,8 @@ __all__ = [
     "LeakyRelu", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "Relu", "Sign", "Sin", "activation",
     "parallel", "repeat", "serial", "Layer",
     # convolutional
-    "Conv", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten", "Index", "Slice", "DotGeneral",
-    "ConvTranspose", "ImageResize",
+    "Conv", "ConvLocal", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten", "Index", "Slice",
+    "DotGeneral", "ConvTranspose", "ImageResize",
     # attention, normalization, dropout
     "GlobalSelfAttention", "LayerNorm", "Dropout",
     # graphs

@@ -155,6 +155,12 @@ def require_spatial(st: KernelState, layer: str, ndim: int | None = None, what: 
     return lay
 
 
+def refuse_masked(st: KernelState, op: str) -> None:
+    """A clear error when the pixel-mixing op ``op`` meets masked inputs it does not support."""
+    if isinstance(st.layout, SpatialState) and st.layout.masked:
+        raise E.KernelalgError(MASKED_OP.format(op=op))
+
+
 def spatial_op(b: Builder, st: KernelState, fn: Any, name: str, n_extra: int = 0, tag: Any = None,
                key: Any = None, sources: Sequence[sp.Symbol] = ()) -> list:
     """Emit the Op ``name``: ``fn(arrays, var1, var2, cov, ntk, ctx) -> (var1', var2', cov', ntk', *extra)``.
@@ -166,8 +172,8 @@ def spatial_op(b: Builder, st: KernelState, fn: Any, name: str, n_extra: int = 0
     ``key``, if given, the static settings that determine ``fn`` (the Op may then be scanned with its equals).
     ``sources``: further input symbols, whose arrays are passed to ``fn`` after ``ctx`` (e.g. graph patterns).
     """
-    if isinstance(st.layout, SpatialState) and st.layout.masked and MASK1 not in sources:
-        raise E.KernelalgError(MASKED_OP.format(op=name))
+    if MASK1 not in sources:
+        refuse_masked(st, name)
     exprs = st.exprs
     live = [i for i, e in enumerate(exprs) if not (e.is_Number and e == 0)]
     # a constant variance (e.g. 1 after Sign, whose output is +-1 everywhere) becomes a per-pixel array
