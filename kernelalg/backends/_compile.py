@@ -28,6 +28,12 @@ from kernelalg.core._layer import Layer
 from kernelalg.core._program import Assign
 from kernelalg.core._tiles import run_tiles
 
+MASK_NEEDS_IMAGES = (
+    "mask_constant is supported for image networks (inputs (batch, *spatial, channels) whose first spatial "
+    "layer is Conv or a pooling layer), but this network takes '{layout}' inputs. Fix: drop mask_constant, "
+    "or for sequences of different lengths use ka.Sequences with a recurrent network."
+)
+
 
 class CompiledKernel(KernelFunction):
     """A jitted kernel function of an architecture: ``f(x1, x2=None, params=None)``.
@@ -94,7 +100,7 @@ class CompiledKernel(KernelFunction):
         return tuple(kernels)
 
     def __call__(self, x1: Any, x2: Any = None, params: Mapping[str, Any] | None = None,
-                 batch_size: int | None = None) -> Any:
+                 batch_size: int | None = None, mask_constant: float | None = None) -> Any:
         """Evaluate the kernel.
 
         Args:
@@ -104,6 +110,8 @@ class CompiledKernel(KernelFunction):
             params: Hyperparameter overrides by name (see ``self.params``).
             batch_size: If given, evaluate in tiles of at most batch_size x batch_size input pairs, so that
                 memory stays bounded for any N, M (outputs are NumPy arrays then).
+            mask_constant: If given, input positions whose every channel equals it are masked, as in
+                neural-tangents (image networks; see :mod:`kernelalg.layers.spatial._masks`).
 
         Raises:
             NotRepresentableError: Some entry is not finite in the requested precision (the message says whether
@@ -113,6 +121,11 @@ class CompiledKernel(KernelFunction):
             PrecisionWarning: Rounding near correlation 1 is predicted to cost more than 1e-3 relative accuracy
                 (deep networks in the chaotic phase; docs/numerics.md).
         """
+        if mask_constant is not None:
+            if self.layout.mask is None:
+                raise E.InputError(MASK_NEEDS_IMAGES.format(layout=self.layout.name))
+            net, x1, x2 = self.layout.mask(self.net, x1, x2, mask_constant)
+            return compile(net, self.get)(x1, x2, params, batch_size)
         x1, x2 = check_inputs(self.layout, x1, x2)
         self._warn_precision(x1, x2, self._params(params))
         if batch_size is not None:
@@ -251,7 +264,7 @@ def compile(net: Layer, get: Any = _GETS, backend: str = "jax") -> Any:  # noqa:
 
 
 def kernel(net: Layer, x1: Any, x2: Any = None, get: Any = _GETS, params: Mapping[str, Any] | None = None,
-           batch_size: int | None = None) -> Any:
+           batch_size: int | None = None, mask_constant: float | None = None) -> Any:
     """Exact infinite-width kernel(s) of ``net`` between the rows of ``x1`` and ``x2`` (x2=None: x1).
 
     Args:
@@ -261,10 +274,12 @@ def kernel(net: Layer, x1: Any, x2: Any = None, get: Any = _GETS, params: Mappin
         get: "nngp", "ntk" or a tuple of them.
         params: Hyperparameter overrides by symbol name.
         batch_size: Tile size in input rows for bounded memory (None: one block).
+        mask_constant: Mask input positions whose every channel equals it (neural-tangents' ``mask_constant``;
+            image networks).
 
     Returns:
         A :class:`Kernel` (``get`` a tuple) or an array (``get`` a string), of shape (N, M).
     """
-    return compile(net, get)(x1, x2, params, batch_size)
+    return compile(net, get)(x1, x2, params, batch_size, mask_constant)
 
 

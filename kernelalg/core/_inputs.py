@@ -37,6 +37,9 @@ class InputLayout:
             them, matching-pixel diagonals otherwise). Applied by :func:`layout_of`.
         auto_batch: Optional (x1, x2 or None) -> tile size or None: the batch_size used when the caller
             gives none (bounds memory for layouts whose per-pair arrays are large).
+        mask: Optional (net, x1, x2 or None, constant) -> (net', x1', x2'): the network and inputs whose kernel
+            is the kernel of ``net`` with entries equal to ``constant`` masked (neural-tangents'
+            ``mask_constant``); None where the layout has no masks.
     """
 
     name: str
@@ -47,6 +50,7 @@ class InputLayout:
     prepare: Callable[[Any, Any], tuple[Any, Any]] | None = None
     specialize: Callable[[Any], "InputLayout"] | None = None
     auto_batch: Callable[[Any, Any], int | None] | None = None
+    mask: Callable[[Any, Any, Any, float], tuple] | None = None
 
 
 def layout_of(net: Any) -> InputLayout:

@@ -34,6 +34,8 @@ from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, as_layer
 from kernelalg.core._inputs import layout_of
 from kernelalg.finite._parametrize import Parametrization, apply_parametrization, as_parametrization
+from kernelalg.layers.graph._inputs import Graphs, masked_graphs
+from kernelalg.layers.spatial._masks import MaskedImages, check_constant
 
 NO_FINITE = ("{layer} has no finite-width twin (its `finite` record is None). Fix: give the layer a finite "
              "sampler (see kernelalg.core._layer.Layer.finite), or build the network from layers that have one.")
@@ -183,8 +185,18 @@ class FiniteNet:
         keys = jax.random.split(key, max(len(parts), 1))
         return [p[0](k) for p, k in zip(parts, keys)]
 
-    def apply(self, params: list, x: Any) -> Any:
-        """The network's output for the batch ``x`` (array (N, ...) or a pytree input such as ``ka.Sequences``)."""
+    def apply(self, params: list, x: Any, mask_constant: float | None = None) -> Any:
+        """The network's output for the batch ``x`` (array (N, ...) or a pytree input such as ``ka.Sequences``).
+
+        ``mask_constant``: as neural-tangents' ``apply_fn(..., mask_constant=c)`` for images and ``ka.Graphs``:
+        entries equal to c are zeroed, pixels (nodes) with every channel equal to c are masked (Conv and
+        Aggregate read them as zero, the global pools reduce over the valid ones, Flatten zeroes them).
+        """
+        if mask_constant is not None and isinstance(x, Graphs):  # padding nodes
+            x = masked_graphs("x", x, check_constant(mask_constant))
+        elif mask_constant is not None:
+            x = MaskedImages.from_constant("x", x if isinstance(x, jax.Array) else np.asarray(x),
+                                           check_constant(mask_constant))
         # JAX arrays in the enabled precision (a NumPy float64 batch becomes float32 unless x64 is on)
         x = jax.tree_util.tree_map(jnp.asarray, x)
         bind = getattr(x, "bind_finite", None)  # inputs with side data for some layers (ka.Graphs: patterns)

@@ -25,6 +25,7 @@ from kernelalg.core._layer import Layer, Spatial
 from kernelalg.core._program import Builder, KernelState
 from kernelalg.layers.graph._inputs import GRAPH_LAYOUT, PAT1, PAT2, GraphState, finite_pattern
 from kernelalg.layers.spatial import _grid as S
+from kernelalg.layers.spatial._masks import finite_mask, masked_op
 
 NOT_GRAPH = ("Aggregate needs node features of graphs, but it follows {after}, whose output has no node axis. "
              "Fix: put Aggregate before the readout (GlobalAvgPool, GlobalSumPool, Flatten) and give the network "
@@ -83,7 +84,10 @@ def _aggregate_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], sta
     lay = st.layout
     if not isinstance(lay, GraphState):
         raise E.LayerOrderError(NOT_GRAPH.format(after=st.after))
-    v1, v2, cov, ntk = S.spatial_op(b, st, _aggregate_fn, "aggregate", key=("aggregate",), sources=(PAT1, PAT2))[:4]
+    fn, sources = _aggregate_fn, (PAT1, PAT2)
+    if lay.masked:  # masked nodes send nothing; the output keeps the node masks (as neural-tangents)
+        fn, sources = masked_op(fn), (PAT1, PAT2, S.MASK1, S.MASK2)
+    v1, v2, cov, ntk = S.spatial_op(b, st, fn, "aggregate", key=("aggregate", lay.masked), sources=sources)[:4]
     return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after="Aggregate")
 
 
@@ -100,7 +104,7 @@ def aggregate_features(x: Any, pattern: Any) -> Any:
 
 def _aggregate_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
     def apply(params: dict, x: Any) -> Any:
-        return aggregate_features(x, finite_pattern())
+        return aggregate_features(finite_mask(x), finite_pattern())  # masked nodes send nothing
 
     return (lambda key: {}), apply, tuple(in_shape)
 

@@ -11,7 +11,9 @@ Tangent Kernel", NeurIPS 2019):
   with a negative entry is padding (NT's ``implementation="SPARSE"``, K = 1).
 
 Graphs of different sizes share one batch by padding with isolated nodes of zero features (NT's
-convention: such nodes take part in readouts, e.g. a bias reaches them; there are no node masks).
+convention: such nodes take part in readouts, e.g. a bias reaches them), or with padding nodes whose features all
+equal a constant c and ``ka.kernel(..., mask_constant=c)``: those nodes are masked (Aggregate reads them as zero,
+GlobalAvgPool averages the valid nodes; :mod:`kernelalg.layers.spatial._masks`).
 
 The kernel state is the node-pair grid of a 1-D image in "full" mode with self grids (see
 :mod:`kernelalg.layers.spatial._grid`): cov/ntk (B1, B2, N, N'), so Dense and activations act per node pair
@@ -39,6 +41,7 @@ from kernelalg.core._inputs import InputLayout, sample_ids
 from kernelalg.core._program import ID1, ID2, Q1, Q2, C, D, KernelState
 from kernelalg.layers.spatial._grid import SpatialState
 from kernelalg.layers.spatial._inputs import pixel_pair_env
+from kernelalg.layers.spatial._masks import MaskedImages, check_constant, mask_env, masked_net
 
 #: Per-pair patterns of the node-pair grid's batch axes: the pattern of the row graph and of the column graph.
 PAT1 = sp.Symbol("pattern1")
@@ -274,10 +277,43 @@ def _specialize(base: InputLayout, net: Any) -> InputLayout:
     return dataclasses.replace(base, stats=partial(_stats, lay), env=partial(_env, lay), specialize=None)
 
 
+# ------------------------------------------------------------------------------- node masks (mask_constant)
+
+
+def _masked_env(lay: GraphState, x1: MaskedImages, x2: MaskedImages | None, ops: Arrays) -> dict:
+    env = _env(lay, x1.x, None if x2 is None else x2.x, ops)
+    return mask_env(env, x1.valid, None if x2 is None else x2.valid, ops, 1, "full", x2 is not None)
+
+
+def _masked_layout(net: Any) -> InputLayout:
+    """The graph layout of ``net`` with node masks (neural-tangents' ``mask_constant`` on node features)."""
+    lay = dataclasses.replace(plan(net), masked=True)
+    return InputLayout("graph", 3, partial(_stats, lay), partial(_masked_env, lay), rank_fix=_RANK_FIX,
+                       prepare=lambda x1, x2: (x1, x2))
+
+
+def masked_graphs(name: str, g: Graphs, c: float) -> MaskedImages:
+    """``g`` with nodes whose every feature equals ``c`` masked (features equal to c zeroed)."""
+    x = g.x if isinstance(g.x, jax.Array) else np.asarray(g.x)
+    m = MaskedImages.from_constant(name, x, c)
+    return MaskedImages(Graphs._raw(m.x, g.pattern), m.valid)
+
+
+def _mask(net: Any, x1: Any, x2: Any, constant: Any) -> tuple:
+    """Nodes whose every feature equals ``constant`` are masked: readouts pool over the valid nodes."""
+    c = check_constant(constant)
+    g1, g2 = prepare(x1, x2)
+    m2 = None if g2 is None else masked_graphs("x2", g2, c)
+    return masked_net(net, _masked_layout), masked_graphs("x1", g1, c), m2
+
+
+_RANK_FIX = "pass ka.Graphs(x, pattern) with x of shape (batch, nodes, channels)"
+
+
 def _base() -> InputLayout:
     lay = GraphState(1, "full", self_grids=True)
-    base = InputLayout("graph", 3, partial(_stats, lay), partial(_env, lay),
-                       rank_fix="pass ka.Graphs(x, pattern) with x of shape (batch, nodes, channels)", prepare=prepare)
+    base = InputLayout("graph", 3, partial(_stats, lay), partial(_env, lay), rank_fix=_RANK_FIX, prepare=prepare,
+                       mask=_mask)
     return dataclasses.replace(base, specialize=partial(_specialize, base))
 
 

@@ -30,6 +30,7 @@ from kernelalg.backends import Arrays
 from kernelalg.core import _errors as E
 from kernelalg.layers.spatial import _grid as S
 from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
+from kernelalg.layers.spatial._masks import FINITE_MASK, finite_mask, masked_op, require_same_stride1
 from kernelalg.layers._affine import affine_scales, affine_state, check_parameterization
 from kernelalg.layers._dense import affine_init
 from kernelalg.core._layer import Layer, check_std
@@ -65,8 +66,11 @@ def conv_map(lay: S.SpatialState, filt: tuple, strides: tuple, padding: str):
 def _conv_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
     filt, strides, padding = static["filter_shape"], static["strides"], static["padding"]
     lay = S.require_spatial(st, "Conv", len(filt), "filter_shape", "filter_shape=(3,) * ndim")
-    mapped = tuple(S.spatial_op(b, st, conv_map(lay, filt, strides, padding), "conv",
-                                key=(lay, filt, strides, padding))[:4])
+    fn, sources = conv_map(lay, filt, strides, padding), ()
+    if lay.masked:  # masked pixels read as zero; the output keeps the masks (SAME, stride 1: centre pixels)
+        require_same_stride1("Conv", strides, padding)
+        fn, sources = masked_op(fn), (S.MASK1, S.MASK2)
+    mapped = tuple(S.spatial_op(b, st, fn, "conv", key=(lay, filt, strides, padding), sources=sources)[:4])
 
     def weight_grad() -> sp.Expr:
         if st.width is None:
@@ -109,7 +113,9 @@ def _conv_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tu
         return affine_init(key, tuple(filt) + (c_in, out), sc, "b_std" in p)
 
     def apply(params: dict, x: jax.Array) -> jax.Array:
-        x = jnp.asarray(x)
+        if FINITE_MASK.get() is not None:  # masked inputs (mask_constant): masked pixels read as zero
+            require_same_stride1("Conv", strides, padding)
+            x = finite_mask(jnp.asarray(x))
         if padding == "CIRCULAR":
             x = circular_pad(x, filt, strides)
         w = params["W"].astype(x.dtype)

@@ -45,6 +45,10 @@ IMG2 = sp.Symbol("img2")
 #: Per image pair of the grid's batch axes (B1, B2): 1 for an image with itself (the same input; see
 #: :data:`kernelalg.core._program.ID1`), else 0. Read by layers that draw fresh randomness per input (Dropout).
 SAME_GRID = sp.Symbol("same_grid", nonnegative=True)
+#: Masked inputs (see :mod:`kernelalg.layers.spatial._masks`): per-pixel validity (1 valid, 0 masked) of the
+#: first image of each pair, shaped like var1, and of the second, shaped like var2.
+MASK1 = sp.Symbol("pixel_mask1", nonnegative=True)
+MASK2 = sp.Symbol("pixel_mask2", nonnegative=True)
 PADDINGS = ("SAME", "VALID", "CIRCULAR")
 #: Tags of the ops that leave a phase-1 record (pooling, DotGeneral, attention): one counter for all of them, so
 #: that two such layers of one network never share a tag (``Ctx.rec`` is keyed by it).
@@ -64,6 +68,11 @@ TOO_SMALL = (
     "'VALID'. Fix: use padding='SAME', a smaller window, or larger images."
 )
 BAD_PADDING = "{layer}: padding must be one of {choices}, got {got!r}. Fix: e.g. padding='SAME'."
+MASKED_OP = (
+    "{op}: this layer does not support masked inputs (mask_constant) yet; supported are Dense, activations, "
+    "Conv(padding='SAME', stride 1), GlobalAvgPool, GlobalSumPool and Flatten. Fix: call the kernel without "
+    "mask_constant, or build the network from the supported layers."
+)
 BAD_SHAPE = "{layer}: {what} must be a non-empty sequence of positive integers, got {got!r}. Fix: e.g. {example}."
 
 _LAYOUT_NAMES = {1: "spatial1d", 2: "spatial2d", 3: "spatial3d"}
@@ -100,6 +109,7 @@ class SpatialState:
         spatial_out: The network ends without a readout (its kernel keeps pixel axes).
         chunked: One readout: everything before it runs pair by pair in chunks (see
             :mod:`kernelalg.layers.spatial._pairs`); the per-pair arrays then have batch axes (b, 1).
+        masked: The inputs carry pixel masks (:mod:`kernelalg.layers.spatial._masks`): full mode, batch evaluation.
     """
 
     ndim: int
@@ -108,6 +118,7 @@ class SpatialState:
     spatial_out: bool = False
     chunked: bool = False
     name: str = "spatial"
+    masked: bool = False
 
 
 def layout_name(ndim: int) -> str:
@@ -144,6 +155,12 @@ def require_spatial(st: KernelState, layer: str, ndim: int | None = None, what: 
     return lay
 
 
+def refuse_masked(st: KernelState, op: str) -> None:
+    """A clear error when the pixel-mixing op ``op`` meets masked inputs it does not support."""
+    if isinstance(st.layout, SpatialState) and st.layout.masked:
+        raise E.KernelalgError(MASKED_OP.format(op=op))
+
+
 def spatial_op(b: Builder, st: KernelState, fn: Any, name: str, n_extra: int = 0, tag: Any = None,
                key: Any = None, sources: Sequence[sp.Symbol] = ()) -> list:
     """Emit the Op ``name``: ``fn(arrays, var1, var2, cov, ntk, ctx) -> (var1', var2', cov', ntk', *extra)``.
@@ -155,6 +172,8 @@ def spatial_op(b: Builder, st: KernelState, fn: Any, name: str, n_extra: int = 0
     ``key``, if given, the static settings that determine ``fn`` (the Op may then be scanned with its equals).
     ``sources``: further input symbols, whose arrays are passed to ``fn`` after ``ctx`` (e.g. graph patterns).
     """
+    if MASK1 not in sources:
+        refuse_masked(st, name)
     exprs = st.exprs
     live = [i for i, e in enumerate(exprs) if not (e.is_Number and e == 0)]
     # a constant variance (e.g. 1 after Sign, whose output is +-1 everywhere) becomes a per-pixel array

@@ -13,6 +13,7 @@ import math
 from functools import partial
 from typing import Any
 
+import jax
 import numpy as np
 import sympy as sp
 
@@ -21,6 +22,7 @@ from kernelalg.core import _errors as E
 from kernelalg.backends._compile import check_input
 from kernelalg.core._inputs import InputLayout, sample_ids
 from kernelalg.core._program import ID1, ID2, Q1, Q2, C, D, KernelState
+from kernelalg.layers.spatial._masks import MaskedImages, check_constant, mask_env, masked_net
 from kernelalg.layers.spatial._grid import (
     CTX,
     IMG1,
@@ -159,8 +161,41 @@ def _specialize(base: InputLayout, ndim: int, net: Any) -> InputLayout:
 def _image_layout(k: int) -> InputLayout:
     base = InputLayout(layout_name(k), k + 2, partial(_stats, SpatialState(k, "full")),
                        partial(_env, SpatialState(k, "full")),
-                       rank_fix=f"reshape to (batch, {_AXES[k]}, channels)", prepare=partial(_prepare, k))
+                       rank_fix=f"reshape to (batch, {_AXES[k]}, channels)", prepare=partial(_prepare, k),
+                       mask=partial(_mask, k))
     return dataclasses.replace(base, specialize=partial(_specialize, base, k))
+
+
+# ------------------------------------------------------------------------------------ masked images
+
+
+def _masked_env(lay: SpatialState, x1: MaskedImages, x2: MaskedImages | None, ops: Arrays) -> dict:
+    env = _env(lay, x1.x, None if x2 is None else x2.x, ops)
+    return mask_env(env, x1.valid, None if x2 is None else x2.valid, ops, lay.ndim, lay.mode, env[CTX].ext)
+
+
+def _masked_prepare(ndim: int, x1: Any, x2: Any) -> tuple[Any, Any]:
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is not None and not isinstance(x, MaskedImages):
+            raise E.InternalError(f"{name}: a masked image network got {type(x).__name__}. Please report this bug.")
+    return x1, x2
+
+
+def _masked_layout(net: Any, k: int) -> InputLayout:
+    """The image layout of ``net`` with pixel masks: the planned grid, evaluated in batches (not chunked)."""
+    lay = dataclasses.replace(plan(net, k), chunked=False, masked=True)  # batch evaluation: masks are per image
+    return InputLayout(layout_name(k), k + 2, partial(_stats, lay), partial(_masked_env, lay),
+                       rank_fix=f"reshape to (batch, {_AXES[k]}, channels)", prepare=partial(_masked_prepare, k))
+
+
+def _mask(k: int, net: Any, x1: Any, x2: Any, constant: Any) -> tuple:
+    c = check_constant(constant)
+    m1 = MaskedImages.from_constant("x1", x1 if isinstance(x1, jax.Array) else np.asarray(x1), c)
+    m2 = None if x2 is None else MaskedImages.from_constant("x2", x2 if isinstance(x2, jax.Array) else np.asarray(x2), c)
+    z1, z2 = _prepare(k, m1.x, None if m2 is None else m2.x)  # ranks, dtypes, finiteness of the zeroed images
+    m1 = MaskedImages(z1, m1.valid.astype(z1.dtype))
+    m2 = None if m2 is None else MaskedImages(z2, m2.valid.astype(z2.dtype))
+    return masked_net(net, partial(_masked_layout, k=k)), m1, m2
 
 
 #: Input layouts of images with 1, 2, 3 spatial axes (NLC, NHWC, NDHWC), by number of spatial axes.

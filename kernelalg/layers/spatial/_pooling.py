@@ -30,6 +30,7 @@ from kernelalg.layers.spatial import _grid as S
 from kernelalg.layers.spatial._conv import circular_pad, conv_out_shape
 from kernelalg.core._layer import Layer, Spatial
 from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
+from kernelalg.layers.spatial._masks import finite_mask, finite_pool, zeroed
 from kernelalg.core._program import Builder, KernelState
 from kernelalg.layers.spatial._pairs import wrap_readout
 
@@ -154,8 +155,12 @@ def _global_kernel(name: str, avg: bool):
             v1, v2, cov, ntk = wrap_readout(b, st, lay, reduce, name.lower())
             return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after=name, layout="dense")
 
-        def fn(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx) -> tuple:
+        def fn(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx, *masks: Any) -> tuple:
             red = (lambda x: None if x is None else (ops.xp.mean if avg else ops.xp.sum)(x, axis=axes))
+            if masks:  # sums over the valid pixel pairs; the mean divides by their number n1 n2
+                _, _, cov, ntk = zeroed(ops, None, None, cov, ntk, *masks)
+                count = ops.xp.sum(masks[0] * masks[1], axis=axes) if avg else 1.0
+                red = (lambda x: None if x is None else ops.xp.sum(x, axis=axes) / count)
             g, t = red(cov), red(ntk)
             if ctx.ext:
                 n, m = g.shape[0] - 1, g.shape[1] - 1
@@ -163,16 +168,15 @@ def _global_kernel(name: str, avg: bool):
             d = ops.xp.diagonal(g)
             return d[:, None], d[None, :], g, t
 
-        v1, v2, cov, ntk = S.spatial_op(b, st, fn, name.lower())[:4]
+        sources = (S.MASK1, S.MASK2) if lay.masked else ()
+        v1, v2, cov, ntk = S.spatial_op(b, st, fn, name.lower(), sources=sources)[:4]
         return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after=name, layout="dense")
     return kernel
 
 
 def _global_finite(avg: bool):
     def finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
-        axes = tuple(range(1, len(in_shape)))
-        red = jnp.mean if avg else jnp.sum
-        return (lambda key: {}), (lambda params, x: red(x, axis=axes)), in_shape[-1:]
+        return (lambda key: {}), (lambda params, x: finite_pool(x, avg)), in_shape[-1:]
     return finite
 
 
@@ -203,8 +207,10 @@ def _flatten_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], stati
         width = None if st.width is None else st.width * npix
         return KernelState(v1, v2, cov, ntk, gaussian=False, width=width, after="Flatten", layout="dense")
 
-    def fn(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx) -> tuple:
+    def fn(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx, *masks: Any) -> tuple:
         ext, xp = ctx.ext, ops.xp
+        if masks:  # masked pixels count as zero; the mean still divides by all positions (as neural-tangents)
+            v1, v2, cov, ntk = zeroed(ops, v1, v2, cov, ntk, *masks)
         if lay.mode == "diag":
             red = (lambda x: None if x is None else xp.mean(x, axis=tuple(range(2, x.ndim))))
             npix = math.prod(cov.shape[2:])
@@ -217,13 +223,14 @@ def _flatten_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], stati
         npix = math.prod(cov.shape[2:2 + k])
         return m1, m2, grid(cov), grid(ntk), xp.asarray(npix, cov.dtype)
 
-    v1, v2, cov, ntk, npix = S.spatial_op(b, st, fn, "flatten", n_extra=1)
+    sources = (S.MASK1, S.MASK2) if lay.masked else ()
+    v1, v2, cov, ntk, npix = S.spatial_op(b, st, fn, "flatten", n_extra=1, sources=sources)
     width = None if st.width is None else st.width * npix
     return KernelState(v1, v2, cov, ntk, gaussian=False, width=width, after="Flatten", layout="dense")
 
 
 def _flatten_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
-    return (lambda key: {}), (lambda params, x: x.reshape(x.shape[0], -1)), (int(np.prod(in_shape)),)
+    return (lambda key: {}), (lambda params, x: finite_mask(x).reshape(x.shape[0], -1)), (int(np.prod(in_shape)),)
 
 
 def Flatten() -> Layer:

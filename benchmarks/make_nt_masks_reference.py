@@ -1,0 +1,154 @@
+"""Generate tests/data/nt_masks_reference.npz: neural-tangents 0.6.5 kernels of masked inputs (``mask_constant``).
+
+    python benchmarks/make_nt_masks_reference.py    # runs itself in the NT venv (benchmarks/_env/nt)
+
+Like benchmarks/make_nt_index_reference.py: neural-tangents cannot be imported in kernelalg's environment, so
+tests/test_masks.py reads NT's outputs (``kernel_fn(x1, x2, get, mask_constant=c)``) from this fixture. For
+every case the file stores
+
+* ``<case>.spec``: the architecture as JSON: a leaf is [stax layer name, args, kwargs] in NT's signatures
+  (NT's first positional width argument becomes kernelalg's ``out_dim`` / ``out_chan``);
+* ``<case>.x1``, ``<case>.x2``: float64 inputs (seeded standard normal) in which some positions have every
+  channel equal to the constant (masked) and some single entries equal it (zeroed, but not masked);
+* ``<case>.c``: the mask constant;
+* ``<case>.<call>.<field>`` for call in {"sym" (x2=None), "cross"} and field in {nngp, ntk}.
+
+The cases: two SAME convs (odd and even filters) before GlobalAvgPool (images masked by rows, columns, single
+pixels); Dense on the channels of 1-D sequences of different lengths before a conv and GlobalSumPool; a
+Flatten readout; a NaN mask constant. Graph cases (``graph_*``, stax.Aggregate with dense patterns
+``<case>.p1``/``<case>.p2``, called with ``pattern=(p1, p2)``): graphs of different sizes padded with masked
+nodes, pooled by GlobalAvgPool over the valid nodes or by GlobalSumPool; in one case arcs to and from padding
+nodes stay in the pattern. Both start with Dense: neural-tangents 0.6.5 refuses a mask that still has a channel
+axis in Aggregate ("Different channel-wise masks are not supported"), so an Aggregate first is not comparable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE.parent / "tests" / "data" / "nt_masks_reference.npz"
+
+RELU, ERF = ["Relu", [], {}], ["Erf", [], {}]
+
+
+def _dense(width, w, b):
+    return ["Dense", [width], {"W_std": w, "b_std": b}]
+
+
+def _conv(width, filt, w=1.3, b=0.2):
+    return ["Conv", [width, list(filt)], {"padding": "SAME", "W_std": w, "b_std": b}]
+
+
+CASES = {  # name: (input shape without batch, mask constant, layers)
+    "conv_gap": ((5, 4, 2), -1.0, [_conv(3, (3, 3)), RELU, _conv(3, (2, 2), 1.1, 0.1), ERF,
+                                   ["GlobalAvgPool", [], {}], _dense(1, 1.5, 0.05)]),
+    "dense_seq_gsp": ((7, 3), 0.0, [_dense(4, 1.2, 0.3), RELU, _conv(3, (3,), 1.4, 0.1), RELU,
+                                    ["GlobalSumPool", [], {}], _dense(1, 1.1, 0.2)]),
+    "conv_flatten": ((4, 5, 2), -1.0, [_conv(3, (3, 3), 1.2, 0.3), ERF, ["Flatten", [], {}], _dense(1, 1.3, 0.1)]),
+    "nan_gap": ((6, 2), float("nan"), [_conv(3, (2,), 1.3, 0.2), ERF, _conv(3, (3,), 1.1, None), RELU,
+                                       ["GlobalAvgPool", [], {}], _dense(1, 1.2, 0.1)]),
+}
+N1, N2 = 3, 2
+
+AGG, GAP, GSP = ["Aggregate", [], {}], ["GlobalAvgPool", [], {}], ["GlobalSumPool", [], {}]
+GRAPH_CASES = {  # name: (nodes, channels, padding arcs kept, layers); graphs of 6, 4, 3 valid nodes padded to 6
+    "graph_relu_gap": (6, 3, False, [_dense(5, 1.3, 0.2), AGG, RELU, AGG, GAP, _dense(1, 1.1, 0.1)]),
+    "graph_erf_gsp_arcs": (6, 3, True, [_dense(4, 1.2, 0.1), AGG, ERF, _dense(4, 0.9, 0.3), AGG, GSP,
+                                        _dense(1, 1.4, 0.05)]),
+}
+
+
+def padded_graphs(rng, batch: int, nodes: int, channels: int, c: float, keep_arcs: bool):
+    """Graphs with 6, 4, 3, ... valid nodes padded to ``nodes`` with masked nodes (every feature c); the padding
+    nodes are isolated unless ``keep_arcs`` (then arcs touching them stay: a masked node must send nothing)."""
+    import numpy as np
+    x = rng.standard_normal((batch, nodes, channels))
+    a = np.maximum((rng.random((batch, nodes, nodes)) < 0.4).astype(float), np.eye(nodes))
+    for i in range(batch):
+        n = (nodes, nodes - 2, nodes - 3)[i % 3]
+        x[i, n:] = c
+        if not keep_arcs:
+            a[i, n:, :] = a[i, :, n:] = 0.0
+    x[0, 0, 0] = c  # one feature equal to c on a valid node: zeroed, not masked
+    return x, a
+
+
+def masked_inputs(rng, n: int, shape: tuple, c: float):
+    """Standard normal inputs with masked positions (every channel c) and single entries equal to c."""
+    import numpy as np
+    x = rng.standard_normal((n,) + shape)
+    s = shape[:-1]
+    for i in range(n):
+        keep = np.ones(s, bool)
+        if i % 3 == 0:  # a tail of the first axis (a shorter image/sequence)
+            keep[s[0] - 1 - i % 2:] = False
+        elif i % 3 == 1 and len(s) > 1:  # a column
+            keep[:, -1] = False
+        else:  # a single interior position
+            keep[(1,) * len(s)] = False
+        x[i][~keep] = c
+        x[(i,) + (0,) * len(s) + (0,)] = c  # one entry, not a masked position (its other channels differ)
+    return x
+
+
+def _worker(out_path: str) -> None:
+    """Runs inside the NT venv."""
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np
+    import neural_tangents as nt
+    from neural_tangents import stax
+
+    def tup(v):
+        return tuple(v) if isinstance(v, list) else v
+
+    def make(spec):
+        name, args, kw = spec
+        return getattr(stax, name)(*map(tup, args), **{k: tup(v) for k, v in kw.items()})
+
+    out = {"_versions": np.array(json.dumps({"neural_tangents": nt.__version__, "jax": jax.__version__,
+                                             "numpy": np.__version__}))}
+    for seed, (name, (shape, c, layers)) in enumerate(CASES.items()):
+        rng = np.random.default_rng(700 + seed)
+        x1, x2 = masked_inputs(rng, N1, shape, c), masked_inputs(rng, N2, shape, c)
+        kernel_fn = stax.serial(*map(make, layers))[2]
+        out[f"{name}.spec"] = np.array(json.dumps(layers))
+        out[f"{name}.x1"], out[f"{name}.x2"], out[f"{name}.c"] = x1, x2, np.float64(c)
+        for call, b in (("sym", None), ("cross", x2)):
+            k = kernel_fn(x1, b, get=None, mask_constant=c)
+            for field in ("nngp", "ntk"):
+                out[f"{name}.{call}.{field}"] = np.asarray(getattr(k, field), np.float64)
+            print(name, call, np.asarray(k.nngp).ravel()[:3], file=sys.stderr, flush=True)
+    for seed, (name, (nodes, channels, keep, layers)) in enumerate(GRAPH_CASES.items()):
+        rng, c = np.random.default_rng(800 + seed), -1.0
+        (x1, p1), (x2, p2) = (padded_graphs(rng, n, nodes, channels, c, keep) for n in (N1, N2))
+        kernel_fn = stax.serial(*map(make, layers))[2]
+        out[f"{name}.spec"] = np.array(json.dumps(layers))
+        out[f"{name}.x1"], out[f"{name}.x2"], out[f"{name}.c"] = x1, x2, np.float64(c)
+        out[f"{name}.p1"], out[f"{name}.p2"] = p1, p2
+        for call, b, pat in (("sym", None, (p1, p1)), ("cross", x2, (p1, p2))):
+            k = kernel_fn(x1, b, get=None, pattern=pat, mask_constant=c)
+            for field in ("nngp", "ntk"):
+                out[f"{name}.{call}.{field}"] = np.asarray(getattr(k, field), np.float64)
+            print(name, call, np.asarray(k.nngp).ravel()[:3], file=sys.stderr, flush=True)
+    np.savez_compressed(out_path, **out)
+
+
+def main() -> int:
+    if len(sys.argv) > 2 and sys.argv[1] == "--worker":
+        _worker(sys.argv[2])
+        return 0
+    sys.path.insert(0, str(HERE))
+    from nt_env import run_worker
+    run_worker(Path(__file__).resolve(), OUT)
+    print(OUT)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.exit(main())

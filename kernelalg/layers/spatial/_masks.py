@@ -1,0 +1,249 @@
+"""Masked image inputs: ``ka.kernel(net, x1, x2, mask_constant=c)`` (neural-tangents' ``mask_constant``).
+
+As neural-tangents 0.6.5 (``stax/requirements.py``, ``utils/kernel.py``): every input entry equal to ``c`` is
+zeroed, and a pixel is *masked* when all its channels equal ``c`` (variable-size images or sequences padded
+with ``c``). Layers then treat masked pixels as absent: a Conv reads them as zero, a GlobalAvgPool averages
+over the n1 n2 valid pixel pairs, a GlobalSumPool sums them, and Flatten sums the valid matching pixels but
+still divides by all positions.
+
+On the pixel-pair grid the masks enter as per-pixel validity arrays (1 valid, 0 masked) of both images of a
+pair, :data:`~kernelalg.layers.spatial._grid.MASK1` (beside var1) and ``MASK2`` (beside var2), extended like
+the variances when x2 is given (:func:`~kernelalg.layers.spatial._grid.ext_vars`). neural-tangents zeroes every pair with a masked pixel
+after each layer; here the pair-local layers (Dense, activations) compute on those pairs unchanged and only the
+layers that mix pixels read them as zero (:func:`masked_op`), which gives the same values at every valid
+pair. Between such layers a masked entry holds a harmless placeholder (variance 1, covariance 0), so that
+no dual meets a zero variance.
+
+A masked kernel is the kernel of the same network whose first layout-declaring leaf declares a layout that
+carries the masks (:func:`masked_net`): the planned pixel-pair grid (full with pooling, matching pixels for
+Flatten), evaluated in batches (not chunked). Graphs (``ka.Graphs``) padded with nodes whose features all equal
+``c`` work the same way on the node-pair grid (Aggregate reads masked nodes as zero). Unlike neural-tangents
+0.6.5, which refuses a mask that still has a channel axis in Aggregate or a pooling layer (an NT network must
+start with Dense or Conv), the masks here are per position from the input on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kernelalg.backends import Arrays
+from kernelalg.core import _errors as E
+from kernelalg.core._inputs import InputLayout
+from kernelalg.core._layer import Layer
+from kernelalg.core._program import C, Q1, Q2
+from kernelalg.layers.spatial import _grid as S
+
+
+MASK_NEEDS_READOUT = (
+    "mask_constant needs a network that ends with a readout (Flatten, GlobalAvgPool, GlobalSumPool); this one "
+    "keeps pixel axes. Fix: end the network with a readout, or call the kernel without mask_constant."
+)
+MASK_UNSUPPORTED = (
+    "{layer}: masked inputs (mask_constant) are supported for {what}, got {got}. Fix: {fix}."
+)
+ALL_MASKED = (
+    "{name}[{index}] has every position masked (all its entries equal mask_constant={c}), so its kernel is "
+    "undefined. Fix: drop that input or give it at least one unmasked position."
+)
+BAD_MASK_CONSTANT = "mask_constant must be a real number (or nan), got {got!r}. Fix: e.g. mask_constant=-1.0."
+
+
+#: The validity (N, *S) of the images a finite twin is computing (set by :meth:`MaskedImages.bind_finite`).
+FINITE_MASK: contextvars.ContextVar = contextvars.ContextVar("kernelalg_pixel_mask", default=None)
+
+
+def finite_mask(x: Any) -> Any:
+    """Finite twins: ``x`` (N, *S, C) with masked pixels zeroed when a mask is bound, else ``x``."""
+    m = FINITE_MASK.get()
+    return x if m is None else x * jnp.asarray(m, x.dtype)[..., None]
+
+
+def finite_pool(x: Any, avg: bool) -> Any:
+    """Finite twins: the sum (or mean) of ``x`` (N, *S, C) over its valid pixels (all pixels when none is bound)."""
+    m = FINITE_MASK.get()
+    axes = tuple(range(1, x.ndim - 1))
+    if m is None:
+        return (jnp.mean if avg else jnp.sum)(x, axis=axes)
+    m = jnp.asarray(m, x.dtype)
+    out = jnp.sum(x * m[..., None], axis=axes)
+    return out / jnp.sum(m, axis=axes)[:, None] if avg else out
+
+
+class MaskedImages:
+    """A batch of images with masked pixels: zeroed data and per-pixel validity (a JAX pytree).
+
+    Attributes:
+        x: (N, *S, C) images, entries equal to the mask constant set to zero.
+        valid: (N, *S) 1.0 on pixels with some channel unequal to the constant, 0.0 on masked pixels.
+    """
+
+    __slots__ = ("x", "valid")
+
+    def __init__(self, x: Any, valid: Any):
+        self.x, self.valid = x, valid
+
+    @classmethod
+    def from_constant(cls, name: str, x: Any, constant: float) -> "MaskedImages":
+        """Mask ``x`` (an array (N, *S, C)) as neural-tangents does with ``mask_constant=constant``."""
+        xp = jnp if _is_jax(x) else np
+        hit = xp.isnan(x) if np.isnan(constant) else x == constant
+        valid = ~xp.all(hit, axis=-1)
+        if xp is np and not valid.reshape(len(x), -1).any(axis=1).all():
+            i = int(np.argmin(valid.reshape(len(x), -1).any(axis=1)))
+            raise E.InputError(ALL_MASKED.format(name=name, index=i, c=constant))
+        return cls(xp.where(hit, xp.zeros((), x.dtype), x), valid.astype(x.dtype))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape (N, *S, C) of the images."""
+        return tuple(self.x.shape)
+
+    @property
+    def ndim(self) -> int:
+        """Rank of the images."""
+        return len(self.x.shape)
+
+    @property
+    def dtype(self) -> Any:
+        """Dtype of the images."""
+        return self.x.dtype
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def __getitem__(self, idx: Any) -> "MaskedImages":
+        """Sub-batch along the batch axis."""
+        return MaskedImages(self.x[idx], self.valid[idx])
+
+    @contextlib.contextmanager
+    def bind_finite(self) -> Iterator[Any]:
+        """Finite twins: the zeroed images, with the validity made available to the layers while inside (as
+        neural-tangents' ``apply_fn(..., mask_constant=c)``: Conv reads masked pixels as zero, the global
+        pools reduce over valid pixels, Flatten zeroes them)."""
+        token = FINITE_MASK.set(self.valid)
+        try:
+            yield self.x
+        finally:
+            FINITE_MASK.reset(token)
+
+    def __repr__(self) -> str:
+        return f"MaskedImages(shape={self.shape})"
+
+
+jax.tree_util.register_pytree_node(MaskedImages, lambda m: ((m.x, m.valid), None),
+                                   lambda aux, children: MaskedImages(*children))
+
+
+def _is_jax(x: Any) -> bool:
+    """True for a JAX array or tracer (the mask is then computed with jnp)."""
+    return isinstance(x, jax.Array)
+
+
+def check_constant(c: Any) -> float:
+    """The mask constant as a float, or an :class:`InputError` naming the fix."""
+    try:
+        return float(c)
+    except (TypeError, ValueError):
+        raise E.InputError(BAD_MASK_CONSTANT.format(got=c)) from None
+
+
+def mask_env(env: dict, m1: Any, m2: Any | None, ops: Arrays, k: int, mode: str, ext: bool) -> dict:
+    """Add the validity arrays to a full-mode pixel-pair input ``env`` and put placeholders on masked pairs.
+
+    Args:
+        env: The unmasked input env (Q1, Q2, C of the zeroed images).
+        m1: (N, *S) validity of x1; ``m2`` of x2 or None (x2 is x1).
+        k: Number of spatial axes.
+        mode: "full" (all pixel pairs) or "diag" (matching pixels only).
+        ext: The batch axes carry the self-grid extension.
+    """
+    other = m1 if m2 is None else m2
+    ones = (1,) * k
+    if mode == "diag":
+        v1, v2 = m1[:, None], other[None]
+    elif ext:
+        v1, v2 = S.ext_vars(ops, m1, other, k)
+    else:
+        v1 = m1.reshape((m1.shape[0], 1) + m1.shape[1:] + ones)
+        v2 = other.reshape((1, other.shape[0]) + ones + other.shape[1:])
+    env[S.MASK1], env[S.MASK2] = v1, v2
+    q1, q2, c = placeholders(ops, env[Q1], env[Q2], env[C], None, v1, v2)[:3]
+    env.update({Q1: q1, Q2: q2, C: c})
+    return env
+
+
+def _fill(ops: Arrays, x: Any, m: Any, value: float) -> Any:
+    return None if x is None else ops.xp.where(m > 0, x, ops.xp.asarray(value, x.dtype))
+
+
+def zeroed(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, m1: Any, m2: Any) -> tuple:
+    """The state as neural-tangents holds it: every entry with a masked pixel zero."""
+    pair = m1 * m2
+    return _fill(ops, v1, m1, 0.0), _fill(ops, v2, m2, 0.0), _fill(ops, cov, pair, 0.0), _fill(ops, ntk, pair, 0.0)
+
+
+def placeholders(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, m1: Any, m2: Any) -> tuple:
+    """Variance 1, covariance 0 on masked entries (never read; keeps the duals away from zero variances)."""
+    pair = m1 * m2
+    return _fill(ops, v1, m1, 1.0), _fill(ops, v2, m2, 1.0), _fill(ops, cov, pair, 0.0), _fill(ops, ntk, pair, 0.0)
+
+
+def masked_op(fn: Callable, remask: bool = True) -> Callable:
+    """Wrap a spatial Op ``fn`` that mixes pixels: it reads masked entries as zero; with ``remask`` its outputs
+    get placeholders on masked entries (the output keeps the input's masks: SAME, stride 1; graph nodes). The
+    wrapped Op takes the masks as its last two sources, after those of ``fn``."""
+
+    def op(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx, *rest: Any) -> tuple:
+        m1, m2 = rest[-2:]
+        outs = fn(ops, *zeroed(ops, v1, v2, cov, ntk, m1, m2), ctx, *rest[:-2])
+        if not remask:
+            return outs
+        return placeholders(ops, *outs[:4], m1, m2) + tuple(outs[4:])
+
+    return op
+
+
+_MASKED_NETS: dict[int, tuple[Any, Layer]] = {}
+
+
+def _relayout(layer: Layer, layout: InputLayout) -> tuple[Layer, bool]:
+    """``layer`` with its first leaf that declares an input layout declaring ``layout`` instead; found or not."""
+    if not layer.children:
+        if layer.input_layout is None:
+            return layer, False
+        return dataclasses.replace(layer, input_layout=layout), True
+    kids = list(layer.children)
+    for i, child in enumerate(kids):
+        kids[i], found = _relayout(child, layout)
+        if found:
+            return dataclasses.replace(layer, children=tuple(kids)), True
+    return layer, False
+
+
+def masked_net(net: Any, layout: Callable[[Any], InputLayout]) -> Layer:
+    """``net`` whose input layout is ``layout(net)`` (carrying the masks); one object per network. The first
+    leaf that declares a layout declares this one instead, so the layers and their hyperparameter names
+    (``sigma_w_1``, ...) stay those of ``net``."""
+    hit = _MASKED_NETS.get(id(net))
+    if hit is not None and hit[0] is net:
+        return hit[1]
+    if not any(leaf.spatial is not None and leaf.spatial.readout for leaf in net.leaves()):
+        raise E.InputError(MASK_NEEDS_READOUT)
+    out = _relayout(net, layout(net))[0]
+    _MASKED_NETS[id(net)] = (net, out)
+    return out
+
+
+def require_same_stride1(layer: str, strides: tuple, padding: str) -> None:
+    """Masks are passed through pixel-mixing layers only with SAME padding and stride 1 (for now)."""
+    if padding != "SAME" or any(s != 1 for s in strides):
+        raise E.KernelalgError(MASK_UNSUPPORTED.format(
+            layer=layer, what="padding='SAME' with stride 1", got=f"padding={padding!r}, strides={strides}",
+            fix=f"use {layer}(..., padding='SAME') with strides 1, or call the kernel without mask_constant"))

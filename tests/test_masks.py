@@ -1,0 +1,254 @@
+"""Masked image inputs: ``ka.kernel(net, x1, x2, mask_constant=c)`` (issue #17; neural-tangents' ``mask_constant``).
+
+Expected values are independent of the code under test:
+
+* neural-tangents 0.6.5 itself (``kernel_fn(x1, x2, get, mask_constant=c)``): its kernels on small fixed inputs
+  with masked positions are stored in tests/data/nt_masks_reference.npz by benchmarks/make_nt_masks_reference.py;
+  float64 agreement to 1e-10 relative, NNGP and NTK, x2 = None and x2 given.
+* Monte Carlo over finite networks written here with jax.lax (not kernelalg's twins): a one-hidden-layer conv
+  net whose masked pixels are zeroed before each conv and whose GlobalAvgPool averages the valid pixels (NT's
+  ``apply_fn(..., mask_constant=c)``); its hidden pre-activations are exactly Gaussian, so the mean NNGP
+  f(x) f(x') and NTK J(x) J(x')^T equal the exact kernels at any width. z-scores against the standard errors
+  (fixed seeds), bound |z| <= 5 per entry, and a power check that the estimate rejects the unmasked kernel.
+  kernelalg's own twin (``FiniteNet.apply(..., mask_constant=c)``) must give the same outputs as that network.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import kernelalg as ka
+from kernelalg.core import _errors as E
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _float64():
+    """float64 for this module only (a global switch would change every test collected after it)."""
+    with jax.enable_x64(True):
+        yield
+
+
+NT = np.load(Path(__file__).resolve().parent / "data" / "nt_masks_reference.npz")
+CASES = sorted({k.split(".")[0] for k in NT.files if not k.startswith("_")})
+WIDTH_ARG = {"Dense": "out_dim", "Conv": "out_chan"}
+Z_MAX = 5.0
+
+
+def from_spec(spec: list) -> ka.Layer:
+    """kernelalg's network for an NT spec (NT's first positional width becomes out_dim / out_chan)."""
+    name, args, kw = spec
+    kw = dict(kw)
+    if name in WIDTH_ARG:
+        kw[WIDTH_ARG[name]], args = args[0], args[1:]
+    return getattr(ka, name)(*args, **kw)
+
+
+@functools.lru_cache(maxsize=None)
+def _net(case: str) -> ka.Layer:
+    """The case's network, one object per case (its compiled kernels are reused across tests)."""
+    return ka.serial(*map(from_spec, json.loads(str(NT[f"{case}.spec"]))))
+
+
+def test_nt_reference_covers_every_case() -> None:
+    assert set(CASES) == {"conv_gap", "dense_seq_gsp", "conv_flatten", "nan_gap", "graph_relu_gap",
+                          "graph_erf_gsp_arcs"}
+
+
+#: Cases of the default run (GlobalAvgPool, GlobalSumPool, Flatten, graphs with padding nodes); the NaN
+#: constant and the graph case with arcs to padding nodes run under -m slow.
+FAST = ("conv_gap", "dense_seq_gsp", "conv_flatten", "graph_relu_gap")
+
+
+def _inputs(case: str) -> tuple:
+    """x1, x2 of a case: arrays, or ka.Graphs with the stored patterns (graph cases)."""
+    x1, x2 = NT[f"{case}.x1"], NT[f"{case}.x2"]
+    if f"{case}.p1" in NT.files:
+        return ka.Graphs(x1, NT[f"{case}.p1"]), ka.Graphs(x2, NT[f"{case}.p2"])
+    return x1, x2
+
+
+@pytest.mark.parametrize("case", [c if c in FAST else pytest.param(c, marks=pytest.mark.slow) for c in CASES])
+def test_agrees_with_neural_tangents(case: str) -> None:
+    net = _net(case)
+    (x1, x2), c = _inputs(case), float(NT[f"{case}.c"])
+    for call, b in (("sym", None), ("cross", x2)):
+        k = ka.kernel(net, x1, b, mask_constant=c)
+        for field in ("nngp", "ntk"):
+            got, want = np.asarray(getattr(k, field)), NT[f"{case}.{call}.{field}"]
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12 * np.abs(want).max(),
+                                       err_msg=f"{case} {call} {field}")
+
+
+def test_compiled_call_and_float32() -> None:
+    """The compiled kernel's call takes mask_constant too; float32 inputs give float32 kernels near float64's."""
+    net = _net("conv_gap")
+    x1, c = NT["conv_gap.x1"], float(NT["conv_gap.c"])
+    f = ka.compile(net)
+    want = NT["conv_gap.sym.ntk"]
+    np.testing.assert_allclose(np.asarray(f(x1, mask_constant=c).ntk), want, rtol=1e-10)
+    with jax.enable_x64(False):
+        got32 = f(x1.astype(np.float32), mask_constant=c).ntk
+        assert got32.dtype == np.float32
+    np.testing.assert_allclose(np.asarray(got32), want, rtol=1e-5)
+
+
+def test_hyperparameter_names_are_those_of_the_network() -> None:
+    """Overrides use the network's own names: doubling the readout's W_std (1.1, b_std 0.2) of dense_seq_gsp maps
+    NT's NNGP K to 4 (K - 0.2^2) + 0.2^2 (the readout is affine in its input kernel)."""
+    net = _net("dense_seq_gsp")
+    assert "sigma_w_6" in ka.compile(net).params
+    x1, c = NT["dense_seq_gsp.x1"], float(NT["dense_seq_gsp.c"])
+    got = ka.kernel(net, x1, get="nngp", mask_constant=c, params={"sigma_w_6": 2.2})
+    want = 4.0 * (NT["dense_seq_gsp.sym.nngp"] - 0.04) + 0.04
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10)
+
+
+# ------------------------------------------------------------------------------------------------ Monte Carlo
+
+W1, B1, W2, B2 = 1.3, 0.2, 1.1, 0.1
+C_MASK = -1.0
+IMG1 = np.random.default_rng(21).normal(size=(2, 4, 3, 2))
+IMG2 = np.random.default_rng(22).normal(size=(2, 4, 3, 2))
+IMG1[0, 2:] = C_MASK  # two rows masked
+IMG2[1, :, 0] = C_MASK  # a column masked
+IMG2[0, 1, 1, 0] = C_MASK  # one entry zeroed, its pixel stays valid
+
+
+def _mc_net() -> ka.Layer:
+    return ka.Conv((2, 2), padding="SAME", W_std=W1, b_std=B1) >> ka.Relu() >> \
+        ka.Conv((3, 3), padding="SAME", W_std=W2, b_std=B2) >> ka.GlobalAvgPool()
+
+
+def _by_hand(params: dict, x: jax.Array, width: int) -> jax.Array:
+    """NT's masked apply, written here: zero masked entries and pixels before each conv, mean over valid pixels."""
+    hit = x == C_MASK
+    valid = (~jnp.all(hit, axis=-1)).astype(x.dtype)[..., None]
+    x = jnp.where(hit, 0.0, x)
+    dn = ("NHWC", "HWIO", "NHWC")
+    h = jax.lax.conv_general_dilated(x, params["w1"], (1, 1), "SAME", dimension_numbers=dn)
+    h = W1 / np.sqrt(2 * 2 * x.shape[-1]) * h + B1 * params["b1"]
+    g = jax.nn.relu(h) * valid
+    y = jax.lax.conv_general_dilated(g, params["w2"], (1, 1), "SAME", dimension_numbers=dn)
+    y = W2 / np.sqrt(3 * 3 * width) * y + B2 * params["b2"]
+    return jnp.sum(y * valid, axis=(1, 2)) / jnp.sum(valid, axis=(1, 2))
+
+
+def _sample(key: jax.Array, width: int) -> dict:
+    k = jax.random.split(key, 4)
+    return {"w1": jax.random.normal(k[0], (2, 2, 2, width)), "b1": jax.random.normal(k[1], (width,)),
+            "w2": jax.random.normal(k[2], (3, 3, width, 1)), "b2": jax.random.normal(k[3], (1,))}
+
+
+def test_monte_carlo_masked_conv_net() -> None:
+    """8 z-scores (4 entries x 2 kernels) within Z_MAX (chance failure < 1e-5); the estimate rejects the kernel
+    of the same inputs without masks (power: some |z| > Z_MAX against it)."""
+    width, samples = 8, 128
+    xs = jnp.asarray(np.concatenate([IMG1, IMG2]))
+
+    def one(key: jax.Array) -> tuple:
+        p = _sample(key, width)
+        f = _by_hand(p, xs, width)[:, 0]
+        j = jax.jacrev(lambda q: _by_hand(q, xs, width)[:, 0])(p)
+        ntk = sum(jnp.einsum("n...,m...->nm", j[n][:2], j[n][2:]) for n in p)
+        return jnp.outer(f[:2], f[2:]), ntk
+
+    nngp, ntk = jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(3), samples))
+    net = _mc_net()
+    ex = ka.kernel(net, IMG1, IMG2, mask_constant=C_MASK)
+    # the kernel that ignores the masks (zeroed entries, no masked pixel; the same compiled program, see
+    # test_no_masked_position_is_the_unmasked_kernel)
+    plain = ka.kernel(net, np.where(IMG1 == C_MASK, 0.0, IMG1), np.where(IMG2 == C_MASK, 0.0, IMG2), mask_constant=1e9)
+    power = 0.0
+    for name, draws in (("nngp", nngp), ("ntk", ntk)):
+        mean, err = np.mean(draws, 0), np.std(draws, 0, ddof=1) / np.sqrt(samples)
+        z = (mean - np.asarray(getattr(ex, name))) / err
+        print(name, "z", np.round(z.ravel(), 2))
+        assert np.all(np.abs(z) <= Z_MAX), (name, z)
+        power = max(power, np.max(np.abs(mean - np.asarray(getattr(plain, name))) / err))
+    print("largest |z| against the unmasked kernel", round(float(power), 1))
+    assert power > Z_MAX
+
+
+def test_finite_twin_matches_masked_network() -> None:
+    """kernelalg's twin with mask_constant computes the network written by hand above (same weights)."""
+    width = 4
+    twin = ka.finite(_mc_net(), width)
+    p = twin.init(0, IMG1.shape[1:])
+    hand = {"w1": p[0]["W"], "b1": p[0]["b"], "w2": p[2]["W"], "b2": p[2]["b"]}
+    x = np.concatenate([IMG1, IMG2])
+    np.testing.assert_allclose(np.asarray(twin.apply(p, x, mask_constant=C_MASK)),
+                               np.asarray(_by_hand(hand, jnp.asarray(x), width)), rtol=1e-12)
+
+
+def test_padded_graph_is_the_unpadded_graph() -> None:
+    """Brute force: a graph padded with masked nodes (isolated or not) has the kernel of the graph without them."""
+    net = ka.Aggregate() >> ka.Dense(1.3, 0.2) >> ka.Relu() >> ka.Aggregate() >> ka.GlobalAvgPool() >> ka.Dense(1.1, 0.1)
+    rng = np.random.default_rng(5)
+    x, a = rng.normal(size=(2, 5, 3)), np.maximum((rng.random((2, 5, 5)) < 0.4).astype(float), np.eye(5))
+    x[1, 3:] = C_MASK  # graph 1 has 3 nodes; its padding nodes keep their arcs
+    padded = ka.kernel(net, ka.Graphs(x, a), mask_constant=C_MASK)
+    for i, n in ((0, 5), (1, 3)):
+        alone = ka.kernel(net, ka.Graphs(x[i:i + 1, :n], a[i:i + 1, :n, :n]))
+        for field in ("nngp", "ntk"):
+            np.testing.assert_allclose(np.asarray(getattr(padded, field))[i, i], np.asarray(getattr(alone, field))[0, 0],
+                                       rtol=1e-12, err_msg=f"graph {i} {field}")
+
+
+@pytest.mark.slow
+def test_finite_twin_of_padded_graph_is_the_unpadded_twin() -> None:
+    """Brute force on the finite twin: same weights, padded graph with mask_constant = the graph without padding."""
+    net = ka.Dense(1.3, 0.2) >> ka.Aggregate() >> ka.Relu() >> ka.Aggregate() >> ka.GlobalAvgPool() >> ka.Dense(1.1, 0.1)
+    rng = np.random.default_rng(6)
+    x, a = rng.normal(size=(1, 5, 3)), np.maximum((rng.random((1, 5, 5)) < 0.5).astype(float), np.eye(5))
+    x[0, 3:] = C_MASK
+    twin = ka.finite(net, 6)
+    p = twin.init(1, (5, 3))
+    padded = twin.apply(p, ka.Graphs(x, a), mask_constant=C_MASK)
+    alone = twin.apply(p, ka.Graphs(x[:, :3], a[:, :3, :3]))
+    np.testing.assert_allclose(np.asarray(padded), np.asarray(alone), rtol=1e-12)
+    assert not np.allclose(np.asarray(twin.apply(p, ka.Graphs(x, a))), np.asarray(alone))  # the mask matters
+
+
+# --------------------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.slow
+def test_no_masked_position_is_the_unmasked_kernel() -> None:
+    net = _net("conv_gap")
+    x = np.random.default_rng(1).normal(size=(2, 5, 4, 2))
+    a, b = ka.kernel(net, x, mask_constant=123.0), ka.kernel(net, x)
+    np.testing.assert_allclose(np.asarray(a.ntk), np.asarray(b.ntk), rtol=1e-13)
+
+
+@pytest.mark.parametrize("net, match", [
+    (ka.Conv((3, 3), padding="VALID") >> ka.Relu() >> ka.GlobalAvgPool(), "padding='SAME'"),
+    (ka.Conv((3, 3), strides=(2, 2), padding="SAME") >> ka.GlobalAvgPool(), "stride 1"),
+    (ka.Conv((2, 2), padding="SAME") >> ka.AvgPool((2, 2)) >> ka.GlobalAvgPool(), "does not support masked"),
+    (ka.Conv((2, 2), padding="SAME") >> ka.Relu(), "ends with a readout"),
+    (ka.Conv((2, 2), padding="SAME") >> ka.GlobalSelfAttention() >> ka.GlobalAvgPool(), "attention"),
+    (ka.Conv((2, 2), padding="SAME") >> ka.ConvLocal((2, 2), padding="SAME") >> ka.GlobalAvgPool(), "conv_local"),
+    (ka.Dense() >> ka.Relu(), "image networks"),
+])
+def test_unsupported_networks_are_refused_clearly(net: ka.Layer, match: str) -> None:
+    x = np.random.default_rng(2).normal(size=(2, 5, 4, 2))
+    if "image networks" in match:
+        x = x.reshape(2, -1)
+    with pytest.raises(E.KernelalgError, match=match):
+        ka.kernel(net, x, mask_constant=0.5)
+
+
+def test_bad_constant_and_fully_masked_image_are_refused() -> None:
+    net = _mc_net()
+    with pytest.raises(E.InputError, match="mask_constant must be a real number"):
+        ka.kernel(net, IMG1, mask_constant="pad")
+    x = IMG1.copy()
+    x[1] = C_MASK
+    with pytest.raises(E.InputError, match=r"x1\[1\] has every position masked"):
+        ka.kernel(net, x, mask_constant=C_MASK)
