@@ -131,6 +131,31 @@ def _conv_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tu
     return init, apply, conv_out_shape(in_shape[:-1], filt, strides, padding) + (out,)
 
 
+
+def conv_layer(name: str, kernel_map: Any, finite: Any, filter_shape: Any, strides: Any, padding: str, W_std: float,
+               b_std: float | None, parameterization: str, out_chan: int | None, example_stride: int = 1) -> Layer:
+    """The checked settings and the Layer record shared by the convolution family (Conv, ConvLocal,
+    ConvTranspose): the same arguments, errors, hyperparameters, static settings and declarations."""
+    filt = S.check_tuple(name, "filter_shape", filter_shape, "filter_shape=(3, 3)")
+    example = f"strides=({example_stride}, {example_stride})"
+    strides = (1,) * len(filt) if strides is None else S.check_tuple(name, "strides", strides, example)
+    if len(strides) != len(filt):
+        raise E.KernelalgError(f"{name}: strides {strides} and filter_shape {filt} have different lengths. "
+                               f"Fix: give one stride per spatial axis, e.g. strides={(example_stride,) * len(filt)}.")
+    padding = S.check_padding(name, padding)
+    check_parameterization(name, parameterization)
+    if out_chan is not None and (int(out_chan) != out_chan or out_chan < 1):
+        raise E.KernelalgError(f"{name}: out_chan must be a positive integer, got {out_chan!r}. "
+                               "Fix: e.g. out_chan=256, or leave it None.")
+    params: tuple[tuple[str, float], ...] = (("W_std", check_std(name, "W_std", W_std)),)
+    if b_std is not None:
+        params += (("b_std", check_std(name, "b_std", b_std)),)
+    static = (("filter_shape", filt), ("strides", strides), ("padding", padding),
+              ("parameterization", parameterization), ("out_chan", None if out_chan is None else int(out_chan)))
+    return Layer(name, kernel_map, params, static, finite, positive=frozenset({"W_std", "b_std"}),
+                 input_layout=IMAGE_LAYOUTS[len(filt)], role="affine", width_arg="out_chan")
+
+
 def Conv(filter_shape: Any, strides: Any = None, padding: str = "VALID", W_std: float = 1.0,
          b_std: float | None = None, parameterization: str = "ntk", *, out_chan: int | None = None) -> Layer:
     """Convolution over the spatial axes of (batch, *spatial, channels) inputs (1-D, 2-D or 3-D).
@@ -151,20 +176,6 @@ def Conv(filter_shape: Any, strides: Any = None, padding: str = "VALID", W_std: 
     Example:
         >>> net = ka.Conv((3, 3), padding="SAME") >> ka.Relu() >> ka.GlobalAvgPool() >> ka.Dense()  # doctest: +SKIP
     """
-    filt = S.check_tuple("Conv", "filter_shape", filter_shape, "filter_shape=(3, 3)")
-    strides = (1,) * len(filt) if strides is None else S.check_tuple("Conv", "strides", strides, "strides=(1, 1)")
-    if len(strides) != len(filt):
-        raise E.KernelalgError(f"Conv: strides {strides} and filter_shape {filt} have different lengths. "
-                               f"Fix: give one stride per spatial axis, e.g. strides={(1,) * len(filt)}.")
-    padding = S.check_padding("Conv", padding)
-    check_parameterization("Conv", parameterization)
-    if out_chan is not None and (int(out_chan) != out_chan or out_chan < 1):
-        raise E.KernelalgError(f"Conv: out_chan must be a positive integer, got {out_chan!r}. "
-                               "Fix: e.g. out_chan=256, or leave it None.")
-    params: tuple[tuple[str, float], ...] = (("W_std", check_std("Conv", "W_std", W_std)),)
-    if b_std is not None:
-        params += (("b_std", check_std("Conv", "b_std", b_std)),)
-    static = (("filter_shape", filt), ("strides", strides), ("padding", padding),
-              ("parameterization", parameterization), ("out_chan", None if out_chan is None else int(out_chan)))
-    return Layer("Conv", _conv_kernel, params, static, _conv_finite, positive=frozenset({"W_std", "b_std"}),
-                 input_layout=IMAGE_LAYOUTS[len(filt)], role="affine", width_arg="out_chan")
+    return conv_layer("Conv", _conv_kernel, _conv_finite, filter_shape, strides, padding, W_std, b_std,
+                      parameterization, out_chan)
+

@@ -33,12 +33,11 @@ import sympy as sp
 
 from kernelalg.backends import Arrays
 from kernelalg.core import _errors as E
-from kernelalg.core._layer import Layer, check_std
+from kernelalg.core._layer import Layer
 from kernelalg.core._program import Builder, KernelState
-from kernelalg.layers._affine import affine_scales, check_parameterization, weight_bias
+from kernelalg.layers._affine import affine_scales, weight_bias
 from kernelalg.layers.spatial import _grid as S
-from kernelalg.layers.spatial._conv import _dimension_numbers, circular_pad, conv_out_shape
-from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
+from kernelalg.layers.spatial._conv import _dimension_numbers, circular_pad, conv_layer, conv_out_shape
 
 STANDARD_NEEDS_CHANNELS = (
     "ConvLocal(parameterization='standard') after a layer of unknown width: in the standard parametrization the "
@@ -167,21 +166,6 @@ def ConvLocal(filter_shape: Any, strides: Any = None, padding: str = "VALID", W_
     Example:
         >>> net = ka.ConvLocal((3, 3), padding="SAME") >> ka.Relu() >> ka.Flatten() >> ka.Dense()  # doctest: +SKIP
     """
-    filt = S.check_tuple("ConvLocal", "filter_shape", filter_shape, "filter_shape=(3, 3)")
-    strides = (1,) * len(filt) if strides is None else S.check_tuple("ConvLocal", "strides", strides,
-                                                                     "strides=(1, 1)")
-    if len(strides) != len(filt):
-        raise E.KernelalgError(f"ConvLocal: strides {strides} and filter_shape {filt} have different lengths. "
-                               f"Fix: give one stride per spatial axis, e.g. strides={(1,) * len(filt)}.")
-    padding = S.check_padding("ConvLocal", padding)
-    check_parameterization("ConvLocal", parameterization)
-    if out_chan is not None and (int(out_chan) != out_chan or out_chan < 1):
-        raise E.KernelalgError(f"ConvLocal: out_chan must be a positive integer, got {out_chan!r}. "
-                               "Fix: e.g. out_chan=256, or leave it None.")
-    params: tuple[tuple[str, float], ...] = (("W_std", check_std("ConvLocal", "W_std", W_std)),)
-    if b_std is not None:
-        params += (("b_std", check_std("ConvLocal", "b_std", b_std)),)
-    static = (("filter_shape", filt), ("strides", strides), ("padding", padding),
-              ("parameterization", parameterization), ("out_chan", None if out_chan is None else int(out_chan)))
-    return Layer("ConvLocal", _local_kernel, params, static, _local_finite, positive=frozenset({"W_std", "b_std"}),
-                 input_layout=IMAGE_LAYOUTS[len(filt)], role="affine", width_arg="out_chan")
+    return conv_layer("ConvLocal", _local_kernel, _local_finite, filter_shape, strides, padding, W_std, b_std,
+                      parameterization, out_chan)
+

@@ -32,12 +32,12 @@ import sympy as sp
 
 from kernelalg.backends import Arrays
 from kernelalg.core import _errors as E
-from kernelalg.core._layer import Layer, Spatial, check_std
+from kernelalg.core._layer import Layer, Spatial
 from kernelalg.core._program import Builder, KernelState
-from kernelalg.layers._affine import affine_scales, affine_state, check_parameterization
+from kernelalg.layers._affine import affine_scales, affine_state
 from kernelalg.layers._dense import affine_init
 from kernelalg.layers.spatial import _grid as S
-from kernelalg.layers.spatial._conv import _dimension_numbers
+from kernelalg.layers.spatial._conv import _dimension_numbers, conv_layer
 from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
 
 _KEYS = itertools.count(10**6)  # phase-1 record ids of ImageResize ops (distinct from pooling's)
@@ -233,24 +233,9 @@ def ConvTranspose(filter_shape: Any, strides: Any = None, padding: str = "VALID"
     Example:
         >>> net = ka.ConvTranspose((3, 3), (2, 2), "SAME") >> ka.Relu() >> ka.Flatten()  # doctest: +SKIP
     """
-    name = "ConvTranspose"
-    filt = S.check_tuple(name, "filter_shape", filter_shape, "filter_shape=(3, 3)")
-    strides = (1,) * len(filt) if strides is None else S.check_tuple(name, "strides", strides, "strides=(2, 2)")
-    if len(strides) != len(filt):
-        raise E.KernelalgError(f"{name}: strides {strides} and filter_shape {filt} have different lengths. "
-                               f"Fix: give one stride per spatial axis, e.g. strides={(2,) * len(filt)}.")
-    padding = S.check_padding(name, padding)
-    check_parameterization(name, parameterization)
-    if out_chan is not None and (int(out_chan) != out_chan or out_chan < 1):
-        raise E.KernelalgError(f"{name}: out_chan must be a positive integer, got {out_chan!r}. "
-                               "Fix: e.g. out_chan=256, or leave it None.")
-    params: tuple[tuple[str, float], ...] = (("W_std", check_std(name, "W_std", W_std)),)
-    if b_std is not None:
-        params += (("b_std", check_std(name, "b_std", b_std)),)
-    static = (("filter_shape", filt), ("strides", strides), ("padding", padding),
-              ("parameterization", parameterization), ("out_chan", None if out_chan is None else int(out_chan)))
-    return Layer(name, _tconv_kernel, params, static, _tconv_finite, positive=frozenset({"W_std", "b_std"}),
-                 input_layout=IMAGE_LAYOUTS[len(filt)], role="affine", width_arg="out_chan")
+    return conv_layer("ConvTranspose", _tconv_kernel, _tconv_finite, filter_shape, strides, padding, W_std, b_std,
+                      parameterization, out_chan, example_stride=2)
+
 
 
 # --------------------------------------------------------------------------------------------- ImageResize
