@@ -100,14 +100,9 @@ def _worker(out_path: str) -> None:
 
 
 def main() -> int:
-    if len(sys.argv) > 2 and sys.argv[1] == "--worker":
-        _worker(sys.argv[2])
-        return 0
     sys.path.insert(0, str(HERE))
-    from nt_env import run_worker
-    run_worker(Path(__file__).resolve(), OUT)
-    print(OUT)
-    return 0
+    from nt_env import generator_main
+    return generator_main(_worker, Path(__file__).resolve(), OUT)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import venv
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 #: The venv directory: $KERNELALG_NT_ENV if set (e.g. one venv shared by several checkouts), else benchmarks/_env/nt.
@@ -124,6 +125,17 @@ def run_worker(script: Path | str, out: Path | str, python: Path | str | None = 
     env = _clean_env()
     env.update(TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
     subprocess.run([str(py), str(script), "--worker", str(out)], check=True, env=env)
+
+
+def generator_main(worker: Callable[[str], None], script: Path | str, out: Path | str) -> int:
+    """The ``main`` of a ``make_nt_*_reference.py`` script: ``script --worker OUT`` (in the neural-tangents venv)
+    runs ``worker(OUT)``; a plain ``script`` runs itself that way through :func:`run_worker` and prints OUT."""
+    if len(sys.argv) > 2 and sys.argv[1] == "--worker":
+        worker(sys.argv[2])
+        return 0
+    run_worker(script, out)
+    print(out)
+    return 0
 
 
 def main(argv=None) -> int:
