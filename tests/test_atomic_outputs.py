@@ -48,8 +48,17 @@ def test_interrupted_kernel_leaves_no_finished_looking_file(tmp_path: Path, sig:
     proc = _start(["kernel", deep, "x.npy", "-o", "K.npy", "--batch-size", "32", "--no-progress"], tmp_path)
     _wait_for(lambda: any(p.name.startswith(".K.npy.partial") for p in tmp_path.iterdir()), proc)
     time.sleep(0.5)
-    proc.send_signal(sig)
-    code = proc.wait(timeout=120)
+    # One signal can land where it is not seen (seen in full-suite runs: the interrupted run then finished with
+    # code 0); a user presses Ctrl-C again, and so does the test, up to five times.
+    for _ in range(5):
+        proc.send_signal(sig)
+        try:
+            code = proc.wait(timeout=5)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    else:
+        code = proc.wait(timeout=120)
     assert code != 0, "the run finished before the signal: make the workload larger"
     assert not (tmp_path / "K.npy").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]  # its temporary file is gone too
