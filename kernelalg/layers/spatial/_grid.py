@@ -110,6 +110,9 @@ class SpatialState:
         chunked: One readout: everything before it runs pair by pair in chunks (see
             :mod:`kernelalg.layers.spatial._pairs`); the per-pair arrays then have batch axes (b, 1).
         masked: The inputs carry pixel masks (:mod:`kernelalg.layers.spatial._masks`): full mode, batch evaluation.
+        mask_path: Masked inputs: the windows ((window, strides, padding), ...) of the shape-changing layers
+            before this state (VALID or strided Conv and pooling), through which the input masks are carried to
+            the current positions (:func:`kernelalg.layers.spatial._masks.current_masks`).
     """
 
     ndim: int
@@ -119,6 +122,7 @@ class SpatialState:
     chunked: bool = False
     name: str = "spatial"
     masked: bool = False
+    mask_path: tuple = ()
 
 
 def layout_name(ndim: int) -> str:

@@ -195,6 +195,15 @@ def placeholders(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, m1: Any, m2:
     return _fill(ops, v1, m1, 1.0), _fill(ops, v2, m2, 1.0), _fill(ops, cov, pair, 0.0), _fill(ops, ntk, pair, 0.0)
 
 
+def current_masks(ops: Arrays, m1: Any, m2: Any, lay: S.SpatialState) -> tuple:
+    """The validity of the current positions: the input masks ``m1``, ``m2`` (shaped like var1, var2) carried
+    through the windows of ``lay.mask_path`` (the shape-changing layers before; as neural-tangents'
+    ``_pool_mask``, an output position has the validity of its window's centre)."""
+    if not lay.mask_path:
+        return m1, m2
+    raise E.InternalError(f"masks through {lay.mask_path} are not implemented yet. Please report this bug.")
+
+
 def masked_op(fn: Callable, remask: bool = True) -> Callable:
     """Wrap a spatial Op ``fn`` that mixes pixels: it reads masked entries as zero; with ``remask`` its outputs
     get placeholders on masked entries (the output keeps the input's masks: SAME, stride 1; graph nodes). The
