@@ -234,3 +234,17 @@ def test_errors_name_the_fix(make_err, match: str) -> None:
     with pytest.raises(ka.KernelalgError, match=match) as err:
         make_err()
     assert "Fix" in str(err.value)
+
+
+@pytest.mark.parametrize("cell", ["GRU", "LSTM"])
+def test_float32_sequences_with_x64_switched_on(cell: str) -> None:
+    """float32 sequences under a global x64 switch stay float32 (the scan carries crashed with a JAX TypeError:
+    a strongly typed NumPy scalar promoted the gate factors to float64); values as the float64 kernel to 1e-4."""
+    seqs = seqs_data([4, 2, 3], m=1, seed=3)
+    with jax.enable_x64(True):
+        k32 = ka.kernel(make(cell, quadrature=17), ka.Sequences.from_list(seqs, dtype=np.float32))
+        k64 = ka.kernel(make(cell, quadrature=17), ka.Sequences.from_list(seqs, dtype=np.float64))
+    for name in ("nngp", "ntk"):
+        a, b = getattr(k32, name), getattr(k64, name)
+        assert a.dtype == np.float32 and b.dtype == np.float64
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b), rtol=1e-4, atol=1e-6)

@@ -24,6 +24,7 @@ for the derivation.
 from __future__ import annotations
 
 import itertools
+import math
 from functools import partial
 from typing import Any, Callable
 
@@ -48,7 +49,7 @@ def gate(a: jax.Array) -> jax.Array:
 
 def gate_grad(a: jax.Array) -> jax.Array:
     """g'(a) = exp(-a^2) / sqrt(pi)."""
-    return jnp.exp(-a * a) / np.sqrt(np.pi)
+    return jnp.exp(-a * a) / math.sqrt(math.pi)
 
 
 #: Half-width of the quadrature box: the Gaussian mass outside [-L, L] is 2.6e-12 per dimension.
@@ -89,9 +90,9 @@ def _linrec(a: jax.Array, b: jax.Array) -> jax.Array:
 
 def node_factors(x: jax.Array, nodes: jax.Array, scales: tuple, lstm: bool) -> tuple:
     """Keep, write and gate-derivative factors (J, A, T) of the memory gate at every node."""
-    su, sb = scales
+    su, sb = (jnp.asarray(v, x.dtype) for v in scales)  # float32 sequences stay float32 with x64 switched on
     m = x.shape[-1]
-    a = jnp.einsum("jd,atd->jat", nodes[:, :m], x, precision=_HI) * (su / np.sqrt(m))
+    a = jnp.einsum("jd,atd->jat", nodes[:, :m], x, precision=_HI) * (su / math.sqrt(m))
     if nodes.shape[1] > m:
         a = a + sb * nodes[:, m][:, None, None]
     return (_flush(gate(a)), None, _flush(gate_grad(a))) if lstm else (
