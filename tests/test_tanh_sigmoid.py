@@ -114,3 +114,22 @@ def test_monte_carlo(act) -> None:
     net = ka.Dense(1.2, 0.1) >> act() >> ka.Dense(1.1, 0.1)
     v = ka.verify(net, x, widths=(64,), samples=256, key=11)
     assert v.passed, v.summary()
+
+
+NT_TANH = np.load(Path(__file__).parent / "data" / "nt_tanh_reference.npz")
+NT_DENSE = {"tanh": ((0.9, 0.2), (1.0, 0.1), (1.0, 0.0)), "sigmoid": ((1.8, 0.3), (1.5, 0.2), (1.0, 0.0))}
+
+
+@pytest.mark.parametrize("name", sorted(NT_DENSE))
+def test_matches_neural_tangents_numerical(name: str) -> None:
+    """Two hidden layers against neural-tangents 0.6.5's ElementwiseNumerical (bivariate Gauss-Hermite, 256 points
+    per axis; stored by benchmarks/make_nt_tanh_reference.py): 1e-10 relative, NNGP and NTK. NT's own quadrature
+    error, from its 192-point rule, is stored beside and must be far below that tolerance for the check to mean
+    anything (measured 7e-15)."""
+    act = ka.Tanh() if name == "tanh" else ka.Sigmoid()
+    d1, d2, d3 = NT_DENSE[name]
+    k = ka.kernel(ka.Dense(*d1) >> act >> ka.Dense(*d2) >> act >> ka.Dense(*d3), NT_TANH["x1"], NT_TANH["x2"])
+    for part in ("nngp", "ntk"):
+        ref, coarse = NT_TANH[f"{name}.{part}"], NT_TANH[f"{name}.{part}_coarse"]
+        assert np.abs(ref - coarse).max() < 1e-12 * np.abs(ref).max()
+        np.testing.assert_allclose(np.asarray(getattr(k, part)), ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
