@@ -27,13 +27,27 @@ def _erf_gelu_d(t):
     return 2 / mp.sqrt(mp.pi) * mp.exp(-t * t) * ((1 + mp.erf(e / mp.sqrt(2))) / 2 + e * mp.npdf(e))
 
 
-#: name -> (c, c'); Relu >> Erf, Erf >> Gelu, Sin >> Monomial(2).
+def _leaky(t):
+    return t if t > 0 else t / 10
+
+
+def _gelu(y):
+    return y * mp.ncdf(y)
+
+
+def _gelu_d(y):
+    return mp.ncdf(y) + y * mp.npdf(y)
+
+
+#: name -> (c, c'); Relu >> Erf, Erf >> Gelu, Sin >> Monomial(2), LeakyRelu(0.1) >> Gelu, Abs >> Sin.
 FUNCS = {
     "relu_erf": (lambda t: mp.erf(max(t, 0)), lambda t: 2 / mp.sqrt(mp.pi) * mp.exp(-t * t) if t > 0 else mp.mpf(0)),
     "erf_gelu": (_erf_gelu, _erf_gelu_d),
     "sin_square": (lambda t: mp.sin(t) ** 2, lambda t: mp.sin(2 * t)),
+    "leaky_gelu": (lambda t: _gelu(_leaky(t)), lambda t: _gelu_d(_leaky(t)) * (1 if t > 0 else mp.mpf(1) / 10)),
+    "abs_sin": (lambda t: mp.sin(abs(t)), lambda t: mp.cos(abs(t)) * mp.sign(t)),
 }
-POINTS = [(1.0, 0.6 * 2 ** 0.5, 2.0), (2.0, 1.9, 2.0)]
+POINTS = [(1.0, 0.6 * 2 ** 0.5, 2.0), (2.0, 1.9, 2.0), (1.5, -0.9, 1.0)]
 
 
 def expectation(f, s11: float, s12: float, s22: float) -> mp.mpf:

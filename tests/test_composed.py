@@ -43,16 +43,19 @@ REF_PATH = Path(__file__).parent / "data" / "mpmath_composed_reference.npz"
 
 
 @pytest.mark.parametrize("layers, ref, tol, dtol", [
-    ((ka.Relu(), ka.Erf()), "relu_erf", 1e-3, 2e-2),
+    ((ka.Relu(), ka.Erf()), "relu_erf", 1e-12, 1e-12),
+    ((ka.LeakyRelu(0.1), ka.Gelu()), "leaky_gelu", 1e-12, 1e-12),
+    ((ka.Abs(), ka.Sin()), "abs_sin", 1e-12, 1e-12),
     ((ka.Erf(), ka.Gelu()), "erf_gelu", 2e-8, 1e-6),
     ((ka.Sin(), ka.Monomial(2)), "sin_square", 1e-10, 1e-10),
 ])
 def test_composition_against_mpmath(layers, ref: str, tol: float, dtol: float) -> None:
     """T and Tdot of the composition at two covariances vs nested mpmath quadrature
-    (benchmarks/make_mpmath_composed_reference.py). sin^2 is the MGF closed form; erf o gelu is smooth (Gauss-Hermite
-    degree 128: measured errors 6e-9 on T, 2.5e-7 on Tdot); relu o erf has a kink at 0 (and its derivative a jump),
-    where Gauss-Hermite converges only algebraically: measured 5.6e-4 on T and 1.0e-2 on Tdot. The tolerances are
-    those measurements rounded up: they document the route's accuracy, no error bound is claimed."""
+    (benchmarks/make_mpmath_composed_reference.py; its own accuracy ~1e-15) at three covariances. sin^2 is the MGF
+    closed form; relu o erf, leaky o gelu and abs o sin have a kink at 0: the polar route split there (measured
+    errors <= 1.3e-15; Gauss-Hermite degree 128 was off by 5.6e-4 on T and 1e-2 on Tdot for relu o erf). erf o gelu
+    is smooth (Gauss-Hermite degree 128: measured errors 6e-9 on T, 2.5e-7 on Tdot); its tolerances are those
+    measurements rounded up: they document the route's accuracy, no error bound is claimed."""
     data = np.load(REF_PATH)
     for (s11, s12, s22), (t_ref, tdot_ref) in zip(data["points"], data[ref]):
         T, Tdot = _duals(layers, s11, s12, s22)
