@@ -98,8 +98,10 @@ def _plot(path: Path, res: Any, arch: str) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     s = np.arange(1, len(res.finite_loss))
-    ax.loglog(s, res.finite_loss[1:], color="tab:blue", label=f"finite networks (width {res.width}, mean)")
-    ax.loglog(s, res.kernel_loss[1:], "k--", lw=1, label="linearized infinite width (gd_loss)")
+    ax.loglog(s, res.finite_loss[1:], color="tab:blue",
+              label=f"finite networks (width {res.width}, mean): slope {res.finite_slope:.3f}")
+    ax.loglog(s, res.kernel_loss[1:], "k--", lw=1,
+              label=f"exact linearized (gd_loss): slope {res.kernel_slope:.3f} (tested)")
     st = res.steps
     ref = res.finite_loss[st[0]] * (st / st[0]) ** (-res.predicted.xi)
     ax.loglog(st, ref, color="tab:red", lw=2, alpha=0.6, label=f"asymptote -xi = -{res.predicted.xi:.3f} (not tested)")
