@@ -9,8 +9,9 @@
   :func:`fit_power_law` -> :class:`SlopeFit` (95% interval, drift over the range).
 * Loss exponent: :func:`loss_exponent` -> :class:`LossExponent` (xi = kappa/nu of Velikanov & Yarotsky 2021,
   derived on the sphere, fitted on data). Degenerate cases warn with :class:`SpectralWarning` and
-  :class:`FitRangeWarning`. :func:`finite_loss_exponent` -> :class:`FiniteLossExponent`: that prediction
-  against the loss curves of finite networks trained by gradient descent.
+  :class:`FitRangeWarning`. :func:`finite_loss_exponent` -> :class:`FiniteLossExponent`: the loss slope of
+  finite networks trained by gradient descent against the exact linearized loss over the same steps, with
+  xi beside it as the asymptote.
 * Loss: :func:`power_law_loss`, :func:`spectral_loss`, :func:`sphere_loss_curve`, :func:`kernel_flow_loss`,
   :func:`linearized_gd_loss`, :func:`gd_loss` (expected loss of linearized GD, asymmetric NTKs too).
 * Dynamics (neural-tangents' ``predict`` conventions: loss 1/(2N)|f - y|^2, N = y.size):

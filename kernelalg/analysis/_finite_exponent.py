@@ -7,9 +7,14 @@ Yarotsky 2021). Here finite networks of the same architecture are trained by ful
 f_p(x) - f_{p0}(x) (Chizat et al. 2019: its initial output is 0 and its NTK is the network's, so the infinite-
 width prediction is the target term alone), and the slope of log L against log s is fitted over the steps
 s_i = 1/(2 eta lambda_i), i = imin..imax, at which mode i has decayed by exp(-2 eta lambda_i s) = 1/e. The same
-slope of the exact linearized curve (``gd_loss``) is reported beside it.
+slope of the exact linearized curve (``gd_loss``: same data, target, learning rate and steps) is the prediction
+over that window; xi is its t -> infinity asymptote, which over the accessible steps the linearized loss
+itself has not reached (measured 2-10% apart), so xi is reported beside it, not tested.
 
-The check passes when the finite networks' slope lies in the 95% interval of xi.
+:attr:`FiniteLossExponent.passed`: the finite networks' slope lies within :data:`SLOPE_Z` standard errors
+of the linearized slope (exact, float64: no sampling error of its own). Finite width biases the slope too (it
+shrinks with width; figures in docs/spectra.md), so the check holds only at widths where that bias is below
+the networks' noise.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from kernelalg.finite._twins import finite
 from ._exponent import LossExponent, loss_exponent
 from ._fit import FitRangeWarning
 from ._loss import gd_loss
+
+#: The finite networks' slope must lie within this many standard errors of the linearized slope.
+SLOPE_Z = 5.0
 
 
 @dataclass(frozen=True)
@@ -62,10 +70,15 @@ class FiniteLossExponent:
     drift: bool
 
     @property
+    def z(self) -> float:
+        """(finite_slope - kernel_slope) / finite_stderr: the linearized slope is exact, so the networks' standard
+        error is the whole uncertainty (nan with one network)."""
+        return float((self.finite_slope - self.kernel_slope) / self.finite_stderr)
+
+    @property
     def passed(self) -> bool:
-        """The finite networks' slope lies in the 95% interval of xi."""
-        lo, hi = self.predicted.xi_ci
-        return bool(lo <= self.finite_slope <= hi)
+        """The finite networks' slope lies within :data:`SLOPE_Z` standard errors of the linearized slope."""
+        return bool(abs(self.z) <= SLOPE_Z)
 
 
 def _slope(steps: np.ndarray, loss: np.ndarray) -> float:
@@ -104,7 +117,8 @@ def finite_loss_exponent(net: Any, x: Any, y: Any, width: int = 1024, *, samples
         points: Log-spaced steps in the window used for the slopes.
 
     Returns:
-        A :class:`FiniteLossExponent` (``passed``: the finite slope lies in the interval of xi).
+        A :class:`FiniteLossExponent` (``passed``: the finite slope lies within :data:`SLOPE_Z` standard errors
+        of the exact linearized slope over the same steps; xi is reported as the asymptote).
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64).ravel()
