@@ -228,7 +228,7 @@ def efcn(twin: FiniteNet, params: list, input_shape: Any) -> EquivalentFCN:
         raise E.KernelalgError(NOT_A_TWIN.format(got=type(twin).__name__))
     if twin.parametrization is not None:
         raise E.KernelalgError(ABC_PARAMETRIZATION.format(name=twin.parametrization))
-    in_shape = twin._in_shape(input_shape)
+    in_shape = twin.item_shape(input_shape)
     if not isinstance(params, (list, tuple)) or len(params) != len(twin.chain):
         raise E.KernelalgError(PARAMS_MISMATCH.format(index="-", layer="the chain", why="not one entry per layer"))
     dtype = jax.tree_util.tree_leaves(params)[0].dtype if jax.tree_util.tree_leaves(params) else jnp.float32

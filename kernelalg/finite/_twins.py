@@ -166,7 +166,9 @@ class FiniteNet:
             self._cache[in_shape] = hit
         return hit
 
-    def _in_shape(self, input_shape: Any) -> tuple:
+    def item_shape(self, input_shape: Any) -> tuple:
+        """Shape of one input (no batch axis) from ``input_shape`` with or without its batch axis; an
+        :class:`InputError` naming the fix for a shape of the wrong rank."""
         shape = tuple(int(s) for s in input_shape)
         rank = layout_of(self.net).rank - 1
         if len(shape) == rank + 1:
@@ -181,7 +183,7 @@ class FiniteNet:
         axis, as in neural-tangents' ``init_fn(key, (-1, d))``, is accepted and ignored)."""
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             key = jax.random.PRNGKey(int(key))
-        parts = self._parts(self._in_shape(input_shape))
+        parts = self._parts(self.item_shape(input_shape))
         keys = jax.random.split(key, max(len(parts), 1))
         return [p[0](k) for p, k in zip(parts, keys)]
 
@@ -209,8 +211,8 @@ class FiniteNet:
 
     def output_shape(self, input_shape: Any) -> tuple:
         """Shape of one output (no batch axis)."""
-        parts = self._parts(self._in_shape(input_shape))
-        return parts[-1][2] if parts else self._in_shape(input_shape)
+        parts = self._parts(self.item_shape(input_shape))
+        return parts[-1][2] if parts else self.item_shape(input_shape)
 
     def features(self, params: list, x: Any) -> Any:
         """The readout layer's input (the last hidden representation). Requires a readout layer."""
