@@ -46,16 +46,15 @@ REF_PATH = Path(__file__).parent / "data" / "mpmath_composed_reference.npz"
     ((ka.Relu(), ka.Erf()), "relu_erf", 1e-12, 1e-12),
     ((ka.LeakyRelu(0.1), ka.Gelu()), "leaky_gelu", 1e-12, 1e-12),
     ((ka.Abs(), ka.Sin()), "abs_sin", 1e-12, 1e-12),
-    ((ka.Erf(), ka.Gelu()), "erf_gelu", 2e-8, 1e-6),
+    ((ka.Erf(), ka.Gelu()), "erf_gelu", 1e-12, 1e-12),
     ((ka.Sin(), ka.Monomial(2)), "sin_square", 1e-10, 1e-10),
 ])
 def test_composition_against_mpmath(layers, ref: str, tol: float, dtol: float) -> None:
     """T and Tdot of the composition at two covariances vs nested mpmath quadrature
     (benchmarks/make_mpmath_composed_reference.py; its own accuracy ~1e-15) at three covariances. sin^2 is the MGF
-    closed form; relu o erf, leaky o gelu and abs o sin have a kink at 0: the polar route split there (measured
-    errors <= 1.3e-15; Gauss-Hermite degree 128 was off by 5.6e-4 on T and 1e-2 on Tdot for relu o erf). erf o gelu
-    is smooth (Gauss-Hermite degree 128: measured errors 6e-9 on T, 2.5e-7 on Tdot); its tolerances are those
-    measurements rounded up: they document the route's accuracy, no error bound is claimed."""
+    closed form; the others take the polar route over the sign quadrants (relu o erf, leaky o gelu and abs o sin
+    have a kink at 0, erf o gelu is smooth): measured errors <= 4e-15, where Gauss-Hermite degree 128 was off by
+    5.6e-4 (T) and 1e-2 (Tdot) for relu o erf and by 6e-9 / 2.5e-7 for erf o gelu."""
     data = np.load(REF_PATH)
     for (s11, s12, s22), (t_ref, tdot_ref) in zip(data["points"], data[ref]):
         T, Tdot = _duals(layers, s11, s12, s22)
@@ -114,3 +113,16 @@ def test_composition_monte_carlo(acts) -> None:
     net = ka.Dense(1.4, 0.1) >> acts[0] >> acts[1] >> ka.Dense(1.1, 0.1)
     v = ka.verify(net, X.astype(np.float32), widths=(64,), samples=512, key=7)
     assert v.passed, v.summary()
+
+
+def test_routes_by_smoothness() -> None:
+    """Smooth on each side of 0 (kink at 0 or none): the polar route; kinks away from 0 (relu o sin, at k pi): the
+    Gauss-Hermite fallback, finite and symmetric."""
+    routes = ka.symbolic(ka.Dense(1.0) >> ka.Relu() >> ka.Erf() >> ka.Dense(1.0)).routes
+    assert routes["Relu>>Erf"].startswith("polar quadrature over the sign arcs")
+    routes = ka.symbolic(ka.Dense(1.0) >> ka.Erf() >> ka.Gelu() >> ka.Dense(1.0)).routes
+    assert routes["Erf>>Gelu"].startswith("polar quadrature over the sign arcs")
+    net = ka.Dense(1.5) >> ka.Sin() >> ka.Relu() >> ka.Dense(1.0)
+    assert ka.symbolic(net).routes["Sin>>Relu"] == "Gauss-Hermite quadrature, degree 128"
+    k = ka.kernel(net, X)
+    assert np.all(np.isfinite(k.ntk)) and np.allclose(k.ntk, np.asarray(k.ntk).T, rtol=1e-14, atol=0)

@@ -154,7 +154,7 @@ def _growth(e: sp.Expr, x: sp.Symbol, what: str) -> tuple[float, str | None]:
         rates = []
         with mpmath.workdps(30):
             for sign in (1, -1):  # three offsets, the largest rate: robust to zeros of oscillating functions
-                rates.append([max(_rate(f, sign, _FAR[i] + d, _FAR[i + 1] + d) for d in (0.0, 0.3, 0.7))
+                rates.append([max(max(_rate(f, sign, _FAR[i] + d, _FAR[i + 1] + d) for d in (0.0, 0.3, 0.7)), 0.0)
                               for i in range(2)])
     except (TypeError, ValueError, ZeroDivisionError, NameError, OverflowError):
         return 0.0, None  # not evaluable far out in mpmath: the kernel's finiteness check remains
@@ -167,6 +167,9 @@ def _growth(e: sp.Expr, x: sp.Symbol, what: str) -> tuple[float, str | None]:
 
 
 def _rate(f: Callable, sign: int, r1: float, r2: float) -> float:
-    """(log|f(sign r2)| - log|f(sign r1)|) / (r2^2 - r1^2) in mpmath (zeros count as 1e-300)."""
-    logs = [mpmath.log(abs(f(mpmath.mpf(sign * r))) or mpmath.mpf("1e-300")) for r in (r1, r2)]
-    return float((logs[1] - logs[0]) / (r2 ** 2 - r1 ** 2))
+    """(log|f(sign r2)| - log|f(sign r1)|) / (r2^2 - r1^2) in mpmath; -inf where f is 0 at either point (no rate:
+    a zero, or an interval where f vanishes such as relu(sin(x)) at sin(x) < 0, says nothing about growth)."""
+    vals = [abs(f(mpmath.mpf(sign * r))) for r in (r1, r2)]
+    if not all(vals):
+        return float("-inf")
+    return float((mpmath.log(vals[1]) - mpmath.log(vals[0])) / (r2 ** 2 - r1 ** 2))
