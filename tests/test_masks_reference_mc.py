@@ -164,6 +164,19 @@ def test_monte_carlo_masked_graphs(get: str | tuple) -> None:
     _check_mc(mc, ka.kernel(net, g, None, names, mask_constant=C_MASK), ka.kernel(net, plain, None, names), names)
 
 
+def test_convergence_masked_graphs() -> None:
+    """ka.convergence with mask_constant: its exact kernel is the masked one and the mean at each width is within
+    Z_MAX standard errors of it (NNGP: one nonlinearity, unbiased at any width), 2 x 9 z-scores."""
+    net, g, _ = _graph_case()
+    res = ka.convergence(net, g, widths=(8, 16), samples=256, key=6, get="nngp", mask_constant=C_MASK)
+    exact = np.asarray(ka.kernel(net, g, None, "nngp", mask_constant=C_MASK))
+    np.testing.assert_allclose(res.exact["nngp"], exact, rtol=1e-12)
+    for est in res.estimates:
+        z = est.z(exact, "nngp")
+        print("width", est.width, "z", np.round(z.ravel(), 2))
+        assert np.all(np.abs(z) <= Z_MAX), (est.width, z)
+
+
 def test_verify_masked_and_its_power() -> None:
     """ka.verify with mask_constant passes (the same draws as test_monte_carlo_masked_images: one width) and fails
     when handed the kernel without masks as the exact one."""
