@@ -149,7 +149,7 @@ class Convergence:
 
 def convergence(net: Layer, x1: Any, x2: Any = None, widths: Sequence[int] = (64, 128, 256, 512),
                 samples: int = 64, key: Any = 0, *, get: Any = ("nngp", "ntk"), exact: Any = None,
-                **kwargs: Any) -> Convergence:
+                mask_constant: float | None = None, **kwargs: Any) -> Convergence:
     """Convergence study: Monte Carlo at each width vs the exact kernel (mean and per-network spread).
 
     Args:
@@ -160,6 +160,8 @@ def convergence(net: Layer, x1: Any, x2: Any = None, widths: Sequence[int] = (64
         key: PRNG key or int seed (each width gets its own subkey).
         get: Kernels to study.
         exact: Precomputed exact kernel (a ``ka.Kernel``); None computes it with ``ka.kernel`` in float64.
+        mask_constant: Mask input positions whose every channel equals it (neural-tangents' ``mask_constant``;
+            image networks and ``ka.Graphs``), in the exact kernel and in every Monte Carlo draw.
         **kwargs: Passed to :func:`monte_carlo` (per-draw arrays are kept only with ``keep_draws=True``).
     """
     names, _ = normalize_get(get)
@@ -168,10 +170,11 @@ def convergence(net: Layer, x1: Any, x2: Any = None, widths: Sequence[int] = (64
         raise E.KernelalgError(NO_WIDTH_FREEDOM.format(widths=widths))
     keep = bool(kwargs.pop("keep_draws", False))
     if exact is None:
-        exact = kernel(net, _to64(x1), None if x2 is None else _to64(x2), names)
+        exact = kernel(net, _to64(x1), None if x2 is None else _to64(x2), names, mask_constant=mask_constant)
     ex = {n: np.asarray(getattr(exact, n), dtype=np.float64) for n in names}
     keys = jax.random.split(_key(key), len(widths))
-    ests = tuple(monte_carlo(net, x1, x2, w, samples, k, get=names, keep_draws=True, **kwargs)
+    ests = tuple(monte_carlo(net, x1, x2, w, samples, k, get=names, keep_draws=True, mask_constant=mask_constant,
+                             **kwargs)
                  for w, k in zip(widths, keys))
     err, noise, extra, coef, spread, spread_se, fits = {}, {}, {}, {}, {}, {}, {}
     for n in names:

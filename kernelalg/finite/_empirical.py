@@ -36,7 +36,7 @@ from kernelalg.backends._compile import precision_of
 from kernelalg.core._tiles import check_tile, run_tiles
 from kernelalg.layers._affine import affine_scales
 from kernelalg.finite._ntk_plan import DEFAULT_MEMORY, batch_len as _batch_len, outputs_2d as _outputs_2d, plan_ntk
-from kernelalg.finite._twins import FiniteNet
+from kernelalg.finite._twins import FiniteNet, masked_batches
 from kernelalg.backends._checks import check_batch_size, check_input, check_inputs, is_tracer
 from kernelalg.core._inputs import layout_of
 
@@ -44,6 +44,9 @@ METHODS = ("jacobian", "ntvp", "structured")
 BAD_METHOD = ("method={method!r} is not known. Fix: use method='jacobian' (default), method='ntvp', "
               "method='structured' or method='auto'.")
 
+MASK_NEEDS_TWIN = ("empirical_ntk(..., mask_constant=...) needs fn = ka.finite(net, width).apply (the twin masks "
+                   "its inputs as ka.kernel does); got {fn!r}. Fix: pass the twin's apply, or mask inside fn, e.g. "
+                   "lambda p, x: twin.apply(p, x, mask_constant=c).")
 STRUCTURED_NEEDS = ("method='structured' needs fn = ka.finite(net, width).apply of a network whose top-level chain "
                     "is Dense layers and parameter-free layers (activations, Identity) on (N, features) inputs; "
                     "got {why}. Fix: use method='jacobian'.")
@@ -270,7 +273,8 @@ def empirical_ntk_fn(fn: Callable, method: str = "jacobian", trace: bool = True,
 
 def empirical_ntk(fn: Callable, params: Any, x1: Any, x2: Any = None, *, method: str = "jacobian",
                   trace: bool = True, batch_size: int | None = None, vmap_examples: bool = True,
-                  trainable: Any = None, weights: Any = None, memory: float = DEFAULT_MEMORY) -> jax.Array:
+                  trainable: Any = None, weights: Any = None, memory: float = DEFAULT_MEMORY,
+                  mask_constant: float | None = None) -> jax.Array:
     """Empirical NTK ``J(x1) J(x2)^T`` of ``fn`` at ``params`` (x2=None: x1), optionally in tiles.
 
     Args:
@@ -289,12 +293,18 @@ def empirical_ntk(fn: Callable, params: Any, x1: Any, x2: Any = None, *, method:
         weights: Pytree of numbers shaped like ``params``: the kernel ``J diag(weights) J^T`` of gradient descent
             with per-layer learning rates (e.g. ``twin.learning_rate_scales(params, "sgd")``). None: all 1.
         memory: Working-memory budget in bytes of ``method="auto"``.
+        mask_constant: Mask input positions whose every channel equals it, as ``ka.kernel(..., mask_constant=c)``
+            (neural-tangents' ``mask_constant``; image networks and ``ka.Graphs``); ``fn`` must be a twin's apply.
 
     Returns:
         The kernel array.
     """
     twin = getattr(fn, "__self__", None)
-    if isinstance(twin, FiniteNet):  # a twin's apply: the inputs its network takes, checked as by ka.kernel
+    if mask_constant is not None:
+        if not isinstance(twin, FiniteNet):
+            raise E.InputError(MASK_NEEDS_TWIN.format(fn=fn))
+        x1, x2 = masked_batches(twin.net, x1, x2, mask_constant)  # zeroed inputs with validities, checked
+    elif isinstance(twin, FiniteNet):  # a twin's apply: the inputs its network takes, checked as by ka.kernel
         x1, x2 = check_inputs(layout_of(twin.net), x1, x2)
     else:
         x1, x2 = _check_any(x1, "x1"), None if x2 is None else _check_any(x2, "x2")

@@ -35,7 +35,7 @@ from kernelalg.backends._compile import normalize_get, precision_of
 from kernelalg.backends._checks import check_count, check_inputs
 from kernelalg.core._inputs import layout_of
 from kernelalg.finite._empirical import ntk_block, output_covariance
-from kernelalg.finite._twins import FiniteNet, finite, input_shape_of
+from kernelalg.finite._twins import FiniteNet, finite, input_shape_of, masked_batches
 from kernelalg.core._layer import Layer, as_layer
 from kernelalg.finite._surrogate import true_gradient_twin
 
@@ -181,7 +181,8 @@ def _sampler(twin: FiniteNet, in_shape: tuple, names: tuple[str, ...], ntk_units
 
 def monte_carlo(net: Layer, x1: Any, x2: Any = None, width: int = 512, samples: int = 64, key: Any = 0, *,
                 get: Any = ("nngp", "ntk"), out_dim: int | None = None, ntk_units: int = 1,
-                method: str = "jacobian", keep_draws: bool = False, chunk: int | None = None) -> MonteCarlo:
+                method: str = "jacobian", keep_draws: bool = False, chunk: int | None = None,
+                mask_constant: float | None = None) -> MonteCarlo:
     """Monte Carlo NNGP and NTK of ``net`` from ``samples`` independent finite-width networks.
 
     Args:
@@ -198,6 +199,9 @@ def monte_carlo(net: Layer, x1: Any, x2: Any = None, width: int = 512, samples: 
         method: Empirical NTK method, "jacobian" or "ntvp".
         keep_draws: Keep the per-draw estimates in ``.draws``.
         chunk: Draws vectorized at once (None: sized so that Jacobians stay within ``CHUNK_BYTES``).
+        mask_constant: Mask input positions whose every channel equals it, as ``ka.kernel(...,
+            mask_constant=c)`` (neural-tangents' ``mask_constant``; image networks and ``ka.Graphs``): every draw
+            runs ``FiniteNet.apply(params, x, mask_constant=c)``, so the means estimate the masked kernel.
 
     Returns:
         A :class:`MonteCarlo` with ``.nngp``, ``.ntk`` and ``.stderr.nngp``, ``.stderr.ntk``.
@@ -209,7 +213,10 @@ def monte_carlo(net: Layer, x1: Any, x2: Any = None, width: int = 512, samples: 
     samples = int(samples)
     ntk_units = check_count("ntk_units", ntk_units, 1)
     chunk = None if chunk is None else check_count("chunk", chunk, 16)
-    x1, x2 = check_inputs(layout_of(net), x1, x2)  # the checks of ka.kernel: rank, size, finite, magnitude
+    if mask_constant is None:
+        x1, x2 = check_inputs(layout_of(net), x1, x2)  # the checks of ka.kernel: rank, size, finite, magnitude
+    else:  # the masked inputs (zeroed, with validities) of ka.kernel, checked as there
+        x1, x2 = masked_batches(net, x1, x2, mask_constant)
     probe = finite(net, width)
     rb = probe.readout_is_last() and out_dim is None
     readout = probe.readout_layer

@@ -30,9 +30,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kernelalg.backends._reference_kernel import mask_inputs
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, as_layer
 from kernelalg.core._inputs import layout_of
+from kernelalg.core._symbolic import trace
 from kernelalg.finite._parametrize import Parametrization, apply_parametrization, as_parametrization
 from kernelalg.layers.graph._inputs import Graphs, masked_graphs
 from kernelalg.layers.spatial._masks import MaskedImages, check_constant
@@ -256,6 +258,15 @@ class FiniteNet:
         """True when the readout layer is the network's last layer and a Dense (its conditional NNGP given the
         features is then exact: W_std^2 h.h'/fan_in + b_std^2)."""
         return self.readout is not None and self.readout == len(self.chain) - 1 and self.chain[-1].is_feature_affine
+
+
+def masked_batches(net: Layer, x1: Any, x2: Any, constant: Any) -> tuple[Any, Any]:
+    """x1, x2 as ``ka.kernel(net, x1, x2, mask_constant=constant)`` masks them (``MaskedImages``: zeroed entries
+    and validities; a twin's ``apply`` takes them as they are), checked as there. The network is traced with
+    its masks, so that a layer that cannot mask refuses here as it does in ``ka.kernel``."""
+    masked, m1, m2 = mask_inputs(net, layout_of(net), x1, x2, constant)
+    trace(masked, keep_symbols=True)
+    return m1, m2
 
 
 def finite(net: Layer, width: int, out_dim: int | None = None,

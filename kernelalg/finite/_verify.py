@@ -246,7 +246,7 @@ def decorrelated_test(draws: Sequence[np.ndarray], exact: np.ndarray, z: np.ndar
 def verify(net: Layer, x1: Any, x2: Any = None, *, width: int = 256, samples: int = 256, key: Any = 0,
            get: Any = ("nngp", "ntk"), widths: Sequence[int] | None = None, z_threshold: float = 5.0,
            remainder: float = 0.25, bias_rtol: float = 0.0, numeric_rtol: float | None = None, exact: Any = None,
-           directions: int = 4, **mc_kwargs: Any) -> Verification:
+           directions: int = 4, mask_constant: float | None = None, **mc_kwargs: Any) -> Verification:
     """Check ``net``'s exact kernels against Monte Carlo over its finite-width twins.
 
     Args:
@@ -268,6 +268,8 @@ def verify(net: Layer, x1: Any, x2: Any = None, *, width: int = 256, samples: in
             standard error here.
         exact: Precomputed exact kernel (``ka.Kernel``); None: ``ka.kernel`` in float64.
         directions: Singular directions of the decorrelated test (0: entrywise test only).
+        mask_constant: Mask input positions whose every channel equals it (neural-tangents' ``mask_constant``;
+            image networks and ``ka.Graphs``): the masked exact kernel against Monte Carlo over masked twins.
         **mc_kwargs: Passed to :func:`kernelalg.monte_carlo` (e.g. ``ntk_units``, ``method``).
 
     Returns:
@@ -281,13 +283,14 @@ def verify(net: Layer, x1: Any, x2: Any = None, *, width: int = 256, samples: in
         widths = (int(width),) if width_dependent(net) else (int(width), 2 * int(width))
     widths = tuple(sorted(int(w) for w in widths))
     if exact is None:
-        exact = kernel(net, _to64(x1), None if x2 is None else _to64(x2), names)
+        exact = kernel(net, _to64(x1), None if x2 is None else _to64(x2), names, mask_constant=mask_constant)
     ex = {n: np.asarray(getattr(exact, n), dtype=np.float64) for n in names}
     if numeric_rtol is None:
         leaves = jax.tree_util.tree_leaves(x1)
         numeric_rtol = 1000 * float(np.finfo(np.float64 if leaves[0].dtype == np.float64 else np.float32).eps)
     keys = jax.random.split(_key(key), len(widths))
-    ests = tuple(monte_carlo(net, x1, x2, w, samples, k, get=names, keep_draws=directions > 0, **mc_kwargs)
+    ests = tuple(monte_carlo(net, x1, x2, w, samples, k, get=names, keep_draws=directions > 0,
+                             mask_constant=mask_constant, **mc_kwargs)
                  for w, k in zip(widths, keys))
     est, se, allow, z = {}, {}, {}, {}
     for n in names:
