@@ -190,3 +190,18 @@ def test_monte_carlo_masked_twin() -> None:
         power = max(power, float(np.max(np.abs(est - np.asarray(getattr(plain, field))) / allow)))
     print("largest |z| against the unmasked kernel", round(power, 1))
     assert power > Z_MAX
+
+
+def test_finite_twin_with_positional_embeddings_padded_at_the_end() -> None:
+    """One-hot positional embeddings (also in the values) index positions from the start, so a sequence padded at
+    its end has, with the same weights and the first rows of the embeddings, the twin's output of its valid
+    positions alone."""
+    gsa = ka.GlobalSelfAttention(attention_mechanism="IDENTITY", pos_emb_type="SUM", val_pos_emb=True, b_std=0.1)
+    twin = ka.finite(ka.Dense(1.2, 0.2) >> gsa >> ka.Erf() >> ka.GlobalAvgPool() >> ka.Dense(1.1, 0.05), 6)
+    x = RNG.normal(size=(1, 6, 3))
+    x[0, 4:] = C_MASK
+    p = _unit_gaussians(twin, x.shape[1:], None, 4)
+    short = [dict(q, pos_emb=q["pos_emb"][:4]) if "pos_emb" in q else q for q in p]
+    padded = jax.jit(lambda q, y: twin.apply(q, y, mask_constant=C_MASK))(p, x)
+    alone = jax.jit(twin.apply)(short, x[:, :4])
+    np.testing.assert_allclose(np.asarray(padded), np.asarray(alone), rtol=1e-12)

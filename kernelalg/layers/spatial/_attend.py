@@ -137,7 +137,8 @@ def attention_map(lay: S.SpatialState, st: Setting, key: Any) -> Callable[..., t
         r = xp.asarray(positional_covariance(shape, st.p_norm, st.decay_fn), cov.dtype) if st.pos_emb else None
         keys_valid, rk = None, r
         if masks is not None:
-            m1f, m2f = masks[0].reshape(masks[0].shape[:2] + (size, 1)), masks[1].reshape(masks[1].shape[:2] + (1, size))
+            m1f = masks[0].reshape(masks[0].shape[:2] + (size, 1))
+            m2f = masks[1].reshape(masks[1].shape[:2] + (1, size))
             keys_valid = m2f > 0  # the keys q of each grid entry (p, q); on the self grids those of the image itself
             rk = None if r is None else r * m1f * m2f
         kint = (lambda a: a if r is None else kw * a + pw * rk)

@@ -276,7 +276,8 @@ def GlobalSelfAttention(linear_scaling: bool = True, W_key_std: float = 1.0, W_v
     Acts on sequences (batch, length, channels) or images (batch, *spatial, channels); as the first layer with a
     layout it declares sequences (for images put a Conv first, or flatten the pixels into a sequence: the same
     kernel unless ``pos_emb_decay_fn`` measures distances on the grid). Keywords, defaults and conventions as
-    NT's (its widths are keyword-only here and enter only the finite-width twin).
+    NT's (its widths are keyword-only here and enter only the finite-width twin). Masked inputs
+    (``mask_constant``) as NT's: masked positions are excluded as keys, their embeddings zeroed.
 
     Args:
         linear_scaling: True: logits scaled by 1/n_key with tied key and query weights (deterministic logits in
