@@ -110,10 +110,11 @@ def _padded_net(mech: str, linear: bool) -> ka.Layer:
     return ka.Dense(1.2, 0.2) >> gsa >> ka.Relu() >> ka.GlobalAvgPool() >> ka.Dense(1.1, 0.05)
 
 
-@pytest.mark.parametrize("mech, linear", [("SOFTMAX", True), pytest.param("ABS", False, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("mech, linear", [("SOFTMAX", True), pytest.param("ABS", False, marks=pytest.mark.slow),
+                                          pytest.param("RELU", False, marks=pytest.mark.slow)])
 def test_padded_sequence_is_the_shorter_sequence(mech: str, linear: bool) -> None:
     """Brute force by construction: each padded sequence's NNGP and NTK with itself are those of its valid
-    positions alone (1/sqrt scaling with abs weights has no neural-tangents kernel: this is its check)."""
+    positions alone (1/sqrt scaling with abs or relu weights has no neural-tangents kernel: this is its check)."""
     net = _padded_net(mech, linear)
     padded = ka.kernel(net, SEQ, mask_constant=C_MASK)
     for i in (1, 2):  # the padded ones
