@@ -232,7 +232,6 @@ def test_no_masked_position_is_the_unmasked_kernel() -> None:
     (ka.Conv((3, 3), strides=(2, 2), padding="SAME") >> ka.GlobalAvgPool(), "stride 1"),
     (ka.Conv((2, 2), padding="SAME") >> ka.AvgPool((2, 2)) >> ka.GlobalAvgPool(), "does not support masked"),
     (ka.Conv((2, 2), padding="SAME") >> ka.Relu(), "ends with a readout"),
-    (ka.Conv((2, 2), padding="SAME") >> ka.GlobalSelfAttention() >> ka.GlobalAvgPool(), "attention"),
     (ka.Conv((2, 2), padding="SAME") >> ka.ConvLocal((2, 2), padding="SAME") >> ka.GlobalAvgPool(), "conv_local"),
     (ka.Dense() >> ka.Relu(), "image networks"),
 ])

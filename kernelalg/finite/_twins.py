@@ -194,7 +194,8 @@ class FiniteNet:
 
         ``mask_constant``: as neural-tangents' ``apply_fn(..., mask_constant=c)`` for images and ``ka.Graphs``:
         entries equal to c are zeroed, pixels (nodes) with every channel equal to c are masked (Conv and
-        Aggregate read them as zero, the global pools reduce over the valid ones, Flatten zeroes them).
+        Aggregate read them as zero, GlobalSelfAttention excludes them as keys, the global pools reduce over the
+        valid ones, Flatten zeroes them).
         """
         if mask_constant is not None and isinstance(x, Graphs):  # padding nodes
             x = masked_graphs("x", x, check_constant(mask_constant))

@@ -43,6 +43,8 @@ from kernelalg.layers.spatial import _grid as S
 S11, S12, S22 = sp.Symbol("s11", positive=True), sp.Symbol("s12", real=True), sp.Symbol("s22", positive=True)
 
 MECHANISMS = ("SOFTMAX", "IDENTITY", "ABS", "RELU")
+#: The logit of a masked key before a softmax (neural-tangents' ``_NEG_INF``: -inf would give NaN rows).
+NEG_INF = -1e20
 POS_EMB_TYPES = ("NONE", "SUM", "CONCAT")
 
 
@@ -112,28 +114,45 @@ def _sqrt_dual(ops: Arrays, dual: Callable, qk: Any, v1: Any, v2: Any, ki: Any, 
 
 
 def attention_map(lay: S.SpatialState, st: Setting, key: Any) -> Callable[..., tuple]:
-    """The op ``fn(arrays, v1, v2, cov, ntk, ctx, qk, kw, pw) -> (a1, a2, A, A_T, record)`` on the pixel-pair
-    grid (full mode, batch axes as in :mod:`._grid`); ``ntk`` None stands for a zero input NTK; ``record`` is
-    the phase-1 record (chunked self pairs: [G | diag A] with linear scaling, diag A otherwise), else None;
-    ``key`` is the op's tag, under which phase 2 finds the records (``ctx.rec``)."""
+    """The op ``fn(arrays, v1, v2, cov, ntk, ctx, qk, kw, pw, masks=None) -> (a1, a2, A, A_T, record)`` on the
+    pixel-pair grid (full mode, batch axes as in :mod:`._grid`); ``ntk`` None stands for a zero input NTK;
+    ``record`` is the phase-1 record (chunked self pairs: [G | diag A] with linear scaling, diag A otherwise),
+    else None; ``key`` is the op's tag, under which phase 2 finds the records (``ctx.rec``).
+
+    ``masks``: masked inputs (batch mode), the validities (m1, m2) of the positions shaped like v1, v2; cov and
+    ntk must then be zero on every pair with a masked position (see :mod:`._masks`). As neural-tangents 0.6.5,
+    R is zeroed on such pairs too and masked keys are excluded: their logits are -1e20 before a softmax
+    (neural-tangents' ``_NEG_INF``) and 0 for the other mechanisms. The outputs at masked positions are
+    meaningless (the caller puts placeholders there)."""
     k = lay.ndim
     dual = _gaussian_dual(st.mechanism) if not st.linear_scaling and st.mechanism != "IDENTITY" else None
 
-    def fn(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx, qk: Any, kw: Any, pw: Any) -> tuple:
+    def fn(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx, qk: Any, kw: Any, pw: Any,
+           masks: Any = None) -> tuple:
         xp = ops.xp
         shape = cov.shape[2:2 + k]
         size = math.prod(shape)
         flat = (lambda a: a.reshape(a.shape[:2] + (size, size)))
         unflat = (lambda a: a.reshape(a.shape[:2] + shape + shape))
         r = xp.asarray(positional_covariance(shape, st.p_norm, st.decay_fn), cov.dtype) if st.pos_emb else None
-        kint = (lambda a: a if r is None else kw * a + pw * r)
+        keys_valid, rk = None, r
+        if masks is not None:
+            m1f = masks[0].reshape(masks[0].shape[:2] + (size, 1))
+            m2f = masks[1].reshape(masks[1].shape[:2] + (1, size))
+            keys_valid = m2f > 0  # the keys q of each grid entry (p, q); on the self grids those of the image itself
+            rk = None if r is None else r * m1f * m2f
+        kint = (lambda a: a if r is None else kw * a + pw * rk)
         kk = flat(cov)
         tt = xp.zeros_like(kk) if ntk is None else flat(ntk)
         vk, vt = (kint(kk), kint(tt)) if st.val_pos_emb else (kk, tt)
         recs = ctx.rec[key] if ctx.phase == 2 else None
         if st.linear_scaling:
-            weights = (lambda g: _weights(ops, st.mechanism, qk * kint(g)))
-            a, at, record = _linear(ops, kk, vk, vt, ctx, weights, recs)
+            logits = kint(kk)  # times qk: the logits of every grid entry; the weights read the self grids
+            if keys_valid is not None:
+                logits = xp.where(keys_valid, logits, xp.asarray(NEG_INF if st.mechanism == "SOFTMAX" else 0.0,
+                                                                 logits.dtype))
+            weights = (lambda g: _weights(ops, st.mechanism, qk * g))
+            a, at, record = _linear(ops, logits, vk, vt, ctx, weights, recs)
         elif st.mechanism == "IDENTITY":
             ki, ti = kint(kk), kint(tt)
             dot = xp.sum(ki * vk, axis=(-2, -1), keepdims=True)
@@ -170,8 +189,9 @@ def _sandwich(ops: Arrays, g1: Any, x: Any, g2: Any) -> Any:
 
 
 def _linear(ops: Arrays, kk: Any, vk: Any, vt: Any, ctx: S.Ctx, weights: Callable, recs: Any) -> tuple:
-    """A, A_T and the phase-1 weights G of linear scaling; kk (B1, B2, P, P) is the input kernel, vk, vt the
-    values' kernels, ``recs`` the phase-1 records of the two images (phase 2)."""
+    """A, A_T and the phase-1 weights G of linear scaling; kk (B1, B2, P, P) is the keys' input kernel K_int
+    (masked keys excluded), whose self grids ``weights`` turns into G; vk, vt the values' kernels, ``recs`` the
+    phase-1 records of the two images (phase 2)."""
     xp = ops.xp
 
     def both(g1: Any, g2: Any, sl: Any) -> tuple:

@@ -18,7 +18,12 @@ input's attention weights, the other pairs read them.
 With 1/sqrt(n_key) scaling the logits stay Gaussian: identity weights have neural-tangents' closed form, abs and
 relu weights the arc-cosine duals of the logits (neural-tangents refuses these two). Unsupported (a clear
 error): 1/sqrt(n_key) scaling with softmax weights (they depend on a whole row of Gaussian logits: no closed
-form); masks; attention after ``Recurrent`` (the sequence layout of recurrent nets).
+form); attention after ``Recurrent`` (the sequence layout of recurrent nets).
+
+Masked inputs (``mask_constant``, :mod:`._masks`) as neural-tangents 0.6.5: masked keys are excluded (logits
+-1e20 before a softmax, 0 for identity, abs and relu weights; the 1/sqrt(n_key) identity form, and abs and relu
+beyond neural-tangents, sum over the valid keys only), positional embeddings are zeroed at masked positions
+(R on pairs with a masked position), and the output keeps the input's masks.
 
 References:
     Vaswani et al. (2017), Attention is all you need; Hron, Bahri, Sohl-Dickstein, Novak (2020), Infinite
@@ -43,8 +48,10 @@ from kernelalg.core._layer import Layer, Spatial, check_number, check_std
 from kernelalg.core._program import Assign, Builder, KernelState
 from kernelalg.layers.recurrent._sequences import SequenceState
 from kernelalg.layers.spatial import _grid as S
-from kernelalg.layers.spatial._attend import MECHANISMS, POS_EMB_TYPES, Setting, attention_map, positional_covariance
+from kernelalg.layers.spatial._attend import (MECHANISMS, NEG_INF, POS_EMB_TYPES, Setting, attention_map,
+                                              positional_covariance)
 from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
+from kernelalg.layers.spatial._masks import FINITE_MASK, current_masks, placeholders, zeroed
 
 NAME = "GlobalSelfAttention"
 
@@ -118,7 +125,6 @@ def _attention_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], sta
     kw, pw = _pos_weights(p, static, st) if pos else (sp.Integer(1), sp.Integer(0))
     setting = Setting(static["linear_scaling"], static["attention_mechanism"], pos, static["pos_emb_p_norm"],
                       static["pos_emb_decay_fn"], static["val_pos_emb"])
-    S.refuse_masked(st, "attention")  # it mixes positions by its own Op, without masks (not yet supported)
     key = next(S.RECORD_KEYS)
     fn = attention_map(lay, setting, key)
     exprs = st.exprs
@@ -137,9 +143,20 @@ def _attention_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], sta
             if args[i] is None:
                 args[i] = ops.xp.full(S.var_shape(lay, args[2].shape, i), float(exprs[i]), args[2].dtype)
         ctx = next(it)
-        return fn(ops, *args, ctx, *[next(it) if sym is not None else c for sym, c in scalars])
+        scal = [next(it) if sym is not None else c for sym, c in scalars]
+        if not lay.masked:
+            return fn(ops, *args, ctx, *scal)
+        # masked inputs: as masked_op, the masked entries read as zero (variances as placeholders: the 1/sqrt
+        # duals divide by them), masked keys are excluded, the outputs get placeholders on masked entries
+        m1, m2 = current_masks(ops, next(it), next(it), lay)
+        v1, v2 = placeholders(ops, args[0], args[1], None, None, m1, m2)[:2]
+        cov, ntk = zeroed(ops, None, None, args[2], args[3], m1, m2)[2:]
+        outs = fn(ops, v1, v2, cov, ntk, ctx, *scal, masks=(m1, m2))
+        return placeholders(ops, *outs[:4], m1, m2) + tuple(outs[4:])
 
     sources = [exprs[i] for i in state_in] + [S.CTX] + [sym for sym, _ in scalars if sym is not None]
+    if lay.masked:
+        sources += [S.MASK1, S.MASK2]
     a1, a2, a, at, _ = b.emit("attention", structural(op), sources, 5, stem="s", tag=key)
     ov2 = (p["W_out_std"] * p["W_value_std"]) ** 2
     b2 = p["b_std"] ** 2 if "b_std" in p else sp.Integer(0)
@@ -151,7 +168,9 @@ def _attention_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], sta
 
 
 def _attention_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
-    """neural-tangents' ``apply_fn`` (no masks): one network draw of the layer on (batch, *spatial, C) inputs."""
+    """neural-tangents' ``apply_fn``: one network draw of the layer on (batch, *spatial, C) inputs. With masked
+    inputs (:data:`FINITE_MASK` bound) as its ``mask``: positional embeddings zeroed at masked positions, logits
+    of masked keys -1e20 (softmax) or 0 (the other mechanisms)."""
     if len(in_shape) < 2:
         raise E.LayerOrderError(NOT_POSITIONAL.format(after="a layer without spatial axes"))
     spatial, c_in = tuple(in_shape[:-1]), in_shape[-1]
@@ -187,16 +206,21 @@ def _attention_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shap
     def apply(params: dict, x: jax.Array) -> jax.Array:
         n = x.shape[0]
         xs = x.reshape(n, size, c_in)
+        valid = _finite_valid(spatial, n, x.dtype)  # (n, P) or None
         keys_in = vals_in = xs
         if kind != "NONE":
             pe = params["pos_emb"].astype(x.dtype)
             pe = (pe if chol is None else jnp.matmul(jnp.asarray(chol, x.dtype), pe, precision=hi)) * p["W_pos_emb_std"]
-            keys_in = xs + pe if kind == "SUM" else jnp.concatenate([xs, jnp.broadcast_to(pe, (n,) + pe.shape)], -1)
+            pe = jnp.broadcast_to(pe, (n,) + pe.shape) if valid is None else pe * valid[..., None]
+            keys_in = xs + pe if kind == "SUM" else jnp.concatenate([xs, pe], -1)
             vals_in = keys_in if static["val_pos_emb"] else xs
         proj = (lambda a, w: jnp.einsum("npc,hck->hnpk", a, w.astype(x.dtype), precision=hi))
         k = proj(keys_in, params["K"])
         q = k if linear else proj(keys_in, params["Q"])
         logits = jnp.matmul(q, jnp.swapaxes(k, -1, -2), precision=hi) * (qk / norm)
+        if valid is not None:  # (heads, n, P queries, P keys): masked keys excluded
+            logits = jnp.where(valid[None, :, None, :] > 0, logits,
+                               jnp.asarray(NEG_INF if mech == "SOFTMAX" else 0.0, logits.dtype))
         if mech == "SOFTMAX":
             g = jax.nn.softmax(logits, axis=-1)
         else:
@@ -209,6 +233,17 @@ def _attention_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shap
         return out.reshape((n,) + spatial + (n_out,))
 
     return init, apply, spatial + (n_out,)
+
+
+def _finite_valid(spatial: tuple, n: int, dtype: Any) -> Any:
+    """The validity (n, P) of the positions of the images the twin is computing (``FINITE_MASK``), or None."""
+    m = FINITE_MASK.get()
+    if m is None:
+        return None
+    if tuple(m.shape) != (n,) + spatial:
+        raise E.InternalError(f"{NAME}: a mask of shape {tuple(m.shape)} for inputs of {n} x {spatial} positions. "
+                              "Please report this bug.")
+    return jnp.asarray(m, dtype).reshape(n, -1)
 
 
 # -------------------------------------------------------------------------------------------- the layer
@@ -241,7 +276,8 @@ def GlobalSelfAttention(linear_scaling: bool = True, W_key_std: float = 1.0, W_v
     Acts on sequences (batch, length, channels) or images (batch, *spatial, channels); as the first layer with a
     layout it declares sequences (for images put a Conv first, or flatten the pixels into a sequence: the same
     kernel unless ``pos_emb_decay_fn`` measures distances on the grid). Keywords, defaults and conventions as
-    NT's (its widths are keyword-only here and enter only the finite-width twin).
+    NT's (its widths are keyword-only here and enter only the finite-width twin). Masked inputs
+    (``mask_constant``) as NT's: masked positions are excluded as keys, their embeddings zeroed.
 
     Args:
         linear_scaling: True: logits scaled by 1/n_key with tied key and query weights (deterministic logits in
