@@ -29,9 +29,10 @@ from kernelalg.core._program import Assign
 from kernelalg.core._tiles import run_tiles
 
 MASK_NEEDS_IMAGES = (
-    "mask_constant is supported for image networks (inputs (batch, *spatial, channels) whose first spatial "
-    "layer is Conv or a pooling layer), but this network takes '{layout}' inputs. Fix: drop mask_constant, "
-    "or for sequences of different lengths use ka.Sequences with a recurrent network."
+    "mask_constant is supported for image and sequence networks (inputs (batch, *spatial, channels) whose "
+    "first spatial layer is Conv, a pooling layer or attention) and graph networks (ka.Graphs), but this network "
+    "takes '{layout}' inputs. Fix: drop mask_constant, or for sequences of different lengths use ka.Sequences "
+    "with a recurrent network."
 )
 
 
