@@ -70,8 +70,9 @@ TOO_SMALL = (
 BAD_PADDING = "{layer}: padding must be one of {choices}, got {got!r}. Fix: e.g. padding='SAME'."
 MASKED_OP = (
     "{op}: this layer does not support masked inputs (mask_constant) yet; supported are Dense, activations, "
-    "Conv(padding='SAME', stride 1), GlobalAvgPool, GlobalSumPool and Flatten. Fix: call the kernel without "
-    "mask_constant, or build the network from the supported layers."
+    "Conv, ConvLocal, AvgPool and SumPool (padding 'SAME' or 'VALID', any strides), Aggregate, GlobalAvgPool, "
+    "GlobalSumPool and Flatten. Fix: call the kernel without mask_constant, or build the network from the "
+    "supported layers."
 )
 BAD_SHAPE = "{layer}: {what} must be a non-empty sequence of positive integers, got {got!r}. Fix: e.g. {example}."
 
