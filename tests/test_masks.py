@@ -309,6 +309,19 @@ def test_unsupported_networks_are_refused_clearly(net: ka.Layer, match: str) -> 
         ka.kernel(net, x, mask_constant=0.5)
 
 
+@pytest.mark.parametrize("net, match", [
+    (ka.Conv((3, 3), padding="CIRCULAR") >> ka.GlobalAvgPool(), "Conv: .*'CIRCULAR'"),
+    (ka.Conv((2, 2), strides=(2, 2)) >> ka.ConvTranspose((2, 2), strides=(2, 2)) >> ka.GlobalAvgPool(),
+     "conv_transpose"),
+])
+def test_unsupported_twins_are_refused_clearly(net: ka.Layer, match: str) -> None:
+    """The finite twin refuses what the kernel refuses (not a wrong-shaped mask further on)."""
+    twin = ka.finite(net, 2)
+    x = np.random.default_rng(2).normal(size=(2, 5, 4, 2))
+    with pytest.raises(E.KernelalgError, match=match):
+        twin.apply(twin.init(0, x.shape[1:]), x, mask_constant=0.5)
+
+
 def test_bad_constant_and_fully_masked_image_are_refused() -> None:
     net = _mc_net()
     with pytest.raises(E.InputError, match="mask_constant must be a real number"):

@@ -58,9 +58,6 @@ MASK_NEEDS_READOUT = (
     "mask_constant needs a network that ends with a readout (Flatten, GlobalAvgPool, GlobalSumPool); this one "
     "keeps pixel axes. Fix: end the network with a readout, or call the kernel without mask_constant."
 )
-MASK_UNSUPPORTED = (
-    "{layer}: masked inputs (mask_constant) are supported for {what}, got {got}. Fix: {fix}."
-)
 ALL_MASKED = (
     "{name}[{index}] has every position masked (all its entries equal mask_constant={c}), so its kernel is "
     "undefined. Fix: drop that input or give it at least one unmasked position."
@@ -85,6 +82,13 @@ def finite_mask(x: Any) -> Any:
     """Finite twins: ``x`` (N, *S, C) with masked pixels zeroed when a mask is bound, else ``x``."""
     m = FINITE_MASK.get()
     return x if m is None else x * jnp.asarray(m, x.dtype)[..., None]
+
+
+def refuse_finite_mask(op: str) -> None:
+    """Finite twins of the layers whose kernel refuses masks (``S.MASKED_OP``): the same clear error when a mask
+    is bound, instead of a wrong-shaped mask further on."""
+    if FINITE_MASK.get() is not None:
+        raise E.KernelalgError(S.MASKED_OP.format(op=op))
 
 
 def finite_readout(x: Any) -> Any:
@@ -352,11 +356,3 @@ def masked_net(net: Any, layout: Callable[[Any], InputLayout]) -> Layer:
     out = _relayout(net, layout(net))[0]
     _MASKED_NETS[id(net)] = (net, out)
     return out
-
-
-def require_same_stride1(layer: str, strides: tuple, padding: str) -> None:
-    """Masks are passed through pixel-mixing layers only with SAME padding and stride 1 (for now)."""
-    if padding != "SAME" or any(s != 1 for s in strides):
-        raise E.KernelalgError(MASK_UNSUPPORTED.format(
-            layer=layer, what="padding='SAME' with stride 1", got=f"padding={padding!r}, strides={strides}",
-            fix=f"use {layer}(..., padding='SAME') with strides 1, or call the kernel without mask_constant"))

@@ -37,6 +37,7 @@ from kernelalg.core._program import Builder, KernelState
 from kernelalg.layers._affine import affine_scales, affine_state
 from kernelalg.layers._dense import affine_init
 from kernelalg.layers.spatial import _grid as S
+from kernelalg.layers.spatial._masks import refuse_finite_mask
 from kernelalg.layers.spatial._conv import _dimension_numbers, conv_layer
 from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
 
@@ -195,6 +196,7 @@ def _tconv_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: t
         return affine_init(key, tuple(filt) + (c_in, out), sc, "b_std" in p)
 
     def apply(params: dict, x: jax.Array) -> jax.Array:
+        refuse_finite_mask("conv_transpose")  # masked inputs: refused as by the kernel
         x = jnp.asarray(x)
         w = params["W"].astype(x.dtype)
         y = jax.lax.conv_transpose(x, w, strides, "VALID" if padding == "CIRCULAR" else padding,
@@ -322,6 +324,7 @@ def _resize_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: 
             "default": jax.lax.Precision.DEFAULT}[static["precision"]]
 
     def apply(params: dict, x: jax.Array) -> jax.Array:
+        refuse_finite_mask("image_resize")  # masked inputs: refused as by the kernel
         x = jnp.asarray(x)
         return jax.image.resize(x, (x.shape[0],) + out, static["method"], antialias=static["antialias"],
                                 precision=prec)
