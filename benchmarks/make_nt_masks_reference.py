@@ -19,7 +19,8 @@ Flatten readout; a NaN mask constant. Masks through layers that change the posit
 the validity of its window's centre): VALID convs before GlobalAvgPool; a stride-2 SAME conv and a strided
 VALID conv before Flatten; AvgPool (window 2, stride 2) and SumPool in a conv net before GlobalAvgPool;
 AvgPool with SAME padding and normalize_edges before GlobalSumPool; 1-D sequences through VALID convs (one
-strided) before GlobalSumPool; ConvLocal (strided VALID, then SAME) before Flatten. Graph cases (``graph_*``, stax.Aggregate with dense patterns
+strided) before GlobalSumPool; ConvLocal (strided VALID, then SAME) before Flatten; a strided VALID ConvLocal
+and a conv before GlobalAvgPool (all pixel pairs). Graph cases (``graph_*``, stax.Aggregate with dense patterns
 ``<case>.p1``/``<case>.p2``, called with ``pattern=(p1, p2)``): graphs of different sizes padded with masked
 nodes, pooled by GlobalAvgPool over the valid nodes or by GlobalSumPool; in one case arcs to and from padding
 nodes stay in the pattern. Both start with Dense: neural-tangents 0.6.5 refuses a mask that still has a channel
@@ -82,6 +83,8 @@ CASES = {  # name: (input shape without batch, mask constant, layers)
     "local_flatten": ((6, 5, 2), -1.0, [_conv(3, (3, 3), 1.3, 0.2, "VALID", (2, 1), "ConvLocal"), RELU,
                                         _conv(3, (2, 2), 1.1, 0.1, "SAME", None, "ConvLocal"), ERF,
                                         ["Flatten", [], {}], _dense(1, 1.3, 0.1)]),
+    "local_gap": ((6, 5, 2), -1.0, [_conv(3, (2, 2), 1.3, 0.2, "VALID", (2, 1), "ConvLocal"), RELU,
+                                    _conv(3, (2, 2), 1.1, 0.1), ERF, ["GlobalAvgPool", [], {}], _dense(1, 1.2, 0.1)]),
 }
 N1, N2 = 3, 2
 

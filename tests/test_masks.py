@@ -11,6 +11,11 @@ Expected values are independent of the code under test:
   f(x) f(x') and NTK J(x) J(x')^T equal the exact kernels at any width. z-scores against the standard errors
   (fixed seeds), bound |z| <= 5 per entry, and a power check that the estimate rejects the unmasked kernel.
   kernelalg's own twin (``FiniteNet.apply(..., mask_constant=c)``) must give the same outputs as that network.
+* Monte Carlo over kernelalg's twin of a net whose layers move the masks (stride-2 SAME conv, AvgPool, VALID
+  conv, GlobalAvgPool; one hidden layer, so exact at any width) against the exact kernel, whose handling of
+  such layers is checked against the stored NT cases above; same z bound and power check.
+* Brute force: the twin of parallel branches equals the sum of the branch networks' twins (a strided conv
+  in one branch moves the mask of that branch only).
 """
 
 from __future__ import annotations
@@ -59,13 +64,14 @@ def _net(case: str) -> ka.Layer:
 def test_nt_reference_covers_every_case() -> None:
     assert set(CASES) == {"conv_gap", "dense_seq_gsp", "conv_flatten", "nan_gap", "graph_relu_gap",
                           "graph_erf_gsp_arcs", "valid_gap", "stride_flatten", "pool_gap", "edges_gsp",
-                          "seq_valid_gsp", "local_flatten"}
+                          "seq_valid_gsp", "local_flatten", "local_gap"}
 
 
 #: Cases of the default run (GlobalAvgPool, GlobalSumPool, Flatten, graphs with padding nodes; masks through
 #: strided SAME and VALID convs before Flatten, and through AvgPool (stride 2) and SumPool before
 #: GlobalAvgPool); the NaN constant, the graph case with arcs to padding nodes, VALID convs before
-#: GlobalAvgPool, AvgPool with normalize_edges, 1-D VALID convs and ConvLocal run under -m slow.
+#: GlobalAvgPool, AvgPool with normalize_edges, 1-D VALID convs and ConvLocal (matching pixels, all pixel pairs) run
+#: under -m slow.
 FAST = ("conv_gap", "dense_seq_gsp", "conv_flatten", "graph_relu_gap", "stride_flatten", "pool_gap")
 
 
