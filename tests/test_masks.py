@@ -329,6 +329,17 @@ def test_unsupported_twins_are_refused_clearly(net: ka.Layer, match: str) -> Non
         twin.apply(twin.init(0, x.shape[1:]), x, mask_constant=0.5)
 
 
+def test_no_valid_window_centre_is_refused_clearly() -> None:
+    """An image whose only unmasked pixel is no stride-2 window centre has no position left for GlobalAvgPool:
+    a clear error (neural-tangents gives NaN), not an overflow report."""
+    x = np.random.default_rng(3).normal(size=(2, 5, 5, 2))
+    x[0] = C_MASK
+    x[0, 1, 1] = 0.3  # the centres of the 2x2 VALID windows with stride 2 are (0 or 2, 0 or 2)
+    net = ka.Conv((2, 2), strides=(2, 2)) >> ka.Relu() >> ka.GlobalAvgPool()
+    with pytest.raises(E.DivergentKernelError, match="no unmasked position left"):
+        ka.kernel(net, x, mask_constant=C_MASK)
+
+
 def test_bad_constant_and_fully_masked_image_are_refused() -> None:
     net = _mc_net()
     with pytest.raises(E.InputError, match="mask_constant must be a real number"):

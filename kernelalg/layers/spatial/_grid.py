@@ -112,7 +112,8 @@ class SpatialState:
             :mod:`kernelalg.layers.spatial._pairs`); the per-pair arrays then have batch axes (b, 1).
         masked: The inputs carry pixel masks (:mod:`kernelalg.layers.spatial._masks`): full mode, batch evaluation.
         mask_path: Masked inputs: the windows ((window, strides, padding), ...) of the shape-changing layers
-            before this state (VALID or strided Conv and pooling), through which the input masks are carried to
+            before this state (VALID or strided Conv, ConvLocal, AvgPool, SumPool; appended by
+            :func:`kernelalg.layers.spatial._masks.path_after`), through which the input masks are carried to
             the current positions (:func:`kernelalg.layers.spatial._masks.current_masks`).
     """
 

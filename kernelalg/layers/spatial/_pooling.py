@@ -46,6 +46,13 @@ from kernelalg.layers.spatial._pairs import wrap_readout
 
 
 
+NO_VALID_POSITION = (
+    "{layer}: an input has no unmasked position left after the layers that move the masks to their window "
+    "centres (windows, strides, paddings: {path}), so its mean is undefined (neural-tangents gives NaN). Fix: give "
+    "every input an unmasked pixel at a window centre (e.g. padding='SAME', stride 1), or use GlobalSumPool."
+)
+
+
 def _need_full(lay: S.SpatialState, layer: str) -> None:
     if lay.mode != "full" or not lay.self_grids:  # the pre-pass (kernelalg.layers.spatial._inputs.plan) guarantees this
         raise E.InternalError(f"{layer}: pooling reached a state without self grids ({lay}). Please report this bug.")
@@ -170,22 +177,30 @@ def _global_kernel(name: str, avg: bool):
             v1, v2, cov, ntk = wrap_readout(b, st, lay, reduce, name.lower())
             return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after=name, layout="dense")
 
+        # masks moved by window layers may leave an image without a valid position: its mean is undefined
+        counted = bool(avg and lay.masked and lay.mask_path)
+
         def fn(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx, *masks: Any) -> tuple:
             red = (lambda x: None if x is None else (ops.xp.mean if avg else ops.xp.sum)(x, axis=axes))
+            count = None
             if masks:  # sums over the valid pixel pairs; the mean divides by their number n1 n2
                 masks = current_masks(ops, *masks, lay)
                 _, _, cov, ntk = zeroed(ops, None, None, cov, ntk, *masks)
                 count = ops.xp.sum(masks[0] * masks[1], axis=axes) if avg else 1.0
                 red = (lambda x: None if x is None else ops.xp.sum(x, axis=axes) / count)
             g, t = red(cov), red(ntk)
+            extra = (count,) if counted else ()
             if ctx.ext:
                 n, m = g.shape[0] - 1, g.shape[1] - 1
-                return g[:n, m:], g[n:, :m], g[:n, :m], None if t is None else t[:n, :m]
+                return (g[:n, m:], g[n:, :m], g[:n, :m], None if t is None else t[:n, :m]) + extra
             d = ops.xp.diagonal(g)
-            return d[:, None], d[None, :], g, t
+            return (d[:, None], d[None, :], g, t) + extra
 
         sources = (S.MASK1, S.MASK2) if lay.masked else ()
-        v1, v2, cov, ntk = S.spatial_op(b, st, fn, name.lower(), sources=sources)[:4]
+        out = S.spatial_op(b, st, fn, name.lower(), n_extra=int(counted), sources=sources)
+        if counted:  # n1 n2 > 0 for every pair: a clear error instead of 0/0 (neural-tangents gives NaN)
+            b.require([(out[4], NO_VALID_POSITION.format(layer=name, path=lay.mask_path))])
+        v1, v2, cov, ntk = out[:4]
         return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after=name, layout="dense")
     return kernel
 
