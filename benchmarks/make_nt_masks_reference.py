@@ -20,7 +20,8 @@ the validity of its window's centre): VALID convs before GlobalAvgPool; a stride
 VALID conv before Flatten; AvgPool (window 2, stride 2) and SumPool in a conv net before GlobalAvgPool;
 AvgPool with SAME padding and normalize_edges before GlobalSumPool; 1-D sequences through VALID convs (one
 strided) before GlobalSumPool; ConvLocal (strided VALID, then SAME) before Flatten; a strided VALID ConvLocal
-and a conv before GlobalAvgPool (all pixel pairs). Graph cases (``graph_*``, stax.Aggregate with dense patterns
+and a conv before GlobalAvgPool (all pixel pairs); ConvTranspose (an output position is masked when a masked
+pixel reaches it) after a strided VALID conv before GlobalAvgPool, and first, VALID, before a conv and Flatten. Graph cases (``graph_*``, stax.Aggregate with dense patterns
 ``<case>.p1``/``<case>.p2``, called with ``pattern=(p1, p2)``): graphs of different sizes padded with masked
 nodes, pooled by GlobalAvgPool over the valid nodes or by GlobalSumPool; in one case arcs to and from padding
 nodes stay in the pattern. Both start with Dense: neural-tangents 0.6.5 refuses a mask that still has a channel
@@ -85,6 +86,14 @@ CASES = {  # name: (input shape without batch, mask constant, layers)
                                         ["Flatten", [], {}], _dense(1, 1.3, 0.1)]),
     "local_gap": ((6, 5, 2), -1.0, [_conv(3, (2, 2), 1.3, 0.2, "VALID", (2, 1), "ConvLocal"), RELU,
                                     _conv(3, (2, 2), 1.1, 0.1), ERF, ["GlobalAvgPool", [], {}], _dense(1, 1.2, 0.1)]),
+    "tconv_gap": ((6, 5, 2), -1.0, [_conv(3, (2, 2), 1.3, 0.2, "VALID", (2, 2)), RELU,
+                                    _conv(3, (3, 3), 1.1, 0.1, "SAME", (2, 2), "ConvTranspose"), ERF,
+                                    ["GlobalAvgPool", [], {}], _dense(1, 1.2, 0.1)]),
+    # Erf only: with a Relu after a first VALID ConvTranspose, NT and kernelalg differ by up to 8e-10 relative on
+    # self pairs also without masks (rounding near correlation 1 met by Relu), above the 1e-10 test tolerance
+    "tconv_flatten": ((5, 4, 2), -1.0, [_conv(3, (2, 3), 1.2, 0.3, "VALID", (1, 2), "ConvTranspose"), ERF,
+                                        _conv(3, (2, 2), 1.1, 0.1, "VALID"), ERF, ["Flatten", [], {}],
+                                        _dense(1, 1.3, 0.1)]),
 }
 N1, N2 = 3, 2
 

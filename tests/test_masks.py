@@ -30,7 +30,9 @@ import numpy as np
 import pytest
 
 import kernelalg as ka
+from kernelalg.backends import NUMPY_ARRAYS
 from kernelalg.core import _errors as E
+from kernelalg.layers.spatial._resize import TconvMask
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -42,7 +44,7 @@ def _float64():
 
 NT = np.load(Path(__file__).resolve().parent / "data" / "nt_masks_reference.npz")
 CASES = sorted({k.split(".")[0] for k in NT.files if not k.startswith("_")})
-WIDTH_ARG = {"Dense": "out_dim", "Conv": "out_chan", "ConvLocal": "out_chan"}
+WIDTH_ARG = {"Dense": "out_dim", "Conv": "out_chan", "ConvLocal": "out_chan", "ConvTranspose": "out_chan"}
 Z_MAX = 5.0
 
 
@@ -64,14 +66,14 @@ def _net(case: str) -> ka.Layer:
 def test_nt_reference_covers_every_case() -> None:
     assert set(CASES) == {"conv_gap", "dense_seq_gsp", "conv_flatten", "nan_gap", "graph_relu_gap",
                           "graph_erf_gsp_arcs", "valid_gap", "stride_flatten", "pool_gap", "edges_gsp",
-                          "seq_valid_gsp", "local_flatten", "local_gap"}
+                          "seq_valid_gsp", "local_flatten", "local_gap", "tconv_gap", "tconv_flatten"}
 
 
 #: Cases of the default run (GlobalAvgPool, GlobalSumPool, Flatten, graphs with padding nodes; masks through
 #: strided SAME and VALID convs before Flatten, and through AvgPool (stride 2) and SumPool before
 #: GlobalAvgPool); the NaN constant, the graph case with arcs to padding nodes, VALID convs before
-#: GlobalAvgPool, AvgPool with normalize_edges, 1-D VALID convs and ConvLocal (matching pixels, all pixel pairs) run
-#: under -m slow.
+#: GlobalAvgPool, AvgPool with normalize_edges, 1-D VALID convs, ConvLocal (matching pixels, all pixel pairs) and
+#: ConvTranspose (tconv_*) run under -m slow.
 FAST = ("conv_gap", "dense_seq_gsp", "conv_flatten", "graph_relu_gap", "stride_flatten", "pool_gap")
 
 
@@ -304,8 +306,9 @@ def test_no_masked_position_is_the_unmasked_kernel() -> None:
     (ka.ConvLocal((2, 2), padding="CIRCULAR") >> ka.Flatten(), "ConvLocal: .*'CIRCULAR'"),
     (ka.Conv((2, 2), padding="SAME") >> ka.Relu(), "ends with a readout"),
     (ka.Conv((2, 2), padding="SAME") >> ka.GlobalSelfAttention() >> ka.GlobalAvgPool(), "attention"),
-    (ka.Conv((2, 2), strides=(2, 2)) >> ka.ConvTranspose((2, 2), strides=(2, 2)) >> ka.GlobalAvgPool(),
-     "conv_transpose"),
+    (ka.Conv((2, 2), strides=(2, 2)) >> ka.ConvTranspose((2, 2), strides=(2, 2), padding="CIRCULAR") >>
+     ka.GlobalAvgPool(), "ConvTranspose: .*'CIRCULAR'"),
+    (ka.Conv((2, 2)) >> ka.ImageResize((-1, 8, 6, -1), "linear") >> ka.GlobalAvgPool(), "image_resize"),
     (ka.Dense() >> ka.Relu(), "image networks"),
 ])
 def test_unsupported_networks_are_refused_clearly(net: ka.Layer, match: str) -> None:
@@ -318,8 +321,8 @@ def test_unsupported_networks_are_refused_clearly(net: ka.Layer, match: str) -> 
 
 @pytest.mark.parametrize("net, match", [
     (ka.Conv((3, 3), padding="CIRCULAR") >> ka.GlobalAvgPool(), "Conv: .*'CIRCULAR'"),
-    (ka.Conv((2, 2), strides=(2, 2)) >> ka.ConvTranspose((2, 2), strides=(2, 2)) >> ka.GlobalAvgPool(),
-     "conv_transpose"),
+    (ka.Conv((2, 2), strides=(2, 2)) >> ka.ImageResize((-1, 4, 4, -1), "linear") >> ka.GlobalAvgPool(),
+     "image_resize"),
 ])
 def test_unsupported_twins_are_refused_clearly(net: ka.Layer, match: str) -> None:
     """The finite twin refuses what the kernel refuses (not a wrong-shaped mask further on)."""
@@ -327,6 +330,19 @@ def test_unsupported_twins_are_refused_clearly(net: ka.Layer, match: str) -> Non
     x = np.random.default_rng(2).normal(size=(2, 5, 4, 2))
     with pytest.raises(E.KernelalgError, match=match):
         twin.apply(twin.init(0, x.shape[1:]), x, mask_constant=0.5)
+
+
+@pytest.mark.parametrize("filt, strides, padding", [((2, 3), (2, 1), "VALID"), ((3, 2), (2, 3), "SAME"),
+                                                     ((1, 3), (3, 2), "VALID")])
+def test_conv_transpose_mask_rule_of_kernel_and_twin_agree(filt: tuple, strides: tuple, padding: str) -> None:
+    """ConvTranspose's mask rule (NT: a masked output is reached by a masked input): the kernel's (kernelalg's
+    dilate/pad/window sums, NumPy backend) equals the twin's (jax.lax.conv_transpose with a filter of ones)."""
+    rule = TconvMask(filt, strides, padding)
+    m = (np.random.default_rng(7).random((3, 5, 4)) > 0.3).astype(float)
+    got = rule(NUMPY_ARRAYS, m, 1)
+    want = np.asarray(rule.finite(jnp.asarray(m)))
+    assert got.shape == want.shape and 0 < want.sum() < want.size
+    np.testing.assert_array_equal(got, want)
 
 
 def test_no_valid_window_centre_is_refused_clearly() -> None:

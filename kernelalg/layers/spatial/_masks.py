@@ -11,9 +11,10 @@ Window layers that change the positions (VALID or strided Conv, ConvLocal, AvgPo
 neural-tangents' ``_pool_mask``: an output position has the validity of its window's centre (start
 ``-pad_lo + (window - 1) // 2``, step the stride; :func:`centre_slices`). The kernel state records the windows
 so far in :attr:`SpatialState.mask_path <kernelalg.layers.spatial._grid.SpatialState>` (:func:`path_after`),
-and every Op that reads the masks carries the input masks to its positions (:func:`current_masks`). CIRCULAR
-padding with masks is refused (neural-tangents 0.6.5 has none); ConvTranspose, ImageResize, DotGeneral and
-Index are refused with masks (``MASKED_OP``).
+and every Op that reads the masks carries the input masks to its positions (:func:`current_masks`).
+ConvTranspose records its own rule instead (:func:`moved`; neural-tangents' ``mask_fn``: an output position
+is masked when a masked input pixel reaches it). CIRCULAR padding with masks is refused (neural-tangents 0.6.5
+has none); ImageResize, DotGeneral and Index are refused with masks (``MASKED_OP``).
 
 On the pixel-pair grid the masks enter as per-pixel validity arrays (1 valid, 0 masked) of both images of a
 pair, :data:`~kernelalg.layers.spatial._grid.MASK1` (beside var1) and ``MASK2`` (beside var2), extended like
@@ -31,7 +32,8 @@ Flatten), evaluated in batches (not chunked). Graphs (``ka.Graphs``) padded with
 start with Dense or Conv), the masks here are per position from the input on.
 
 Finite twins read the validity of the images they compute from :data:`FINITE_MASK`; a window layer's twin moves
-it to its output positions for the layers after it (:func:`finite_window`), and the twin of ``parallel`` runs
+it to its output positions for the layers after it (:func:`finite_window`, :func:`finite_move`), and the twin
+of ``parallel`` runs
 each branch in its own copy of the context (:func:`finite_branches`).
 """
 
@@ -249,9 +251,21 @@ def path_after(lay: S.SpatialState, window: tuple, strides: tuple, padding: str)
     return dataclasses.replace(lay, mask_path=lay.mask_path + ((tuple(window), tuple(strides), padding),))
 
 
-def _carry(m: Any, first: int, path: tuple) -> Any:
-    """Validity ``m`` whose spatial axes start at ``first``, carried through the windows of ``path``."""
-    for window, strides, padding in path:
+def moved(lay: S.SpatialState, move: Callable) -> S.SpatialState:
+    """The layout after a layer whose own rule ``move(ops, m, first)`` maps a validity ``m`` (spatial axes from
+    ``first`` on) to its output positions (e.g. ConvTranspose); ``move`` must be hashable and comparable (a
+    frozen dataclass), as the layout is a static key."""
+    return dataclasses.replace(lay, mask_path=lay.mask_path + (move,)) if lay.masked else lay
+
+
+def _carry(ops: Arrays, m: Any, first: int, path: tuple) -> Any:
+    """Validity ``m`` whose spatial axes start at ``first``, carried through the entries of ``path``: windows
+    (window, strides, padding) or a layer's own rule (see :func:`moved`)."""
+    for entry in path:
+        if callable(entry):
+            m = entry(ops, m, first)
+            continue
+        window, strides, padding = entry
         k = len(window)
         m = m[(slice(None),) * first + centre_slices(m.shape[first:first + k], window, strides, padding)]
     return m
@@ -264,7 +278,18 @@ def current_masks(ops: Arrays, m1: Any, m2: Any, lay: S.SpatialState) -> tuple:
     path = getattr(lay, "mask_path", ())
     if not path:
         return m1, m2
-    return _carry(m1, 2, path), _carry(m2, 2 if lay.mode == "diag" else 2 + lay.ndim, path)
+    return _carry(ops, m1, 2, path), _carry(ops, m2, 2 if lay.mode == "diag" else 2 + lay.ndim, path)
+
+
+def finite_move(x: Any, move: Callable[[Any], Any], layer: str, padding: str) -> Any:
+    """Finite twins of layers with their own mask rule (e.g. ConvTranspose): ``x`` with masked pixels zeroed
+    when a mask is bound, and the bound mask (N, *S) replaced by ``move(mask)`` for the layers after it."""
+    m = FINITE_MASK.get()
+    if m is None:
+        return x
+    check_window_padding(padding, layer)
+    FINITE_MASK.set(move(jnp.asarray(m)))
+    return x * jnp.asarray(m, x.dtype)[..., None]
 
 
 def finite_window(x: Any, window: tuple, strides: tuple, padding: str, layer: str = "Conv") -> Any:
