@@ -15,7 +15,13 @@ every case the file stores
 
 The cases: two SAME convs (odd and even filters) before GlobalAvgPool (images masked by rows, columns, single
 pixels); Dense on the channels of 1-D sequences of different lengths before a conv and GlobalSumPool; a
-Flatten readout; a NaN mask constant. Graph cases (``graph_*``, stax.Aggregate with dense patterns
+Flatten readout; a NaN mask constant. Masks through layers that change the positions (an output position has
+the validity of its window's centre): VALID convs before GlobalAvgPool; a stride-2 SAME conv and a strided
+VALID conv before Flatten; AvgPool (window 2, stride 2) and SumPool in a conv net before GlobalAvgPool;
+AvgPool with SAME padding and normalize_edges before GlobalSumPool; 1-D sequences through VALID convs (one
+strided) before GlobalSumPool; ConvLocal (strided VALID, then SAME) before Flatten; a strided VALID ConvLocal
+and a conv before GlobalAvgPool (all pixel pairs); ConvTranspose (an output position is masked when a masked
+pixel reaches it) after a strided VALID conv before GlobalAvgPool, and first, VALID, before a conv and Flatten. Graph cases (``graph_*``, stax.Aggregate with dense patterns
 ``<case>.p1``/``<case>.p2``, called with ``pattern=(p1, p2)``): graphs of different sizes padded with masked
 nodes, pooled by GlobalAvgPool over the valid nodes or by GlobalSumPool; in one case arcs to and from padding
 nodes stay in the pattern. Both start with Dense: neural-tangents 0.6.5 refuses a mask that still has a channel
@@ -39,8 +45,15 @@ def _dense(width, w, b):
     return ["Dense", [width], {"W_std": w, "b_std": b}]
 
 
-def _conv(width, filt, w=1.3, b=0.2):
-    return ["Conv", [width, list(filt)], {"padding": "SAME", "W_std": w, "b_std": b}]
+def _conv(width, filt, w=1.3, b=0.2, padding="SAME", strides=None, name="Conv"):
+    kw = {"padding": padding, "W_std": w, "b_std": b}
+    if strides is not None:
+        kw["strides"] = list(strides)
+    return [name, [width, list(filt)], kw]
+
+
+def _pool(name, window, strides, padding="VALID", **kw):
+    return [name, [list(window), list(strides)], {"padding": padding, **kw}]
 
 
 CASES = {  # name: (input shape without batch, mask constant, layers)
@@ -51,6 +64,36 @@ CASES = {  # name: (input shape without batch, mask constant, layers)
     "conv_flatten": ((4, 5, 2), -1.0, [_conv(3, (3, 3), 1.2, 0.3), ERF, ["Flatten", [], {}], _dense(1, 1.3, 0.1)]),
     "nan_gap": ((6, 2), float("nan"), [_conv(3, (2,), 1.3, 0.2), ERF, _conv(3, (3,), 1.1, None), RELU,
                                        ["GlobalAvgPool", [], {}], _dense(1, 1.2, 0.1)]),
+    # masks through the layers that change the positions (window centres, issue #17)
+    "valid_gap": ((6, 5, 2), -1.0, [_conv(3, (3, 3), 1.3, 0.2, "VALID"), RELU, _conv(3, (2, 2), 1.1, 0.1, "VALID"),
+                                    ERF, ["GlobalAvgPool", [], {}], _dense(1, 1.5, 0.05)]),
+    "stride_flatten": ((5, 6, 2), -1.0, [_conv(3, (3, 3), 1.2, 0.3, "SAME", (2, 2)), ERF,
+                                         _conv(3, (2, 2), 1.1, 0.1, "VALID", (1, 2)), RELU, ["Flatten", [], {}],
+                                         _dense(1, 1.3, 0.1)]),
+    "pool_gap": ((6, 5, 2), -1.0, [_conv(3, (2, 2), 1.3, 0.2), RELU, _pool("AvgPool", (2, 2), (2, 2)),
+                                   _conv(3, (3, 3), 1.1, 0.1), ERF, _pool("SumPool", (2, 2), (1, 1)),
+                                   ["GlobalAvgPool", [], {}], _dense(1, 1.2, 0.1)]),
+    "edges_gsp": ((5, 5, 2), 0.0, [_conv(3, (2, 2), 1.3, 0.2), RELU,
+                                   _pool("AvgPool", (3, 3), (2, 2), "SAME", normalize_edges=True),
+                                   _conv(3, (2, 2), 1.1, 0.1), ERF,
+                                   _pool("AvgPool", (2, 2), (1, 1), "SAME"), ["GlobalSumPool", [], {}],
+                                   _dense(1, 1.1, 0.1)]),
+    "seq_valid_gsp": ((9, 3), 0.0, [_dense(4, 1.2, 0.3), RELU, _conv(3, (3,), 1.4, 0.1, "VALID"), RELU,
+                                    _conv(3, (2,), 1.1, 0.2, "VALID", (2,)), ERF, ["GlobalSumPool", [], {}],
+                                    _dense(1, 1.1, 0.2)]),
+    "local_flatten": ((6, 5, 2), -1.0, [_conv(3, (3, 3), 1.3, 0.2, "VALID", (2, 1), "ConvLocal"), RELU,
+                                        _conv(3, (2, 2), 1.1, 0.1, "SAME", None, "ConvLocal"), ERF,
+                                        ["Flatten", [], {}], _dense(1, 1.3, 0.1)]),
+    "local_gap": ((6, 5, 2), -1.0, [_conv(3, (2, 2), 1.3, 0.2, "VALID", (2, 1), "ConvLocal"), RELU,
+                                    _conv(3, (2, 2), 1.1, 0.1), ERF, ["GlobalAvgPool", [], {}], _dense(1, 1.2, 0.1)]),
+    "tconv_gap": ((6, 5, 2), -1.0, [_conv(3, (2, 2), 1.3, 0.2, "VALID", (2, 2)), RELU,
+                                    _conv(3, (3, 3), 1.1, 0.1, "SAME", (2, 2), "ConvTranspose"), ERF,
+                                    ["GlobalAvgPool", [], {}], _dense(1, 1.2, 0.1)]),
+    # Erf only: with a Relu after a first VALID ConvTranspose, NT and kernelalg differ by up to 8e-10 relative on
+    # self pairs also without masks (rounding near correlation 1 met by Relu), above the 1e-10 test tolerance
+    "tconv_flatten": ((5, 4, 2), -1.0, [_conv(3, (2, 3), 1.2, 0.3, "VALID", (1, 2), "ConvTranspose"), ERF,
+                                        _conv(3, (2, 2), 1.1, 0.1, "VALID"), ERF, ["Flatten", [], {}],
+                                        _dense(1, 1.3, 0.1)]),
 }
 N1, N2 = 3, 2
 

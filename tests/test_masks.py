@@ -11,6 +11,11 @@ Expected values are independent of the code under test:
   f(x) f(x') and NTK J(x) J(x')^T equal the exact kernels at any width. z-scores against the standard errors
   (fixed seeds), bound |z| <= 5 per entry, and a power check that the estimate rejects the unmasked kernel.
   kernelalg's own twin (``FiniteNet.apply(..., mask_constant=c)``) must give the same outputs as that network.
+* Monte Carlo over kernelalg's twin of a net whose layers move the masks (stride-2 SAME conv, AvgPool, VALID
+  conv, GlobalAvgPool; one hidden layer, so exact at any width) against the exact kernel, whose handling of
+  such layers is checked against the stored NT cases above; same z bound and power check.
+* Brute force: the twin of parallel branches equals the sum of the branch networks' twins (a strided conv
+  in one branch moves the mask of that branch only).
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ import numpy as np
 import pytest
 
 import kernelalg as ka
+from kernelalg.backends import NUMPY_ARRAYS
 from kernelalg.core import _errors as E
+from kernelalg.layers.spatial._resize import TconvMask
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -37,7 +44,7 @@ def _float64():
 
 NT = np.load(Path(__file__).resolve().parent / "data" / "nt_masks_reference.npz")
 CASES = sorted({k.split(".")[0] for k in NT.files if not k.startswith("_")})
-WIDTH_ARG = {"Dense": "out_dim", "Conv": "out_chan"}
+WIDTH_ARG = {"Dense": "out_dim", "Conv": "out_chan", "ConvLocal": "out_chan", "ConvTranspose": "out_chan"}
 Z_MAX = 5.0
 
 
@@ -58,12 +65,16 @@ def _net(case: str) -> ka.Layer:
 
 def test_nt_reference_covers_every_case() -> None:
     assert set(CASES) == {"conv_gap", "dense_seq_gsp", "conv_flatten", "nan_gap", "graph_relu_gap",
-                          "graph_erf_gsp_arcs"}
+                          "graph_erf_gsp_arcs", "valid_gap", "stride_flatten", "pool_gap", "edges_gsp",
+                          "seq_valid_gsp", "local_flatten", "local_gap", "tconv_gap", "tconv_flatten"}
 
 
-#: Cases of the default run (GlobalAvgPool, GlobalSumPool, Flatten, graphs with padding nodes); the NaN
-#: constant and the graph case with arcs to padding nodes run under -m slow.
-FAST = ("conv_gap", "dense_seq_gsp", "conv_flatten", "graph_relu_gap")
+#: Cases of the default run (GlobalAvgPool, GlobalSumPool, Flatten, graphs with padding nodes; masks through
+#: strided SAME and VALID convs before Flatten, and through AvgPool (stride 2) and SumPool before
+#: GlobalAvgPool); the NaN constant, the graph case with arcs to padding nodes, VALID convs before
+#: GlobalAvgPool, AvgPool with normalize_edges, 1-D VALID convs, ConvLocal (matching pixels, all pixel pairs) and
+#: ConvTranspose (tconv_*) run under -m slow.
+FAST = ("conv_gap", "dense_seq_gsp", "conv_flatten", "graph_relu_gap", "stride_flatten", "pool_gap")
 
 
 def _inputs(case: str) -> tuple:
@@ -187,6 +198,67 @@ def test_finite_twin_matches_masked_network() -> None:
                                np.asarray(_by_hand(hand, jnp.asarray(x), width)), rtol=1e-12)
 
 
+STRIDED1 = np.random.default_rng(31).normal(size=(2, 7, 6, 2))
+STRIDED2 = np.random.default_rng(32).normal(size=(2, 7, 6, 2))
+STRIDED1[0, 3:] = C_MASK  # rows 3-6 masked: the stride-2 centres of rows 2, 3 are masked, and so on to the readout
+STRIDED2[1, :, 5] = C_MASK  # the last column: one stride-2 centre masked
+STRIDED2[0, 2, 1:4] = C_MASK  # three single pixels
+STRIDED1[1, 0, 0, 1] = C_MASK  # one entry zeroed, its pixel stays valid
+
+
+def _strided_net() -> ka.Layer:
+    """One hidden layer (its pre-activations exactly Gaussian), then only linear maps that change the positions."""
+    return ka.Conv((3, 3), strides=(2, 2), padding="SAME", W_std=W1, b_std=B1) >> ka.Relu() >> \
+        ka.AvgPool((2, 2), strides=(1, 1)) >> ka.Conv((2, 2), padding="VALID", W_std=W2, b_std=B2) >> \
+        ka.GlobalAvgPool()
+
+
+def test_monte_carlo_masked_strided_pooled_net() -> None:
+    """kernelalg's finite twin with mask_constant (stride-2 SAME conv, AvgPool, VALID conv, GlobalAvgPool): the
+    mean NNGP f(x) f(x') and NTK J(x) J(x')^T over 512 draws at width 4 equal the exact kernels at any width
+    (one hidden layer). 8 z-scores within Z_MAX (chance failure < 1e-5); power: the estimate rejects the kernel
+    of the same inputs without masks."""
+    width, samples = 4, 512
+    twin = ka.finite(_strided_net(), width)
+    xs = np.concatenate([STRIDED1, STRIDED2])
+
+    def one(key: jax.Array) -> tuple:
+        p = twin.init(key, xs.shape[1:])
+        out = (lambda q: twin.apply(q, xs, mask_constant=C_MASK)[:, 0])
+        f, j = out(p), jax.jacrev(out)(p)
+        flat = jnp.concatenate([a.reshape(len(xs), -1) for a in jax.tree_util.tree_leaves(j)], axis=1)
+        return jnp.outer(f[:2], f[2:]), flat[:2] @ flat[2:].T
+
+    nngp, ntk = jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(5), samples))
+    net = _strided_net()
+    ex = ka.kernel(net, STRIDED1, STRIDED2, mask_constant=C_MASK)
+    plain = ka.kernel(net, np.where(STRIDED1 == C_MASK, 0.0, STRIDED1), np.where(STRIDED2 == C_MASK, 0.0, STRIDED2),
+                      mask_constant=1e9)  # no masked position: the kernel without masks, the same compiled program
+    power = 0.0
+    for name, draws in (("nngp", nngp), ("ntk", ntk)):
+        mean, err = np.mean(draws, 0), np.std(draws, 0, ddof=1) / np.sqrt(samples)
+        z = (mean - np.asarray(getattr(ex, name))) / err
+        print(name, "z", np.round(z.ravel(), 2))
+        assert np.all(np.abs(z) <= Z_MAX), (name, z)
+        power = max(power, np.max(np.abs(mean - np.asarray(getattr(plain, name))) / err))
+    print("largest |z| against the unmasked kernel", round(float(power), 1))
+    assert power > Z_MAX
+
+
+def test_parallel_branches_do_not_see_each_others_masks() -> None:
+    """Brute force on the finite twin: in parallel branches, a strided conv moves the mask of its own branch
+    only; the parallel net's output is the sum of the two branch networks' outputs (same weights)."""
+    a = ka.Conv((2, 2), strides=(2, 2), W_std=W1, out_chan=2) >> ka.GlobalAvgPool()
+    b = ka.Conv((1, 1), W_std=W2, out_chan=2) >> ka.GlobalAvgPool()
+    twin = ka.finite(ka.FanOut(2) >> ka.parallel(a, b) >> ka.FanInSum(), 3)
+    p = twin.init(2, STRIDED1.shape[1:])
+    got = twin.apply(p, STRIDED1, mask_constant=C_MASK)
+    want = ka.finite(a, 3).apply(p[1][0], STRIDED1, mask_constant=C_MASK) + \
+        ka.finite(b, 3).apply(p[1][1], STRIDED1, mask_constant=C_MASK)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12)
+    assert not np.allclose(np.asarray(got), np.asarray(twin.apply(p, np.where(STRIDED1 == C_MASK, 0.0, STRIDED1))))
+
+
 def test_padded_graph_is_the_unpadded_graph() -> None:
     """Brute force: a graph padded with masked nodes (isolated or not) has the kernel of the graph without them."""
     net = ka.Aggregate() >> ka.Dense(1.3, 0.2) >> ka.Relu() >> ka.Aggregate() >> ka.GlobalAvgPool() >> ka.Dense(1.1, 0.1)
@@ -228,11 +300,14 @@ def test_no_masked_position_is_the_unmasked_kernel() -> None:
 
 
 @pytest.mark.parametrize("net, match", [
-    (ka.Conv((3, 3), padding="VALID") >> ka.Relu() >> ka.GlobalAvgPool(), "padding='SAME'"),
-    (ka.Conv((3, 3), strides=(2, 2), padding="SAME") >> ka.GlobalAvgPool(), "stride 1"),
-    (ka.Conv((2, 2), padding="SAME") >> ka.AvgPool((2, 2)) >> ka.GlobalAvgPool(), "does not support masked"),
+    (ka.Conv((3, 3), padding="CIRCULAR") >> ka.Relu() >> ka.GlobalAvgPool(), "Conv: .*'CIRCULAR'"),
+    (ka.Conv((2, 2), padding="SAME") >> ka.AvgPool((2, 2), padding="CIRCULAR") >> ka.GlobalAvgPool(),
+     "AvgPool: .*'CIRCULAR'"),
+    (ka.ConvLocal((2, 2), padding="CIRCULAR") >> ka.Flatten(), "ConvLocal: .*'CIRCULAR'"),
     (ka.Conv((2, 2), padding="SAME") >> ka.Relu(), "ends with a readout"),
-    (ka.Conv((2, 2), padding="SAME") >> ka.ConvLocal((2, 2), padding="SAME") >> ka.GlobalAvgPool(), "conv_local"),
+    (ka.Conv((2, 2), strides=(2, 2)) >> ka.ConvTranspose((2, 2), strides=(2, 2), padding="CIRCULAR") >>
+     ka.GlobalAvgPool(), "ConvTranspose: .*'CIRCULAR'"),
+    (ka.Conv((2, 2)) >> ka.ImageResize((-1, 8, 6, -1), "linear") >> ka.GlobalAvgPool(), "image_resize"),
     (ka.Dense() >> ka.Relu(), "image and sequence networks"),
 ])
 def test_unsupported_networks_are_refused_clearly(net: ka.Layer, match: str) -> None:
@@ -241,6 +316,43 @@ def test_unsupported_networks_are_refused_clearly(net: ka.Layer, match: str) -> 
         x = x.reshape(2, -1)
     with pytest.raises(E.KernelalgError, match=match):
         ka.kernel(net, x, mask_constant=0.5)
+
+
+@pytest.mark.parametrize("net, match", [
+    (ka.Conv((3, 3), padding="CIRCULAR") >> ka.GlobalAvgPool(), "Conv: .*'CIRCULAR'"),
+    (ka.Conv((2, 2), strides=(2, 2)) >> ka.ImageResize((-1, 4, 4, -1), "linear") >> ka.GlobalAvgPool(),
+     "image_resize"),
+])
+def test_unsupported_twins_are_refused_clearly(net: ka.Layer, match: str) -> None:
+    """The finite twin refuses what the kernel refuses (not a wrong-shaped mask further on)."""
+    twin = ka.finite(net, 2)
+    x = np.random.default_rng(2).normal(size=(2, 5, 4, 2))
+    with pytest.raises(E.KernelalgError, match=match):
+        twin.apply(twin.init(0, x.shape[1:]), x, mask_constant=0.5)
+
+
+@pytest.mark.parametrize("filt, strides, padding", [((2, 3), (2, 1), "VALID"), ((3, 2), (2, 3), "SAME"),
+                                                     ((1, 3), (3, 2), "VALID")])
+def test_conv_transpose_mask_rule_of_kernel_and_twin_agree(filt: tuple, strides: tuple, padding: str) -> None:
+    """ConvTranspose's mask rule (NT: a masked output is reached by a masked input): the kernel's (kernelalg's
+    dilate/pad/window sums, NumPy backend) equals the twin's (jax.lax.conv_transpose with a filter of ones)."""
+    rule = TconvMask(filt, strides, padding)
+    m = (np.random.default_rng(7).random((3, 5, 4)) > 0.3).astype(float)
+    got = rule(NUMPY_ARRAYS, m, 1)
+    want = np.asarray(rule.finite(jnp.asarray(m)))
+    assert got.shape == want.shape and 0 < want.sum() < want.size
+    np.testing.assert_array_equal(got, want)
+
+
+def test_no_valid_window_centre_is_refused_clearly() -> None:
+    """An image whose only unmasked pixel is no stride-2 window centre has no position left for GlobalAvgPool:
+    a clear error (neural-tangents gives NaN), not an overflow report."""
+    x = np.random.default_rng(3).normal(size=(2, 5, 5, 2))
+    x[0] = C_MASK
+    x[0, 1, 1] = 0.3  # the centres of the 2x2 VALID windows with stride 2 are (0 or 2, 0 or 2)
+    net = ka.Conv((2, 2), strides=(2, 2)) >> ka.Relu() >> ka.GlobalAvgPool()
+    with pytest.raises(E.DivergentKernelError, match="no unmasked position left"):
+        ka.kernel(net, x, mask_constant=C_MASK)
 
 
 def test_bad_constant_and_fully_masked_image_are_refused() -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 import jax
@@ -37,7 +38,7 @@ from kernelalg.core._inputs import layout_of
 from kernelalg.core._symbolic import trace
 from kernelalg.finite._parametrize import Parametrization, apply_parametrization, as_parametrization
 from kernelalg.layers.graph._inputs import Graphs, masked_graphs
-from kernelalg.layers.spatial._masks import MaskedImages, check_constant
+from kernelalg.layers.spatial._masks import MaskedImages, check_constant, finite_branches
 
 NO_FINITE = ("{layer} has no finite-width twin (its `finite` record is None). Fix: give the layer a finite "
              "sampler (see kernelalg.core._layer.Layer.finite), or build the network from layers that have one.")
@@ -89,8 +90,8 @@ def parallel_parts(parts: list) -> tuple[Callable, Callable, tuple]:
     def init_p(key: jax.Array) -> list:
         return [p[0](k) for p, k in zip(parts, jax.random.split(key, len(parts)))]
 
-    def apply_p(params: list, xs: Any) -> tuple:
-        return tuple(p[1](pr, x) for p, pr, x in zip(parts, params, xs))
+    def apply_p(params: list, xs: Any) -> tuple:  # each branch sees only its own moves of a bound pixel mask
+        return finite_branches([partial(p[1], pr, x) for p, pr, x in zip(parts, params, xs)])
     return init_p, apply_p, tuple(p[2] for p in parts)
 
 

@@ -86,7 +86,7 @@ def _aggregate_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], sta
         raise E.LayerOrderError(NOT_GRAPH.format(after=st.after))
     fn, sources = _aggregate_fn, (PAT1, PAT2)
     if lay.masked:  # masked nodes send nothing; the output keeps the node masks (as neural-tangents)
-        fn, sources = masked_op(fn), (PAT1, PAT2, S.MASK1, S.MASK2)
+        fn, sources = masked_op(fn, lay=lay), (PAT1, PAT2, S.MASK1, S.MASK2)
     v1, v2, cov, ntk = S.spatial_op(b, st, fn, "aggregate", key=("aggregate", lay.masked), sources=sources)[:4]
     return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after="Aggregate")
 

@@ -30,7 +30,7 @@ from kernelalg.backends import Arrays
 from kernelalg.core import _errors as E
 from kernelalg.layers.spatial import _grid as S
 from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
-from kernelalg.layers.spatial._masks import FINITE_MASK, finite_mask, masked_op, require_same_stride1
+from kernelalg.layers.spatial._masks import check_window_padding, finite_window, masked_op, path_after
 from kernelalg.layers._affine import affine_scales, affine_state, check_parameterization
 from kernelalg.layers._dense import affine_init
 from kernelalg.core._layer import Layer, check_std
@@ -66,10 +66,11 @@ def conv_map(lay: S.SpatialState, filt: tuple, strides: tuple, padding: str):
 def _conv_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
     filt, strides, padding = static["filter_shape"], static["strides"], static["padding"]
     lay = S.require_spatial(st, "Conv", len(filt), "filter_shape", "filter_shape=(3,) * ndim")
-    fn, sources = conv_map(lay, filt, strides, padding), ()
-    if lay.masked:  # masked pixels read as zero; the output keeps the masks (SAME, stride 1: centre pixels)
-        require_same_stride1("Conv", strides, padding)
-        fn, sources = masked_op(fn), (S.MASK1, S.MASK2)
+    fn, sources, out_lay = conv_map(lay, filt, strides, padding), (), lay
+    if lay.masked:  # masked pixels read as zero; an output position has the validity of its window's centre
+        check_window_padding(padding, "Conv")
+        out_lay = path_after(lay, filt, strides, padding)
+        fn, sources = masked_op(fn, lay=lay, out_lay=out_lay), (S.MASK1, S.MASK2)
     mapped = tuple(S.spatial_op(b, st, fn, "conv", key=(lay, filt, strides, padding), sources=sources)[:4])
 
     def weight_grad() -> sp.Expr:
@@ -78,7 +79,7 @@ def _conv_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: 
         return st.width * math.prod(filt) * mapped[2]
 
     return affine_state(p, static["parameterization"], mapped, weight_grad, width=static["out_chan"], after="Conv",
-                        layout=lay)
+                        layout=out_lay)
 
 
 def conv_out_shape(in_shape: tuple, filt: tuple, strides: tuple, padding: str) -> tuple:
@@ -113,9 +114,7 @@ def _conv_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tu
         return affine_init(key, tuple(filt) + (c_in, out), sc, "b_std" in p)
 
     def apply(params: dict, x: jax.Array) -> jax.Array:
-        if FINITE_MASK.get() is not None:  # masked inputs (mask_constant): masked pixels read as zero
-            require_same_stride1("Conv", strides, padding)
-            x = finite_mask(jnp.asarray(x))
+        x = finite_window(jnp.asarray(x), filt, strides, padding, "Conv")  # mask_constant: masked pixels read as zero
         if padding == "CIRCULAR":
             x = circular_pad(x, filt, strides)
         w = params["W"].astype(x.dtype)

@@ -36,6 +36,7 @@ from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, Spatial
 from kernelalg.core._program import Builder, KernelState
 from kernelalg.layers.spatial import _grid as S
+from kernelalg.layers.spatial._masks import refuse_finite_mask
 
 
 BOTH_GIVEN = (
@@ -215,6 +216,7 @@ def _dot_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tup
     out_shape = tuple(sizes[c] for c in geo.out[1:])
 
     def apply(params: dict, x: jax.Array) -> jax.Array:
+        refuse_finite_mask("dot_general")  # masked inputs: refused as by the kernel
         x = jnp.asarray(x)
         return jnp.einsum(spec, x, jnp.asarray(arr, x.dtype), precision=jax.lax.Precision.HIGHEST)
 

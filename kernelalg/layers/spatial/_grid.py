@@ -70,8 +70,9 @@ TOO_SMALL = (
 BAD_PADDING = "{layer}: padding must be one of {choices}, got {got!r}. Fix: e.g. padding='SAME'."
 MASKED_OP = (
     "{op}: this layer does not support masked inputs (mask_constant) yet; supported are Dense, activations, "
-    "Conv(padding='SAME', stride 1), GlobalSelfAttention, GlobalAvgPool, GlobalSumPool and Flatten. "
-    "Fix: call the kernel without mask_constant, or build the network from the supported layers."
+    "Conv, ConvLocal, ConvTranspose, AvgPool and SumPool (padding 'SAME' or 'VALID', any strides), "
+    "GlobalSelfAttention, Aggregate, GlobalAvgPool, GlobalSumPool and Flatten. Fix: call the kernel without "
+    "mask_constant, or build the network from the supported layers."
 )
 BAD_SHAPE = "{layer}: {what} must be a non-empty sequence of positive integers, got {got!r}. Fix: e.g. {example}."
 
@@ -111,7 +112,9 @@ class SpatialState:
             :mod:`kernelalg.layers.spatial._pairs`); the per-pair arrays then have batch axes (b, 1).
         masked: The inputs carry pixel masks (:mod:`kernelalg.layers.spatial._masks`): full mode, batch evaluation.
         mask_path: Masked inputs: the windows ((window, strides, padding), ...) of the shape-changing layers
-            before this state (VALID or strided Conv and pooling), through which the input masks are carried to
+            before this state (VALID or strided Conv, ConvLocal, AvgPool, SumPool; appended by
+            :func:`kernelalg.layers.spatial._masks.path_after`) or their own mask rules (ConvTranspose;
+            :func:`kernelalg.layers.spatial._masks.moved`), through which the input masks are carried to
             the current positions (:func:`kernelalg.layers.spatial._masks.current_masks`).
     """
 

@@ -29,6 +29,7 @@ from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer
 from kernelalg.core._program import Builder, KernelState
 from kernelalg.layers.spatial import _grid as S
+from kernelalg.layers.spatial._masks import refuse_finite_mask
 
 BAD_INDEX = (
     "Index: {got!r} is not an index of the array (batch, *spatial, channels). Fix: give integers, slices and at "
@@ -206,6 +207,7 @@ def _index_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: t
     out = tuple(len(range(*e.indices(n))) for e, n in zip(sp_idx, in_shape[:-1]) if isinstance(e, slice))
 
     def apply(params: dict, x: Any) -> Any:
+        refuse_finite_mask("index")  # masked inputs: refused as by the kernel
         return jnp.asarray(x)[full]
 
     return (lambda key: {}), apply, out + tuple(in_shape[-1:])

@@ -38,6 +38,7 @@ from kernelalg.core._program import Builder, KernelState
 from kernelalg.layers._affine import affine_scales, weight_bias
 from kernelalg.layers.spatial import _grid as S
 from kernelalg.layers.spatial._conv import _dimension_numbers, circular_pad, conv_layer, conv_out_shape
+from kernelalg.layers.spatial._masks import check_window_padding, finite_window, masked_op, path_after
 
 STANDARD_NEEDS_CHANNELS = (
     "ConvLocal(parameterization='standard') after a layer of unknown width: in the standard parametrization the "
@@ -89,8 +90,13 @@ def _local_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static:
     filt, strides, padding = static["filter_shape"], static["strides"], static["padding"]
     lay = S.require_spatial(st, "ConvLocal", len(filt), "filter_shape", "filter_shape=(3,) * ndim")
     full = lay.mode == "full"
-    out = S.spatial_op(b, st, local_map(lay, filt, strides, padding), "conv_local", n_extra=int(full),
-                       key=(lay, filt, strides, padding))
+    fn, sources, out_lay = local_map(lay, filt, strides, padding), (), lay
+    if lay.masked:  # as Conv: masked pixels read as zero, an output position has its window centre's validity
+        check_window_padding(padding, "ConvLocal")
+        out_lay = path_after(lay, filt, strides, padding)
+        fn, sources = masked_op(fn, lay=lay, out_lay=out_lay), (S.MASK1, S.MASK2)
+    out = S.spatial_op(b, st, fn, "conv_local", n_extra=int(full), key=(lay, filt, strides, padding),
+                       sources=sources)
     a1, a2, acov, antk = out[:4]
     delta = out[4] if full else sp.Integer(1)
     w2, b2, bias = weight_bias(p)
@@ -102,7 +108,7 @@ def _local_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static:
         if st.width is None:
             raise E.LayerOrderError(STANDARD_NEEDS_CHANNELS)
         ntk = st.width * math.prod(filt) * acov + bias * delta + w2 * antk
-    return KernelState(cov1, cov2, nngp, ntk, gaussian=True, width=static["out_chan"], after="ConvLocal", layout=lay)
+    return KernelState(cov1, cov2, nngp, ntk, gaussian=True, width=static["out_chan"], after="ConvLocal", layout=out_lay)
 
 
 def _local_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
@@ -127,7 +133,7 @@ def _local_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: t
         return params
 
     def apply(params: dict, x: jax.Array) -> jax.Array:
-        x = jnp.asarray(x)
+        x = finite_window(jnp.asarray(x), filt, strides, padding, "ConvLocal")  # mask_constant: masked pixels read as 0
         if padding == "CIRCULAR":
             x = circular_pad(x, filt, strides)
         w = params["W"].astype(x.dtype)

@@ -2,9 +2,19 @@
 
 As neural-tangents 0.6.5 (``stax/requirements.py``, ``utils/kernel.py``): every input entry equal to ``c`` is
 zeroed, and a pixel is *masked* when all its channels equal ``c`` (variable-size images or sequences padded
-with ``c``). Layers then treat masked pixels as absent: a Conv reads them as zero, a GlobalAvgPool averages
-over the n1 n2 valid pixel pairs, a GlobalSumPool sums them, and Flatten sums the valid matching pixels but
-still divides by all positions.
+with ``c``). Layers then treat masked pixels as absent: a Conv (ConvLocal, AvgPool, SumPool) reads them as zero
+(AvgPool still divides by its window, or by its in-image pixels with ``normalize_edges``), a GlobalAvgPool
+averages over the n1 n2 valid pixel pairs, a GlobalSumPool sums them, and Flatten sums the valid matching
+pixels but still divides by all positions.
+
+Window layers that change the positions (VALID or strided Conv, ConvLocal, AvgPool, SumPool) move the masks as
+neural-tangents' ``_pool_mask``: an output position has the validity of its window's centre (start
+``-pad_lo + (window - 1) // 2``, step the stride; :func:`centre_slices`). The kernel state records the windows
+so far in :attr:`SpatialState.mask_path <kernelalg.layers.spatial._grid.SpatialState>` (:func:`path_after`),
+and every Op that reads the masks carries the input masks to its positions (:func:`current_masks`).
+ConvTranspose records its own rule instead (:func:`moved`; neural-tangents' ``mask_fn``: an output position
+is masked when a masked input pixel reaches it). CIRCULAR padding with masks is refused (neural-tangents 0.6.5
+has none); ImageResize, DotGeneral and Index are refused with masks (``MASKED_OP``).
 
 On the pixel-pair grid the masks enter as per-pixel validity arrays (1 valid, 0 masked) of both images of a
 pair, :data:`~kernelalg.layers.spatial._grid.MASK1` (beside var1) and ``MASK2`` (beside var2), extended like
@@ -20,6 +30,11 @@ Flatten), evaluated in batches (not chunked). Graphs (``ka.Graphs``) padded with
 ``c`` work the same way on the node-pair grid (Aggregate reads masked nodes as zero). Unlike neural-tangents
 0.6.5, which refuses a mask that still has a channel axis in Aggregate or a pooling layer (an NT network must
 start with Dense or Conv), the masks here are per position from the input on.
+
+Finite twins read the validity of the images they compute from :data:`FINITE_MASK`; a window layer's twin moves
+it to its output positions for the layers after it (:func:`finite_window`, :func:`finite_move`), and the twin
+of ``parallel`` runs
+each branch in its own copy of the context (:func:`finite_branches`).
 """
 
 from __future__ import annotations
@@ -27,7 +42,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -45,12 +60,18 @@ MASK_NEEDS_READOUT = (
     "mask_constant needs a network that ends with a readout (Flatten, GlobalAvgPool, GlobalSumPool); this one "
     "keeps pixel axes. Fix: end the network with a readout, or call the kernel without mask_constant."
 )
-MASK_UNSUPPORTED = (
-    "{layer}: masked inputs (mask_constant) are supported for {what}, got {got}. Fix: {fix}."
-)
 ALL_MASKED = (
     "{name}[{index}] has every position masked (all its entries equal mask_constant={c}), so its kernel is "
     "undefined. Fix: drop that input or give it at least one unmasked position."
+)
+MASK_CIRCULAR = (
+    "{layer}: masked inputs (mask_constant) are supported with padding 'SAME' or 'VALID' (any strides), got "
+    "padding='CIRCULAR' (neural-tangents 0.6.5 has no masks with periodic padding either). Fix: use "
+    "padding='SAME' or 'VALID', or call the kernel without mask_constant."
+)
+BRANCH_MASKS = (
+    "masked inputs (mask_constant): parallel branches end on different positions (mask shapes {shapes}). "
+    "Fix: give every branch the same strides and paddings, or call without mask_constant."
 )
 BAD_MASK_CONSTANT = "mask_constant must be a real number (or nan), got {got!r}. Fix: e.g. mask_constant=-1.0."
 
@@ -63,6 +84,21 @@ def finite_mask(x: Any) -> Any:
     """Finite twins: ``x`` (N, *S, C) with masked pixels zeroed when a mask is bound, else ``x``."""
     m = FINITE_MASK.get()
     return x if m is None else x * jnp.asarray(m, x.dtype)[..., None]
+
+
+def refuse_finite_mask(op: str) -> None:
+    """Finite twins of the layers whose kernel refuses masks (``S.MASKED_OP``): the same clear error when a mask
+    is bound, instead of a wrong-shaped mask further on."""
+    if FINITE_MASK.get() is not None:
+        raise E.KernelalgError(S.MASKED_OP.format(op=op))
+
+
+def finite_readout(x: Any) -> Any:
+    """Finite twins of readouts (Flatten, the global pools), after their own use of the bound mask: the output
+    has no positions, so no mask is bound for the layers after it (parallel branches may then meet again)."""
+    if FINITE_MASK.get() is not None:
+        FINITE_MASK.set(None)
+    return x
 
 
 def finite_pool(x: Any, avg: bool) -> Any:
@@ -195,28 +231,125 @@ def placeholders(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, m1: Any, m2:
     return _fill(ops, v1, m1, 1.0), _fill(ops, v2, m2, 1.0), _fill(ops, cov, pair, 0.0), _fill(ops, ntk, pair, 0.0)
 
 
+def centre_slices(shape: tuple, window: tuple, strides: tuple, padding: str) -> tuple:
+    """Per spatial axis of ``shape``, the slice of the positions that give the validity of a window layer's
+    outputs: each output position takes that of its window's centre (neural-tangents 0.6.5, ``_pool_mask``:
+    start ``-pad_lo + (window - 1) // 2``, step the stride; 'CIRCULAR' pads like 'SAME')."""
+    out = []
+    for n, f, s in zip(shape, window, strides):
+        lo, _, size = S.pads(n, f, s, "SAME" if padding == "CIRCULAR" else padding)
+        start = (f - 1) // 2 - lo
+        out.append(slice(start, start + (size - 1) * s + 1, s))
+    return tuple(out)
+
+
+def path_after(lay: S.SpatialState, window: tuple, strides: tuple, padding: str) -> S.SpatialState:
+    """The layout after a window layer (Conv, ConvLocal, AvgPool, SumPool): masked inputs whose positions it
+    changes (not SAME with stride 1) append its window to ``mask_path``; otherwise ``lay`` itself."""
+    if not lay.masked or (padding == "SAME" and all(s == 1 for s in strides)):
+        return lay
+    return dataclasses.replace(lay, mask_path=lay.mask_path + ((tuple(window), tuple(strides), padding),))
+
+
+def moved(lay: S.SpatialState, move: Callable) -> S.SpatialState:
+    """The layout after a layer whose own rule ``move(ops, m, first)`` maps a validity ``m`` (spatial axes from
+    ``first`` on) to its output positions (e.g. ConvTranspose); ``move`` must be hashable and comparable (a
+    frozen dataclass), as the layout is a static key."""
+    return dataclasses.replace(lay, mask_path=lay.mask_path + (move,)) if lay.masked else lay
+
+
+def _carry(ops: Arrays, m: Any, first: int, path: tuple) -> Any:
+    """Validity ``m`` whose spatial axes start at ``first``, carried through the entries of ``path``: windows
+    (window, strides, padding) or a layer's own rule (see :func:`moved`)."""
+    for entry in path:
+        if callable(entry):
+            m = entry(ops, m, first)
+            continue
+        window, strides, padding = entry
+        k = len(window)
+        m = m[(slice(None),) * first + centre_slices(m.shape[first:first + k], window, strides, padding)]
+    return m
+
+
 def current_masks(ops: Arrays, m1: Any, m2: Any, lay: S.SpatialState) -> tuple:
     """The validity of the current positions: the input masks ``m1``, ``m2`` (shaped like var1, var2) carried
     through the windows of ``lay.mask_path`` (the shape-changing layers before; as neural-tangents'
     ``_pool_mask``, an output position has the validity of its window's centre)."""
-    if not lay.mask_path:
+    path = getattr(lay, "mask_path", ())
+    if not path:
         return m1, m2
-    raise E.InternalError(f"masks through {lay.mask_path} are not implemented yet. Please report this bug.")
+    return _carry(ops, m1, 2, path), _carry(ops, m2, 2 if lay.mode == "diag" else 2 + lay.ndim, path)
 
 
-def masked_op(fn: Callable, remask: bool = True) -> Callable:
+def finite_move(x: Any, move: Callable[[Any], Any], layer: str, padding: str) -> Any:
+    """Finite twins of layers with their own mask rule (e.g. ConvTranspose): ``x`` with masked pixels zeroed
+    when a mask is bound, and the bound mask (N, *S) replaced by ``move(mask)`` for the layers after it."""
+    m = FINITE_MASK.get()
+    if m is None:
+        return x
+    check_window_padding(padding, layer)
+    FINITE_MASK.set(move(jnp.asarray(m)))
+    return x * jnp.asarray(m, x.dtype)[..., None]
+
+
+def finite_window(x: Any, window: tuple, strides: tuple, padding: str, layer: str = "Conv") -> Any:
+    """Finite twins of window layers (Conv, ConvLocal, AvgPool, SumPool): ``x`` (N, *S, C) with masked pixels
+    zeroed when a mask is bound; the bound mask then moves to the layer's output positions (window centres),
+    for the layers after it."""
+    m = FINITE_MASK.get()
+    if m is None:
+        return x
+    check_window_padding(padding, layer)
+    x = x * jnp.asarray(m, x.dtype)[..., None]
+    if not (padding == "SAME" and all(s == 1 for s in strides)):
+        FINITE_MASK.set(m[(slice(None),) + centre_slices(m.shape[1:], window, strides, padding)])
+    return x
+
+
+def finite_branches(branches: Sequence[Callable[[], Any]]) -> tuple:
+    """Finite twins of parallel branches: each runs in its own copy of the context, so that a branch's window
+    layers move the bound mask for the rest of that branch only; afterwards the bound mask is the branches'
+    (they must agree, as the kernel's fan-in layers require one layout for all branches)."""
+    outs, masks = [], []
+    for run in branches:
+        ctx = contextvars.copy_context()
+        outs.append(ctx.run(run))
+        masks.append(ctx.get(FINITE_MASK))
+    if masks and any(m is not masks[0] for m in masks[1:]):
+        shapes = {None if m is None else tuple(m.shape) for m in masks}
+        if len(shapes) > 1:
+            raise E.KernelalgError(BRANCH_MASKS.format(shapes=sorted(map(str, shapes))))
+    if masks and masks[0] is not FINITE_MASK.get():
+        FINITE_MASK.set(masks[0])
+    return tuple(outs)
+
+
+def masked_op(fn: Callable, remask: bool = True, lay: S.SpatialState | None = None,
+              out_lay: S.SpatialState | None = None) -> Callable:
     """Wrap a spatial Op ``fn`` that mixes pixels: it reads masked entries as zero; with ``remask`` its outputs
-    get placeholders on masked entries (the output keeps the input's masks: SAME, stride 1; graph nodes). The
-    wrapped Op takes the masks as its last two sources, after those of ``fn``."""
+    get placeholders on masked entries. The wrapped Op takes the input masks as its last two sources, after
+    those of ``fn``, and carries them to the current positions through ``lay.mask_path`` (``lay`` None: the
+    input positions); the outputs are re-masked on the positions of ``out_lay`` (a window layer that changes
+    the positions, see :func:`path_after`), by default the same as the inputs' (SAME with stride 1; graph
+    nodes)."""
 
     def op(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx, *rest: Any) -> tuple:
         m1, m2 = rest[-2:]
-        outs = fn(ops, *zeroed(ops, v1, v2, cov, ntk, m1, m2), ctx, *rest[:-2])
+        c1, c2 = (m1, m2) if lay is None else current_masks(ops, m1, m2, lay)
+        outs = fn(ops, *zeroed(ops, v1, v2, cov, ntk, c1, c2), ctx, *rest[:-2])
         if not remask:
             return outs
-        return placeholders(ops, *outs[:4], m1, m2) + tuple(outs[4:])
+        if out_lay is not None and out_lay is not lay:
+            c1, c2 = current_masks(ops, m1, m2, out_lay)
+        return placeholders(ops, *outs[:4], c1, c2) + tuple(outs[4:])
 
     return op
+
+
+def check_window_padding(padding: str, layer: str = "Conv") -> None:
+    """Masks pass through window layers with SAME or VALID padding (any strides); CIRCULAR is refused."""
+    if padding == "CIRCULAR":
+        raise E.KernelalgError(MASK_CIRCULAR.format(layer=layer))
 
 
 _MASKED_NETS: dict[int, tuple[Any, Layer]] = {}
@@ -248,11 +381,3 @@ def masked_net(net: Any, layout: Callable[[Any], InputLayout]) -> Layer:
     out = _relayout(net, layout(net))[0]
     _MASKED_NETS[id(net)] = (net, out)
     return out
-
-
-def require_same_stride1(layer: str, strides: tuple, padding: str) -> None:
-    """Masks are passed through pixel-mixing layers only with SAME padding and stride 1 (for now)."""
-    if padding != "SAME" or any(s != 1 for s in strides):
-        raise E.KernelalgError(MASK_UNSUPPORTED.format(
-            layer=layer, what="padding='SAME' with stride 1", got=f"padding={padding!r}, strides={strides}",
-            fix=f"use {layer}(..., padding='SAME') with strides 1, or call the kernel without mask_constant"))

@@ -30,10 +30,27 @@ from kernelalg.layers.spatial import _grid as S
 from kernelalg.layers.spatial._conv import circular_pad, conv_out_shape
 from kernelalg.core._layer import Layer, Spatial
 from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
-from kernelalg.layers.spatial._masks import finite_mask, finite_pool, zeroed
+from kernelalg.layers.spatial._masks import (
+    check_window_padding,
+    current_masks,
+    finite_mask,
+    finite_pool,
+    finite_readout,
+    finite_window,
+    masked_op,
+    path_after,
+    zeroed,
+)
 from kernelalg.core._program import Builder, KernelState
 from kernelalg.layers.spatial._pairs import wrap_readout
 
+
+
+NO_VALID_POSITION = (
+    "{layer}: an input has no unmasked position left after the layers that move the masks to their window "
+    "centres (windows, strides, paddings: {path}), so its mean is undefined (neural-tangents gives NaN). Fix: give "
+    "every input an unmasked pixel at a window centre (e.g. padding='SAME', stride 1), or use GlobalSumPool."
+)
 
 
 def _need_full(lay: S.SpatialState, layer: str) -> None:
@@ -84,19 +101,24 @@ def _pool_kernel(name: str, avg: bool):
         lay = S.require_spatial(st, name, len(window), "window_shape", "window_shape=(2,) * ndim")
         _need_full(lay, name)
         fn, key = _pool_map(lay, window, strides, padding, avg, static.get("normalize_edges", False))
-        v1, v2, cov, ntk = S.spatial_op(b, st, fn, name.lower(), n_extra=1, tag=key)[:4]
-        return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after=name)
+        sources, out_lay = (), lay
+        if lay.masked:  # masked pixels count as zero (AvgPool still divides by the window); centre validity
+            check_window_padding(padding, name)
+            out_lay = path_after(lay, window, strides, padding)
+            fn, sources = masked_op(fn, lay=lay, out_lay=out_lay), (S.MASK1, S.MASK2)
+        v1, v2, cov, ntk = S.spatial_op(b, st, fn, name.lower(), n_extra=1, tag=key, sources=sources)[:4]
+        return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after=name, layout=out_lay)
     return kernel
 
 
-def _pool_finite(avg: bool):
+def _pool_finite(avg: bool, name: str):
     def finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
         window, strides, padding = static["window_shape"], static["strides"], static["padding"]
         edges = static.get("normalize_edges", False)
         dims, wstr = (1,) + window + (1,), (1,) + strides + (1,)
 
         def apply(params: dict, x: jax.Array) -> jax.Array:
-            x, pad = jnp.asarray(x), padding
+            x, pad = finite_window(jnp.asarray(x), window, strides, padding, name), padding
             if padding == "CIRCULAR":
                 x, pad = circular_pad(x, window, strides), "VALID"
             y = jax.lax.reduce_window(x, np.zeros((), x.dtype), jax.lax.add, dims, wstr, pad)
@@ -120,7 +142,7 @@ def _pool_layer(name: str, avg: bool, window_shape: Any, strides: Any, padding: 
     static: tuple = (("window_shape", window), ("strides", strides), ("padding", S.check_padding(name, padding)))
     if avg:
         static += (("normalize_edges", bool(normalize_edges)),)
-    return Layer(name, _pool_kernel(name, avg), static=static, finite=_pool_finite(avg),
+    return Layer(name, _pool_kernel(name, avg), static=static, finite=_pool_finite(avg, name),
                  input_layout=IMAGE_LAYOUTS[len(window)], role="pooling", spatial=Spatial(pairs=True))
 
 
@@ -155,28 +177,37 @@ def _global_kernel(name: str, avg: bool):
             v1, v2, cov, ntk = wrap_readout(b, st, lay, reduce, name.lower())
             return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after=name, layout="dense")
 
+        # masks moved by window layers may leave an image without a valid position: its mean is undefined
+        counted = bool(avg and lay.masked and lay.mask_path)
+
         def fn(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx, *masks: Any) -> tuple:
             red = (lambda x: None if x is None else (ops.xp.mean if avg else ops.xp.sum)(x, axis=axes))
+            count = None
             if masks:  # sums over the valid pixel pairs; the mean divides by their number n1 n2
+                masks = current_masks(ops, *masks, lay)
                 _, _, cov, ntk = zeroed(ops, None, None, cov, ntk, *masks)
                 count = ops.xp.sum(masks[0] * masks[1], axis=axes) if avg else 1.0
                 red = (lambda x: None if x is None else ops.xp.sum(x, axis=axes) / count)
             g, t = red(cov), red(ntk)
+            extra = (count,) if counted else ()
             if ctx.ext:
                 n, m = g.shape[0] - 1, g.shape[1] - 1
-                return g[:n, m:], g[n:, :m], g[:n, :m], None if t is None else t[:n, :m]
+                return (g[:n, m:], g[n:, :m], g[:n, :m], None if t is None else t[:n, :m]) + extra
             d = ops.xp.diagonal(g)
-            return d[:, None], d[None, :], g, t
+            return (d[:, None], d[None, :], g, t) + extra
 
         sources = (S.MASK1, S.MASK2) if lay.masked else ()
-        v1, v2, cov, ntk = S.spatial_op(b, st, fn, name.lower(), sources=sources)[:4]
+        out = S.spatial_op(b, st, fn, name.lower(), n_extra=int(counted), sources=sources)
+        if counted:  # n1 n2 > 0 for every pair: a clear error instead of 0/0 (neural-tangents gives NaN)
+            b.require([(out[4], NO_VALID_POSITION.format(layer=name, path=lay.mask_path))])
+        v1, v2, cov, ntk = out[:4]
         return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after=name, layout="dense")
     return kernel
 
 
 def _global_finite(avg: bool):
     def finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
-        return (lambda key: {}), (lambda params, x: finite_pool(x, avg)), in_shape[-1:]
+        return (lambda key: {}), (lambda params, x: finite_readout(finite_pool(x, avg))), in_shape[-1:]
     return finite
 
 
@@ -210,7 +241,7 @@ def _flatten_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], stati
     def fn(ops: Arrays, v1: Any, v2: Any, cov: Any, ntk: Any, ctx: S.Ctx, *masks: Any) -> tuple:
         ext, xp = ctx.ext, ops.xp
         if masks:  # masked pixels count as zero; the mean still divides by all positions (as neural-tangents)
-            v1, v2, cov, ntk = zeroed(ops, v1, v2, cov, ntk, *masks)
+            v1, v2, cov, ntk = zeroed(ops, v1, v2, cov, ntk, *current_masks(ops, *masks, lay))
         if lay.mode == "diag":
             red = (lambda x: None if x is None else xp.mean(x, axis=tuple(range(2, x.ndim))))
             npix = math.prod(cov.shape[2:])
@@ -230,7 +261,8 @@ def _flatten_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], stati
 
 
 def _flatten_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
-    return (lambda key: {}), (lambda params, x: finite_mask(x).reshape(x.shape[0], -1)), (int(np.prod(in_shape)),)
+    return ((lambda key: {}), (lambda params, x: finite_readout(finite_mask(x).reshape(x.shape[0], -1))),
+            (int(np.prod(in_shape)),))
 
 
 def Flatten() -> Layer:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -37,6 +38,13 @@ from kernelalg.core._program import Builder, KernelState
 from kernelalg.layers._affine import affine_scales, affine_state
 from kernelalg.layers._dense import affine_init
 from kernelalg.layers.spatial import _grid as S
+from kernelalg.layers.spatial._masks import (
+    check_window_padding,
+    finite_move,
+    masked_op,
+    moved,
+    refuse_finite_mask,
+)
 from kernelalg.layers.spatial._conv import _dimension_numbers, conv_layer
 from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
 
@@ -148,11 +156,40 @@ def tconv_map(lay: S.SpatialState, filt: tuple, strides: tuple, padding: str):
     return fn
 
 
+@dataclass(frozen=True)
+class TconvMask:
+    """neural-tangents' mask rule of ConvTranspose (``mask_fn``: the transposed conv of the mask with a filter of
+    ones): an output position is masked when any input pixel that reaches it is masked."""
+
+    filt: tuple
+    strides: tuple
+    padding: str
+
+    def __call__(self, ops: Arrays, m: Any, first: int) -> Any:
+        """Validity ``m`` (spatial axes from ``first`` on) at the output positions."""
+        axes = tuple(range(first, first + len(self.filt)))
+        hit = tbox(ops, 1.0 - m, axes, self.filt, self.strides, self.padding)  # mean of masked inputs reached
+        return ops.xp.where(hit > 0.5 / math.prod(self.filt), 0.0, 1.0).astype(m.dtype)
+
+    def finite(self, m: jax.Array) -> jax.Array:
+        """The same rule on a finite twin's validity (N, *S)."""
+        k = len(self.filt)
+        ones = jnp.ones(tuple(self.filt) + (1, 1), m.dtype)
+        hit = jax.lax.conv_transpose((1.0 - m)[..., None], ones, self.strides, self.padding,
+                                     dimension_numbers=_dimension_numbers(k))
+        return jnp.where(hit[..., 0] > 0.5, 0.0, 1.0).astype(m.dtype)
+
+
 def _tconv_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
     filt, strides, padding = static["filter_shape"], static["strides"], static["padding"]
     lay = S.require_spatial(st, "ConvTranspose", len(filt), "filter_shape", "filter_shape=(3,) * ndim")
-    mapped = tuple(S.spatial_op(b, st, tconv_map(lay, filt, strides, padding), "conv_transpose",
-                                key=(lay, filt, strides, padding))[:4])
+    fn, sources, out_lay = tconv_map(lay, filt, strides, padding), (), lay
+    if lay.masked:  # masked pixels read as zero; an output position reached by a masked pixel is masked (NT)
+        check_window_padding(padding, "ConvTranspose")
+        out_lay = moved(lay, TconvMask(tuple(filt), tuple(strides), padding))
+        fn, sources = masked_op(fn, lay=lay, out_lay=out_lay), (S.MASK1, S.MASK2)
+    mapped = tuple(S.spatial_op(b, st, fn, "conv_transpose", key=(lay, filt, strides, padding),
+                                sources=sources)[:4])
 
     def weight_grad() -> sp.Expr:
         if st.width is None:
@@ -160,7 +197,7 @@ def _tconv_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static:
         return st.width * math.prod(filt) * mapped[2]
 
     return affine_state(p, static["parameterization"], mapped, weight_grad, width=static["out_chan"],
-                        after="ConvTranspose", layout=lay)
+                        after="ConvTranspose", layout=out_lay)
 
 
 def fold(y: jax.Array, ax: int, length: int, offset: int) -> jax.Array:
@@ -195,7 +232,8 @@ def _tconv_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: t
         return affine_init(key, tuple(filt) + (c_in, out), sc, "b_std" in p)
 
     def apply(params: dict, x: jax.Array) -> jax.Array:
-        x = jnp.asarray(x)
+        x = finite_move(jnp.asarray(x), TconvMask(tuple(filt), tuple(strides), padding).finite, "ConvTranspose",
+                        padding)  # mask_constant: masked pixels read as zero, the mask moves as neural-tangents'
         w = params["W"].astype(x.dtype)
         y = jax.lax.conv_transpose(x, w, strides, "VALID" if padding == "CIRCULAR" else padding,
                                    dimension_numbers=dn, precision=jax.lax.Precision.HIGHEST)
@@ -322,6 +360,7 @@ def _resize_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: 
             "default": jax.lax.Precision.DEFAULT}[static["precision"]]
 
     def apply(params: dict, x: jax.Array) -> jax.Array:
+        refuse_finite_mask("image_resize")  # masked inputs: refused as by the kernel
         x = jnp.asarray(x)
         return jax.image.resize(x, (x.shape[0],) + out, static["method"], antialias=static["antialias"],
                                 precision=prec)
