@@ -77,15 +77,18 @@ def _quadrature(name: str, expr: sp.Expr, syms: tuple[sp.Symbol, ...], deg: int)
     return dual
 
 
-def _kinked(name: str, pieces: tuple[sp.Expr, sp.Expr], syms: tuple[sp.Symbol, ...]) -> Callable[..., Dual]:
-    """The polar-quadrature dual of a function given by its ``pieces`` (x < 0, x > 0), hyperparameters as arguments."""
+def polar_dual(name: str, pieces: tuple[sp.Expr, sp.Expr], syms: tuple[sp.Symbol, ...] = (),
+               degree: int | None = None) -> Callable[..., Dual]:
+    """The polar-quadrature dual of a function given by its ``pieces`` (x < 0, x > 0), hyperparameters ``syms`` as
+    arguments of the nodes; ``degree`` points per arc (radial and angular; default: the module's)."""
     dpieces = [sp.diff(p, X) for p in pieces]
     npcorr = NUMPY_TABLE.functions[corr]
     fns = {}
     for xp, table, cr in ((jnp, JAX_TABLE, snapped_corr), (np, NUMPY_TABLE, npcorr)):
         f = [_lowered(p, syms, table, xp) for p in pieces]
         df = [_lowered(p, syms, table, xp) for p in dpieces]
-        fns[xp] = polar_fns(*f, xp, cr) + polar_fns(*df, xp, cr)[:1]
+        deg = {} if degree is None else {"radial": degree, "angular": degree}
+        fns[xp] = polar_fns(*f, xp, cr, **deg) + polar_fns(*df, xp, cr, **deg)[:1]
     k = len(syms)
     (jt, jd, jtd), (nt, nd, ntd) = fns[jnp], fns[np]
     T, Tdot, Tdiag = _node(f"T_{name}", 3 + k, jt, nt), _node(f"Tdot_{name}", 3 + k, jtd, ntd), _node(
@@ -125,7 +128,7 @@ def compose(b: Builder, st: KernelState, phi2: sp.Expr, name: str) -> KernelStat
         syms = tuple(sorted(phi.free_symbols - {X}, key=str))
         pieces = split_at_zero(phi, X)
         if pieces is not None:
-            dual, route = _kinked(cname, pieces, syms), POLAR_ROUTE
+            dual, route = polar_dual(cname, pieces, syms), POLAR_ROUTE
         else:
             dual, route = (_quadrature(cname, phi, syms, COMPOSED_DEGREE),
                            f"Gauss-Hermite quadrature, degree {COMPOSED_DEGREE}")

@@ -87,13 +87,14 @@ def radial_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
     return nodes[order], weights[order]
 
 
-def polar_fns(neg: Callable, pos: Callable, xp: Any, corr: Callable) -> tuple[Callable, Callable]:
+def polar_fns(neg: Callable, pos: Callable, xp: Any, corr: Callable, radial: int = RADIAL_DEGREE,
+              angular: int = ANGULAR_DEGREE) -> tuple[Callable, Callable]:
     """(pair(s11, s12, s22, *args), diag(s, *args)): E[f(u) f(v)] and E[f(u)^2] for f = neg on x < 0, pos on x > 0.
 
     ``neg``/``pos`` are elementwise functions of (x, *args) for the array module ``xp``; ``corr`` is the backend's
-    snapped correlation (rho = +-1 exactly on the diagonal)."""
-    r, wr = radial_rule(RADIAL_DEGREE)
-    t, wt = np.polynomial.legendre.leggauss(ANGULAR_DEGREE)
+    snapped correlation (rho = +-1 exactly on the diagonal); ``radial``/``angular`` the points per arc."""
+    r, wr = radial_rule(radial)
+    t, wt = np.polynomial.legendre.leggauss(angular)
     half = math.pi / 2
     # the four arcs, starting at c + beta * starts_at_beta, of length beta (short) or pi - beta: (u, v) signs
     # (+, -), (+, +), (-, +), (-, -)
@@ -101,14 +102,16 @@ def polar_fns(neg: Callable, pos: Callable, xp: Any, corr: Callable) -> tuple[Ca
             (half, False, True, neg, pos), (half, True, False, neg, neg))
 
     def ordered(a1: Any, a2: Any, beta: Any, args: tuple) -> Any:
+        dt = a1.dtype  # the rule in the inputs' precision (NumPy float64 constants would promote float32)
+        rr, wrr, tt, wtt = (xp.asarray(v, dtype=dt) for v in (r, wr, t, wt))
         total = 0.0
         for c, at_beta, short, f1, f2 in arcs:
             length = beta if short else math.pi - beta
-            theta = c + (beta[..., None] if at_beta else 0.0) + length[..., None] * (t + 1) / 2
-            cu = xp.cos(theta)[..., None] * r
-            cv = xp.cos(theta - beta[..., None])[..., None] * r
+            theta = c + (beta[..., None] if at_beta else 0.0) + length[..., None] * (tt + 1) / 2
+            cu = xp.cos(theta)[..., None] * rr
+            cv = xp.cos(theta - beta[..., None])[..., None] * rr
             vals = f1(a1[..., None, None] * cu, *args) * f2(a2[..., None, None] * cv, *args)
-            total = total + length * ((vals * wr).sum(axis=-1) * wt).sum(axis=-1) / 2
+            total = total + length * ((vals * wrr).sum(axis=-1) * wtt).sum(axis=-1) / 2
         return total / (2 * math.pi)
 
     def angle(s11: Any, s12: Any, s22: Any) -> Any:
