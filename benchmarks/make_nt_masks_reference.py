@@ -94,6 +94,14 @@ CASES = {  # name: (input shape without batch, mask constant, layers)
     "tconv_flatten": ((5, 4, 2), -1.0, [_conv(3, (2, 3), 1.2, 0.3, "VALID", (1, 2), "ConvTranspose"), ERF,
                                         _conv(3, (2, 2), 1.1, 0.1, "VALID"), ERF, ["Flatten", [], {}],
                                         _dense(1, 1.3, 0.1)]),
+    # Index (slices): the masks follow the selected positions (NT's mask_fn: mask[idx])
+    "index_gap": ((6, 5, 2), -1.0, [_conv(3, (2, 2), 1.3, 0.2), RELU, ["Index", [":, 1:, ::2"], {}],
+                                    _conv(3, (2, 2), 1.1, 0.1, "VALID"), ERF, ["GlobalAvgPool", [], {}],
+                                    _dense(1, 1.2, 0.1)]),
+    # Erf only: with a Relu, NT's self-pair NTK entries were off by 1.1e-9 relative (its Relu dual at a rounded
+    # correlation, as noted for tconv_flatten), above the 1e-10 tolerance
+    "index_seq_flatten": ((9, 3), 0.0, [_dense(4, 1.2, 0.3), ERF, ["Index", [":, 2::3"], {}], _conv(3, (2,), 1.4, 0.1),
+                                        ERF, ["Flatten", [], {}], _dense(1, 1.1, 0.2)]),
 }
 N1, N2 = 3, 2
 
@@ -149,8 +157,14 @@ def _worker(out_path: str) -> None:
     def tup(v):
         return tuple(v) if isinstance(v, list) else v
 
+    def index(text):  # "':, 1:, ::2'" -> (slice(None), slice(1, None), slice(None, None, 2))
+        return tuple(slice(*[int(p) if p else None for p in e.split(":")]) if ":" in e else int(e)
+                     for e in (t.strip() for t in text.split(",")))
+
     def make(spec):
         name, args, kw = spec
+        if name == "Index":
+            return stax.Index(index(args[0]))
         return getattr(stax, name)(*map(tup, args), **{k: tup(v) for k, v in kw.items()})
 
     out = {"_versions": np.array(json.dumps({"neural_tangents": nt.__version__, "jax": jax.__version__,

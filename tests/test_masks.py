@@ -66,15 +66,17 @@ def _net(case: str) -> ka.Layer:
 def test_nt_reference_covers_every_case() -> None:
     assert set(CASES) == {"conv_gap", "dense_seq_gsp", "conv_flatten", "nan_gap", "graph_relu_gap",
                           "graph_erf_gsp_arcs", "valid_gap", "stride_flatten", "pool_gap", "edges_gsp",
-                          "seq_valid_gsp", "local_flatten", "local_gap", "tconv_gap", "tconv_flatten"}
+                          "seq_valid_gsp", "local_flatten", "local_gap", "tconv_gap", "tconv_flatten", "index_gap",
+                          "index_seq_flatten"}
 
 
 #: Cases of the default run (GlobalAvgPool, GlobalSumPool, Flatten, graphs with padding nodes; masks through
 #: strided SAME and VALID convs before Flatten, and through AvgPool (stride 2) and SumPool before
 #: GlobalAvgPool); the NaN constant, the graph case with arcs to padding nodes, VALID convs before
 #: GlobalAvgPool, AvgPool with normalize_edges, 1-D VALID convs, ConvLocal (matching pixels, all pixel pairs) and
-#: ConvTranspose (tconv_*) run under -m slow.
-FAST = ("conv_gap", "dense_seq_gsp", "conv_flatten", "graph_relu_gap", "stride_flatten", "pool_gap")
+#: ConvTranspose (tconv_*) run under -m slow; Index (slices) before a VALID conv and GlobalAvgPool by default, on
+#: sequences before Flatten under -m slow.
+FAST = ("conv_gap", "dense_seq_gsp", "conv_flatten", "graph_relu_gap", "stride_flatten", "pool_gap", "index_gap")
 
 
 def _inputs(case: str) -> tuple:
@@ -245,6 +247,25 @@ def test_monte_carlo_masked_strided_pooled_net() -> None:
     assert power > Z_MAX
 
 
+def test_index_under_masks_by_monte_carlo() -> None:
+    """Index (slices) between convs: the finite twin moves the bound mask to the selected positions as the kernel
+    does (ka.monte_carlo: 256 networks of width 8, every NNGP |z| within Z_MAX; two hidden layers, so the twin's
+    NNGP carries an O(1/width) bias, small against the SE here), and the estimate rejects the kernel without masks
+    (power)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 6, 5, 2))
+    x[0, 4:], x[1, :, 0] = C_MASK, C_MASK
+    net = (ka.Conv((2, 2), padding="SAME") >> ka.Relu() >> ka.Index(ka.Slice[:, 1:, ::2]) >> ka.Conv((2, 2)) >>
+           ka.Erf() >> ka.GlobalAvgPool() >> ka.Dense())
+    mc = ka.monte_carlo(net, x, width=8, samples=256, key=3, mask_constant=C_MASK, get="nngp")
+    z = (np.asarray(mc.nngp) - np.asarray(ka.kernel(net, x, None, "nngp", mask_constant=C_MASK))) / mc.stderr.nngp
+    print("z", np.round(z.ravel(), 2))
+    assert np.all(np.abs(z) <= Z_MAX), z
+    plain = ka.kernel(net, np.where(x == C_MASK, 0.0, x), None, "nngp")
+    print("power", np.max(np.abs(np.asarray(mc.nngp) - np.asarray(plain)) / mc.stderr.nngp))
+    assert np.max(np.abs(np.asarray(mc.nngp) - np.asarray(plain)) / mc.stderr.nngp) > Z_MAX
+
+
 def test_parallel_branches_do_not_see_each_others_masks() -> None:
     """Brute force on the finite twin: in parallel branches, a strided conv moves the mask of its own branch
     only; the parallel net's output is the sum of the two branch networks' outputs (same weights)."""
@@ -308,6 +329,7 @@ def test_no_masked_position_is_the_unmasked_kernel() -> None:
     (ka.Conv((2, 2), strides=(2, 2)) >> ka.ConvTranspose((2, 2), strides=(2, 2), padding="CIRCULAR") >>
      ka.GlobalAvgPool(), "ConvTranspose: .*'CIRCULAR'"),
     (ka.Conv((2, 2)) >> ka.ImageResize((-1, 8, 6, -1), "linear") >> ka.GlobalAvgPool(), "image_resize"),
+    (ka.Conv((2, 2)) >> ka.Index(ka.Slice[:, 0]) >> ka.Conv((2,)) >> ka.GlobalAvgPool(), "drops a spatial axis"),
     (ka.Dense() >> ka.Relu(), "image and sequence networks"),
 ])
 def test_unsupported_networks_are_refused_clearly(net: ka.Layer, match: str) -> None:

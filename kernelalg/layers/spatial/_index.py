@@ -29,7 +29,7 @@ from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer
 from kernelalg.core._program import Builder, KernelState
 from kernelalg.layers.spatial import _grid as S
-from kernelalg.layers.spatial._masks import refuse_finite_mask
+from kernelalg.layers.spatial._masks import FINITE_MASK, finite_move, moved
 
 BAD_INDEX = (
     "Index: {got!r} is not an index of the array (batch, *spatial, channels). Fix: give integers, slices and at "
@@ -173,6 +173,33 @@ def check_sizes(sp_idx: tuple, sizes: tuple) -> None:
         raise E.KernelalgError(NO_SPATIAL_LEFT)
 
 
+MASK_DROPS_AXIS = (
+    "Index({idx}): an integer index drops a spatial axis, which masked inputs (mask_constant) do not support. Fix: "
+    "keep the axis with a slice (e.g. 0:1 instead of 0), or call the kernel without mask_constant."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexMask:
+    """The mask rule of Index (neural-tangents' ``mask_fn``: ``mask[idx]``): the validity of the selected positions.
+    ``slices`` holds (start, stop, step) per spatial axis (hashable: the layout is a static key)."""
+
+    slices: tuple
+
+    def index(self) -> tuple:
+        return tuple(slice(*t) for t in self.slices)
+
+    def __call__(self, ops: Arrays, m: Any, first: int) -> Any:
+        """Validity ``m`` (spatial axes from ``first`` on) at the selected positions."""
+        return m[(slice(None),) * first + self.index()]
+
+
+def _mask_rule(sp_idx: tuple, text: str) -> IndexMask:
+    if not all(isinstance(e, slice) for e in sp_idx):
+        raise E.KernelalgError(MASK_DROPS_AXIS.format(idx=text))
+    return IndexMask(tuple((e.start, e.stop, e.step) for e in sp_idx))
+
+
 def _index_map(lay: S.SpatialState, sp_idx: tuple):
     k = lay.ndim
     flat = tuple(slice(None) if isinstance(e, slice) else 0 for e in sp_idx)  # on the size-1 axes of variances
@@ -195,8 +222,12 @@ def _index_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static:
     dropped = sum(not isinstance(e, slice) for e in sp_idx)
     if dropped == lay.ndim:
         raise E.KernelalgError(NO_SPATIAL_LEFT)
-    v1, v2, cov, ntk = S.spatial_op(b, st, _index_map(lay, sp_idx), "index")[:4]
-    new = dataclasses.replace(lay, ndim=lay.ndim - dropped) if dropped else lay
+    fn, sources, new = _index_map(lay, sp_idx), (), lay
+    if lay.masked:  # entries are picked, not mixed: masked stay masked; the masks follow the selected positions
+        new, plain = moved(lay, _mask_rule(sp_idx, static["idx"])), fn
+        fn, sources = (lambda ops, v1, v2, cov, ntk, ctx, m1, m2: plain(ops, v1, v2, cov, ntk, ctx)), (S.MASK1, S.MASK2)
+    v1, v2, cov, ntk = S.spatial_op(b, st, fn, "index", sources=sources)[:4]
+    new = dataclasses.replace(new, ndim=new.ndim - dropped) if dropped else new
     return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after="Index", layout=new)
 
 
@@ -207,7 +238,9 @@ def _index_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: t
     out = tuple(len(range(*e.indices(n))) for e, n in zip(sp_idx, in_shape[:-1]) if isinstance(e, slice))
 
     def apply(params: dict, x: Any) -> Any:
-        refuse_finite_mask("index")  # masked inputs: refused as by the kernel
+        rule = _mask_rule(sp_idx, static["idx"]) if FINITE_MASK.get() is not None else None
+        if rule is not None:  # masked inputs: the bound mask follows the selected positions
+            x = finite_move(jnp.asarray(x), lambda m: m[(slice(None),) + rule.index()], "Index", "VALID")
         return jnp.asarray(x)[full]
 
     return (lambda key: {}), apply, out + tuple(in_shape[-1:])
