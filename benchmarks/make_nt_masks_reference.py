@@ -102,6 +102,9 @@ CASES = {  # name: (input shape without batch, mask constant, layers)
     # correlation, as noted for tconv_flatten), above the 1e-10 tolerance
     "index_seq_flatten": ((9, 3), 0.0, [_dense(4, 1.2, 0.3), ERF, ["Index", [":, 2::3"], {}], _conv(3, (2,), 1.4, 0.1),
                                         ERF, ["Flatten", [], {}], _dense(1, 1.1, 0.2)]),
+    "index_drop_gsp": ((6, 5, 2), -1.0, [_conv(3, (2, 2), 1.3, 0.2), ERF, ["Index", [":, :, 3"], {}],
+                                         _conv(3, (2,), 1.1, 0.1, "VALID"), ERF, ["GlobalSumPool", [], {}],
+                                         _dense(1, 1.2, 0.1)]),
 }
 N1, N2 = 3, 2
 

@@ -67,7 +67,7 @@ def test_nt_reference_covers_every_case() -> None:
     assert set(CASES) == {"conv_gap", "dense_seq_gsp", "conv_flatten", "nan_gap", "graph_relu_gap",
                           "graph_erf_gsp_arcs", "valid_gap", "stride_flatten", "pool_gap", "edges_gsp",
                           "seq_valid_gsp", "local_flatten", "local_gap", "tconv_gap", "tconv_flatten", "index_gap",
-                          "index_seq_flatten"}
+                          "index_seq_flatten", "index_drop_gsp"}
 
 
 #: Cases of the default run (GlobalAvgPool, GlobalSumPool, Flatten, graphs with padding nodes; masks through
@@ -75,7 +75,7 @@ def test_nt_reference_covers_every_case() -> None:
 #: GlobalAvgPool); the NaN constant, the graph case with arcs to padding nodes, VALID convs before
 #: GlobalAvgPool, AvgPool with normalize_edges, 1-D VALID convs, ConvLocal (matching pixels, all pixel pairs) and
 #: ConvTranspose (tconv_*) run under -m slow; Index (slices) before a VALID conv and GlobalAvgPool by default, on
-#: sequences before Flatten under -m slow.
+#: sequences before Flatten and an integer index (a row of an image becomes a sequence) under -m slow.
 FAST = ("conv_gap", "dense_seq_gsp", "conv_flatten", "graph_relu_gap", "stride_flatten", "pool_gap", "index_gap")
 
 
@@ -329,7 +329,6 @@ def test_no_masked_position_is_the_unmasked_kernel() -> None:
     (ka.Conv((2, 2), strides=(2, 2)) >> ka.ConvTranspose((2, 2), strides=(2, 2), padding="CIRCULAR") >>
      ka.GlobalAvgPool(), "ConvTranspose: .*'CIRCULAR'"),
     (ka.Conv((2, 2)) >> ka.ImageResize((-1, 8, 6, -1), "linear") >> ka.GlobalAvgPool(), "image_resize"),
-    (ka.Conv((2, 2)) >> ka.Index(ka.Slice[:, 0]) >> ka.Conv((2,)) >> ka.GlobalAvgPool(), "drops a spatial axis"),
     (ka.Dense() >> ka.Relu(), "image and sequence networks"),
 ])
 def test_unsupported_networks_are_refused_clearly(net: ka.Layer, match: str) -> None:

@@ -173,31 +173,24 @@ def check_sizes(sp_idx: tuple, sizes: tuple) -> None:
         raise E.KernelalgError(NO_SPATIAL_LEFT)
 
 
-MASK_DROPS_AXIS = (
-    "Index({idx}): an integer index drops a spatial axis, which masked inputs (mask_constant) do not support. Fix: "
-    "keep the axis with a slice (e.g. 0:1 instead of 0), or call the kernel without mask_constant."
-)
-
-
 @dataclasses.dataclass(frozen=True)
 class IndexMask:
-    """The mask rule of Index (neural-tangents' ``mask_fn``: ``mask[idx]``): the validity of the selected positions.
-    ``slices`` holds (start, stop, step) per spatial axis (hashable: the layout is a static key)."""
+    """The mask rule of Index (neural-tangents' ``mask_fn``: ``mask[idx]``): the validity of the selected positions
+    (an integer drops its axis, as for the data). ``entries`` holds an int or (start, stop, step) per spatial axis
+    (hashable: the layout is a static key)."""
 
-    slices: tuple
+    entries: tuple
 
     def index(self) -> tuple:
-        return tuple(slice(*t) for t in self.slices)
+        return tuple(slice(*e) if isinstance(e, tuple) else e for e in self.entries)
 
     def __call__(self, ops: Arrays, m: Any, first: int) -> Any:
         """Validity ``m`` (spatial axes from ``first`` on) at the selected positions."""
         return m[(slice(None),) * first + self.index()]
 
 
-def _mask_rule(sp_idx: tuple, text: str) -> IndexMask:
-    if not all(isinstance(e, slice) for e in sp_idx):
-        raise E.KernelalgError(MASK_DROPS_AXIS.format(idx=text))
-    return IndexMask(tuple((e.start, e.stop, e.step) for e in sp_idx))
+def _mask_rule(sp_idx: tuple) -> IndexMask:
+    return IndexMask(tuple((e.start, e.stop, e.step) if isinstance(e, slice) else e for e in sp_idx))
 
 
 def _index_map(lay: S.SpatialState, sp_idx: tuple):
@@ -224,7 +217,7 @@ def _index_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static:
         raise E.KernelalgError(NO_SPATIAL_LEFT)
     fn, sources, new = _index_map(lay, sp_idx), (), lay
     if lay.masked:  # entries are picked, not mixed: masked stay masked; the masks follow the selected positions
-        new, plain = moved(lay, _mask_rule(sp_idx, static["idx"])), fn
+        new, plain = moved(lay, _mask_rule(sp_idx)), fn
         fn, sources = (lambda ops, v1, v2, cov, ntk, ctx, m1, m2: plain(ops, v1, v2, cov, ntk, ctx)), (S.MASK1, S.MASK2)
     v1, v2, cov, ntk = S.spatial_op(b, st, fn, "index", sources=sources)[:4]
     new = dataclasses.replace(new, ndim=new.ndim - dropped) if dropped else new
@@ -238,7 +231,7 @@ def _index_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: t
     out = tuple(len(range(*e.indices(n))) for e, n in zip(sp_idx, in_shape[:-1]) if isinstance(e, slice))
 
     def apply(params: dict, x: Any) -> Any:
-        rule = _mask_rule(sp_idx, static["idx"]) if FINITE_MASK.get() is not None else None
+        rule = _mask_rule(sp_idx) if FINITE_MASK.get() is not None else None
         if rule is not None:  # masked inputs: the bound mask follows the selected positions
             x = finite_move(jnp.asarray(x), lambda m: m[(slice(None),) + rule.index()], "Index", "VALID")
         return jnp.asarray(x)[full]

@@ -274,11 +274,20 @@ def _carry(ops: Arrays, m: Any, first: int, path: tuple) -> Any:
 def current_masks(ops: Arrays, m1: Any, m2: Any, lay: S.SpatialState) -> tuple:
     """The validity of the current positions: the input masks ``m1``, ``m2`` (shaped like var1, var2) carried
     through the windows of ``lay.mask_path`` (the shape-changing layers before; as neural-tangents'
-    ``_pool_mask``, an output position has the validity of its window's centre)."""
+    ``_pool_mask``, an output position has the validity of its window's centre) and the layers' own rules.
+
+    In full mode the rules act on the masks without their singleton axes ((B1, B2, *S): the spatial axes from 2 on),
+    which are then restored for the current number of spatial axes, so a rule may change that number (DotGeneral,
+    an Index that drops an axis)."""
     path = getattr(lay, "mask_path", ())
     if not path:
         return m1, m2
-    return _carry(ops, m1, 2, path), _carry(ops, m2, 2 if lay.mode == "diag" else 2 + lay.ndim, path)
+    if lay.mode == "diag":
+        return _carry(ops, m1, 2, path), _carry(ops, m2, 2, path)
+    k_in, k = (m1.ndim - 2) // 2, lay.ndim
+    c1 = _carry(ops, m1.reshape(m1.shape[:2 + k_in]), 2, path)
+    c2 = _carry(ops, m2.reshape(m2.shape[:2] + m2.shape[2 + k_in:]), 2, path)
+    return c1.reshape(c1.shape + (1,) * k), c2.reshape(c2.shape[:2] + (1,) * k + c2.shape[2:])
 
 
 def finite_move(x: Any, move: Callable[[Any], Any], layer: str, padding: str) -> Any:
