@@ -102,6 +102,13 @@ CASES = {  # name: (input shape without batch, mask constant, layers)
     # correlation, as noted for tconv_flatten), above the 1e-10 tolerance
     "index_seq_flatten": ((9, 3), 0.0, [_dense(4, 1.2, 0.3), ERF, ["Index", [":, 2::3"], {}], _conv(3, (2,), 1.4, 0.1),
                                         ERF, ["Flatten", [], {}], _dense(1, 1.1, 0.2)]),
+    # DotGeneral: an output position reached by no valid position (nonzero weights) is masked (NT's mask_fn);
+    # NT's output is (N, W, C, free): its GlobalAvgPool is told the channel axis (kernelalg keeps its own order)
+    "dot_free_gap": ((4, 3, 2), -1.0, [_conv(3, (2, 2), 1.3, 0.2), RELU,
+                                       ["DotGeneral", [], {"rhs": [[1.0, 0.0, 0.0], [-1.0, 0.5, 0.0], [0.5, 2.0, 0.0],
+                                                                   [0.0, 1.0, 1.0]],
+                                                           "dimension_numbers": [[[1], [0]], [[], []]]}],
+                                       ["GlobalAvgPool", [], {"channel_axis": 2}], _dense(1, 1.2, 0.1)]),
     "index_drop_gsp": ((6, 5, 2), -1.0, [_conv(3, (2, 2), 1.3, 0.2), ERF, ["Index", [":, :, 3"], {}],
                                          _conv(3, (2,), 1.1, 0.1, "VALID"), ERF, ["GlobalSumPool", [], {}],
                                          _dense(1, 1.2, 0.1)]),
@@ -158,7 +165,7 @@ def _worker(out_path: str) -> None:
     from neural_tangents import stax
 
     def tup(v):
-        return tuple(v) if isinstance(v, list) else v
+        return tuple(tup(e) for e in v) if isinstance(v, list) else v
 
     def index(text):  # "':, 1:, ::2'" -> (slice(None), slice(1, None), slice(None, None, 2))
         return tuple(slice(*[int(p) if p else None for p in e.split(":")]) if ":" in e else int(e)
@@ -168,6 +175,9 @@ def _worker(out_path: str) -> None:
         name, args, kw = spec
         if name == "Index":
             return stax.Index(index(args[0]))
+        if name == "DotGeneral":
+            kw = {k: (np.asarray(v, np.float64) if k in ("lhs", "rhs") else tup(v)) for k, v in kw.items()}
+            return stax.DotGeneral(**kw)
         return getattr(stax, name)(*map(tup, args), **{k: tup(v) for k, v in kw.items()})
 
     out = {"_versions": np.array(json.dumps({"neural_tangents": nt.__version__, "jax": jax.__version__,

@@ -31,12 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 import sympy as sp
 
-from kernelalg.backends import Arrays
+from kernelalg.backends import JAX_ARRAYS, Arrays
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, Spatial
 from kernelalg.core._program import Builder, KernelState
 from kernelalg.layers.spatial import _grid as S
-from kernelalg.layers.spatial._masks import refuse_finite_mask
+from kernelalg.layers.spatial._masks import FINITE_MASK, finite_move, masked_op, moved
 
 
 BOTH_GIVEN = (
@@ -190,6 +190,27 @@ def _dot_map(lay: S.SpatialState, geo: _Geometry, arr: np.ndarray):
     return fn, key
 
 
+@dataclass(frozen=True)
+class DotMask:
+    """neural-tangents' mask rule of DotGeneral (``mask_fn``: ``~dot_general(~mask)`` with the constant cast to bool):
+    an output position is valid when some valid input position reaches it with a nonzero weight. ``spec`` is the
+    einsum of a validity (batch axes, then the spatial axes) with the constant's nonzero pattern ``support``."""
+
+    spec: str
+    support: tuple
+
+    def __call__(self, ops: Arrays, m: Any, first: int) -> Any:
+        """Validity ``m`` (B1, B2, *S) (``first`` = 2) at the output positions."""
+        a = ops.xp.asarray(np.asarray(self.support, dtype=np.float64), m.dtype)
+        return ops.xp.where(ops.einsum(self.spec, m, a) > 0.5, 1.0, 0.0).astype(m.dtype)
+
+
+def _mask_rule(geo: _Geometry, arr: np.ndarray, batch: str) -> DotMask:
+    """The rule on validities with batch letters ``batch`` ("ab" on the kernel grid, "" reused by the twin)."""
+    sp_in, sp_out = geo.x[1:-1], geo.out[1:-1]
+    return DotMask(f"{batch}{sp_in},{geo.a}->{batch}{sp_out}", _as_tuple((arr != 0).tolist()))
+
+
 def _dot_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
     lay = S.require_spatial(st, "DotGeneral")
     if lay.mode != "full" or not lay.self_grids:  # the pre-pass guarantees this (Spatial(pairs=True))
@@ -200,8 +221,12 @@ def _dot_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: M
     if geo.k_out == 0:
         raise E.KernelalgError(NO_SPATIAL_LEFT)
     fn, key = _dot_map(lay, geo, arr)
-    v1, v2, cov, ntk = S.spatial_op(b, st, fn, "dot_general", n_extra=1, tag=key)[:4]
-    return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after="DotGeneral", layout=replace(lay, ndim=geo.k_out))
+    out_lay, sources = replace(lay, ndim=geo.k_out), ()
+    if lay.masked:  # masked pixels read as zero; an output position reached by no valid pixel is masked (NT)
+        out_lay = moved(out_lay, _mask_rule(geo, arr, "ab"))
+        fn, sources = masked_op(fn, lay=lay, out_lay=out_lay), (S.MASK1, S.MASK2)
+    v1, v2, cov, ntk = S.spatial_op(b, st, fn, "dot_general", n_extra=1, tag=key, sources=sources)[:4]
+    return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after="DotGeneral", layout=out_lay)
 
 
 def _dot_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
@@ -215,8 +240,11 @@ def _dot_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tup
     sizes = dict(zip(geo.x[1:], in_shape)) | dict(zip(geo.a, arr.shape))
     out_shape = tuple(sizes[c] for c in geo.out[1:])
 
+    rule = _mask_rule(geo, arr, geo.x[0])
+
     def apply(params: dict, x: jax.Array) -> jax.Array:
-        refuse_finite_mask("dot_general")  # masked inputs: refused as by the kernel
+        if FINITE_MASK.get() is not None:  # masked inputs: zeroed, and the mask follows the rule of the kernel
+            x = finite_move(jnp.asarray(x), lambda m: rule(JAX_ARRAYS, m, 1), "DotGeneral", "VALID")
         x = jnp.asarray(x)
         return jnp.einsum(spec, x, jnp.asarray(arr, x.dtype), precision=jax.lax.Precision.HIGHEST)
 

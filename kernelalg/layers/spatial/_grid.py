@@ -71,7 +71,7 @@ BAD_PADDING = "{layer}: padding must be one of {choices}, got {got!r}. Fix: e.g.
 MASKED_OP = (
     "{op}: this layer does not support masked inputs (mask_constant) yet; supported are Dense, activations, "
     "Conv, ConvLocal, ConvTranspose, AvgPool and SumPool (padding 'SAME' or 'VALID', any strides), "
-    "Index (slices), GlobalSelfAttention, Aggregate, GlobalAvgPool, GlobalSumPool and Flatten. Fix: call the "
+    "Index, DotGeneral, GlobalSelfAttention, Aggregate, GlobalAvgPool, GlobalSumPool and Flatten. Fix: call the "
     "kernel without mask_constant, or build the network from the supported layers."
 )
 BAD_SHAPE = "{layer}: {what} must be a non-empty sequence of positive integers, got {got!r}. Fix: e.g. {example}."
