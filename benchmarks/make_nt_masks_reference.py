@@ -109,6 +109,12 @@ CASES = {  # name: (input shape without batch, mask constant, layers)
                                                                    [0.0, 1.0, 1.0]],
                                                            "dimension_numbers": [[[1], [0]], [[], []]]}],
                                        ["GlobalAvgPool", [], {"channel_axis": 2}], _dense(1, 1.2, 0.1)]),
+    # LayerNorm over positions and channels: the mean variance is taken over the valid positions (NT)
+    "layernorm_gap": ((5, 4, 2), -1.0, [_conv(3, (2, 2), 1.3, 0.2), ["LayerNorm", [], {"axis": [1, 2, 3]}], RELU,
+                                        _conv(3, (2, 2), 1.1, 0.1), ERF, ["GlobalAvgPool", [], {}], _dense(1, 1.2, 0.1)]),
+    "layernorm_seq_flatten": ((7, 3), 0.0, [_dense(4, 1.2, 0.3), ["LayerNorm", [], {"axis": [1, 2]}], ERF,
+                                            _conv(3, (3,), 1.4, 0.1, "VALID"), ["LayerNorm", [], {"axis": [1, 2]}],
+                                            ERF, ["Flatten", [], {}], _dense(1, 1.1, 0.2)]),
     "index_drop_gsp": ((6, 5, 2), -1.0, [_conv(3, (2, 2), 1.3, 0.2), ERF, ["Index", [":, :, 3"], {}],
                                          _conv(3, (2,), 1.1, 0.1, "VALID"), ERF, ["GlobalSumPool", [], {}],
                                          _dense(1, 1.2, 0.1)]),

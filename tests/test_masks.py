@@ -51,7 +51,8 @@ Z_MAX = 5.0
 def from_spec(spec: list) -> ka.Layer:
     """kernelalg's network for an NT spec (NT's first positional width becomes out_dim / out_chan)."""
     name, args, kw = spec
-    kw = {k: v for k, v in kw.items() if k not in ("batch_axis", "channel_axis")}  # NT's axes after DotGeneral
+    kw = {k: (tuple(v) if k == "axis" else v) for k, v in kw.items()  # NT's axes after DotGeneral dropped
+          if k not in ("batch_axis", "channel_axis")}
     if name in WIDTH_ARG:
         kw[WIDTH_ARG[name]], args = args[0], args[1:]
     return getattr(ka, name)(*args, **kw)
@@ -67,7 +68,8 @@ def test_nt_reference_covers_every_case() -> None:
     assert set(CASES) == {"conv_gap", "dense_seq_gsp", "conv_flatten", "nan_gap", "graph_relu_gap",
                           "graph_erf_gsp_arcs", "valid_gap", "stride_flatten", "pool_gap", "edges_gsp",
                           "seq_valid_gsp", "local_flatten", "local_gap", "tconv_gap", "tconv_flatten", "index_gap",
-                          "index_seq_flatten", "index_drop_gsp", "dot_free_gap"}
+                          "index_seq_flatten", "index_drop_gsp", "dot_free_gap", "layernorm_gap",
+                          "layernorm_seq_flatten"}
 
 
 #: Cases of the default run (GlobalAvgPool, GlobalSumPool, Flatten, graphs with padding nodes; masks through
@@ -76,8 +78,10 @@ def test_nt_reference_covers_every_case() -> None:
 #: GlobalAvgPool, AvgPool with normalize_edges, 1-D VALID convs, ConvLocal (matching pixels, all pixel pairs) and
 #: ConvTranspose (tconv_*) run under -m slow; Index (slices) before a VALID conv and GlobalAvgPool by default, on
 #: sequences before Flatten and an integer index (a row of an image becomes a sequence) under -m slow; DotGeneral
-#: with a free axis (an output reached only by masked positions is masked) by default.
-FAST = ("conv_gap", "dense_seq_gsp", "conv_flatten", "graph_relu_gap", "stride_flatten", "pool_gap", "index_gap", "dot_free_gap")
+#: with a free axis (an output reached only by masked positions is masked) and LayerNorm over positions (means over
+#: the valid ones) by default, LayerNorm on sequences under -m slow.
+FAST = ("conv_gap", "dense_seq_gsp", "conv_flatten", "graph_relu_gap", "stride_flatten", "pool_gap", "index_gap", "dot_free_gap",
+        "layernorm_gap")
 
 
 def _inputs(case: str) -> tuple:
@@ -274,6 +278,24 @@ def test_dot_general_twin_under_masks_by_monte_carlo() -> None:
     net, x1, c = _net("dot_free_gap"), NT["dot_free_gap.x1"], float(NT["dot_free_gap.c"])
     mc = ka.monte_carlo(net, x1, width=8, samples=512, key=4, mask_constant=c, get="nngp")
     z = (np.asarray(mc.nngp) - NT["dot_free_gap.sym.nngp"]) / mc.stderr.nngp
+    print("z", np.round(z.ravel(), 2))
+    assert np.all(np.abs(z) <= Z_MAX), z
+    plain = ka.kernel(net, np.where(x1 == c, 0.0, x1), None, "nngp")
+    power = np.max(np.abs(np.asarray(mc.nngp) - np.asarray(plain)) / mc.stderr.nngp)
+    print("power", power)
+    assert power > Z_MAX
+
+
+def test_layernorm_twin_under_masks_by_monte_carlo() -> None:
+    """The LayerNorm twin normalizes over the valid positions (case layernorm_gap's first two layers, read out by
+    GlobalAvgPool >> Dense: the twin's NNGP at width 64 over 256 networks within Z_MAX of the exact kernel; the
+    normalization's O(1/width) bias is small against the SE), and rejects the kernel of the zeroed inputs without
+    masks (power)."""
+    x1, c = NT["layernorm_gap.x1"], float(NT["layernorm_gap.c"])
+    net = ka.Conv((2, 2), padding="SAME", W_std=1.3, b_std=0.2) >> ka.LayerNorm(axis=(1, 2, 3)) >> ka.Relu() >> \
+        ka.GlobalAvgPool() >> ka.Dense(1.2, 0.1)
+    mc = ka.monte_carlo(net, x1, width=64, samples=256, key=6, mask_constant=c, get="nngp")
+    z = (np.asarray(mc.nngp) - np.asarray(ka.kernel(net, x1, None, "nngp", mask_constant=c))) / mc.stderr.nngp
     print("z", np.round(z.ravel(), 2))
     assert np.all(np.abs(z) <= Z_MAX), z
     plain = ka.kernel(net, np.where(x1 == c, 0.0, x1), None, "nngp")

@@ -44,7 +44,8 @@ from kernelalg.core._layer import Layer, check_number, check_std, require_gaussi
 from kernelalg.layers._activations import _activation_kernel
 from kernelalg.core._program import ID1, ID2, Builder, KernelState
 from kernelalg.layers.recurrent._sequences import SequenceState
-from kernelalg.layers.spatial._grid import SAME_GRID, SpatialState
+from kernelalg.layers.spatial._grid import MASK1, MASK2, SAME_GRID, SpatialState
+from kernelalg.layers.spatial._masks import FINITE_MASK, current_masks
 
 BAD_AXIS = "LayerNorm: axis must be an int or a tuple of ints, got {got!r}. Fix: e.g. axis=-1 (the channels)."
 BATCH_AXIS = (
@@ -98,16 +99,23 @@ def _canonical(axis: int | tuple[int, ...], rank: int, what: str) -> set[int]:
 
 
 def _spatial_means(b: Builder, st: KernelState, lay: SpatialState, spatial: tuple[int, ...]) -> tuple[Any, Any]:
-    """Emit the means of the per-position variances over the spatial axes ``spatial`` (0-based)."""
+    """Emit the means of the per-position variances over the spatial axes ``spatial`` (0-based); with masked
+    inputs over the valid positions only (as neural-tangents' LayerNorm with masks)."""
     k = lay.ndim
     axes1 = tuple(2 + j for j in spatial)
     axes2 = axes1 if lay.mode == "diag" else tuple(2 + k + j for j in spatial)
-    live = [(v, axes) for v, axes in ((st.cov1, axes1), (st.cov2, axes2)) if not v.is_Number]
+    live = [(i, v, axes) for i, (v, axes) in enumerate(((st.cov1, axes1), (st.cov2, axes2))) if not v.is_Number]
+    masks = (MASK1, MASK2) if lay.masked else ()
 
     def op(ops: Arrays, *arrays: Any) -> tuple:
-        return tuple(ops.xp.mean(a, axis=axes, keepdims=True) for a, (_, axes) in zip(arrays, live))
+        if not masks:
+            return tuple(ops.xp.mean(a, axis=axes, keepdims=True) for a, (_, _, axes) in zip(arrays, live))
+        valid = current_masks(ops, *arrays[-2:], lay)
+        return tuple(ops.xp.sum(a * valid[i], axis=axes, keepdims=True) / ops.xp.sum(valid[i], axis=axes, keepdims=True)
+                     for a, (i, _, axes) in zip(arrays, live))
 
-    outs = iter(b.emit("layernorm_mean", structural(op), [v for v, _ in live], len(live), stem="m")) if live else iter(())
+    args = [v for _, v, _ in live] + list(masks)
+    outs = iter(b.emit("layernorm_mean", structural(op), args, len(live), stem="m")) if live else iter(())
     return tuple(v if v.is_Number else next(outs) for v in (st.cov1, st.cov2))
 
 
@@ -137,6 +145,13 @@ def _layernorm_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shap
     axes = tuple(sorted(_canonical(static["axis"], len(in_shape) + 1, f"rank-{len(in_shape) + 1}")))
 
     def apply(params: dict, x: jax.Array) -> jax.Array:
+        m = FINITE_MASK.get()
+        if m is not None and len(axes) > 1:  # masked inputs: mean and variance over the valid positions (NT)
+            w = jnp.broadcast_to(jnp.asarray(m, x.dtype)[..., None], x.shape)
+            n = jnp.sum(w, axis=axes, keepdims=True)
+            mean = jnp.sum(x * w, axis=axes, keepdims=True) / n
+            var = jnp.sum((x - mean) ** 2 * w, axis=axes, keepdims=True) / n
+            return (x - mean) / jnp.sqrt(eps + var)
         mean = jnp.mean(x, axis=axes, keepdims=True)
         var = jnp.mean((x - mean) ** 2, axis=axes, keepdims=True)
         return (x - mean) / jnp.sqrt(eps + var)

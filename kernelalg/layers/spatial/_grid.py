@@ -70,7 +70,7 @@ TOO_SMALL = (
 BAD_PADDING = "{layer}: padding must be one of {choices}, got {got!r}. Fix: e.g. padding='SAME'."
 MASKED_OP = (
     "{op}: this layer does not support masked inputs (mask_constant) yet; supported are Dense, activations, "
-    "Conv, ConvLocal, ConvTranspose, AvgPool and SumPool (padding 'SAME' or 'VALID', any strides), "
+    "Conv, ConvLocal, ConvTranspose, AvgPool and SumPool (padding 'SAME' or 'VALID', any strides), ImageResize, "
     "Index, DotGeneral, GlobalSelfAttention, Aggregate, GlobalAvgPool, GlobalSumPool and Flatten. Fix: call the "
     "kernel without mask_constant, or build the network from the supported layers."
 )

@@ -86,13 +86,6 @@ def finite_mask(x: Any) -> Any:
     return x if m is None else x * jnp.asarray(m, x.dtype)[..., None]
 
 
-def refuse_finite_mask(op: str) -> None:
-    """Finite twins of the layers whose kernel refuses masks (``S.MASKED_OP``): the same clear error when a mask
-    is bound, instead of a wrong-shaped mask further on."""
-    if FINITE_MASK.get() is not None:
-        raise E.KernelalgError(S.MASKED_OP.format(op=op))
-
-
 def finite_readout(x: Any) -> Any:
     """Finite twins of readouts (Flatten, the global pools), after their own use of the bound mask: the output
     has no positions, so no mask is bound for the layers after it (parallel branches may then meet again)."""

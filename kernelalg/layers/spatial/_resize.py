@@ -31,20 +31,14 @@ import jax.numpy as jnp
 import numpy as np
 import sympy as sp
 
-from kernelalg.backends import Arrays
+from kernelalg.backends import JAX_ARRAYS, Arrays
 from kernelalg.core import _errors as E
 from kernelalg.core._layer import Layer, Spatial
 from kernelalg.core._program import Builder, KernelState
 from kernelalg.layers._affine import affine_scales, affine_state
 from kernelalg.layers._dense import affine_init
 from kernelalg.layers.spatial import _grid as S
-from kernelalg.layers.spatial._masks import (
-    check_window_padding,
-    finite_move,
-    masked_op,
-    moved,
-    refuse_finite_mask,
-)
+from kernelalg.layers.spatial._masks import FINITE_MASK, check_window_padding, finite_move, masked_op, moved
 from kernelalg.layers.spatial._conv import _dimension_numbers, conv_layer
 from kernelalg.layers.spatial._inputs import IMAGE_LAYOUTS
 
@@ -337,6 +331,22 @@ def _resize_map(lay: S.SpatialState, sizes: tuple, method: str, antialias: bool)
     return fn, key
 
 
+@dataclass(frozen=True)
+class ResizeMask:
+    """neural-tangents' mask rule of ImageResize (``mask_fn``: ``~resize(~mask)`` cast to bool): an output position
+    is valid when some valid input position contributes to it, masked when only masked ones do."""
+
+    sizes: tuple
+    method: str
+    antialias: bool
+
+    def __call__(self, ops: Arrays, m: Any, first: int) -> Any:
+        """Validity ``m`` (spatial axes from ``first`` on) at the output positions."""
+        axes = tuple(range(first, first + len(self.sizes)))
+        hit = _resize_axes(ops, m, axes, self.sizes, self.method, self.antialias)  # weights >= 0: 0 iff none valid
+        return ops.xp.where(hit > 0, 1.0, 0.0).astype(m.dtype)
+
+
 def _resize_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static: Mapping[str, Any]) -> KernelState:
     sizes = static["shape"][1:-1]
     lay = S.require_spatial(st, "ImageResize", len(sizes), "shape", "shape=(-1,) + (16,) * ndim + (-1,)")
@@ -345,8 +355,12 @@ def _resize_kernel(b: Builder, st: KernelState, p: Mapping[str, sp.Expr], static
     if lay.mode != "full" or not lay.self_grids:  # the planner guarantees this (Spatial(pairs=True))
         raise E.InternalError(f"ImageResize: reached a state without self grids ({lay}). Please report this bug.")
     fn, key = _resize_map(lay, sizes, static["method"], static["antialias"])
-    v1, v2, cov, ntk = S.spatial_op(b, st, fn, "image_resize", n_extra=1, tag=key)[:4]
-    return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after="ImageResize")
+    out_lay, sources = lay, ()
+    if lay.masked:  # masked pixels read as zero; an output reached only by masked pixels is masked (NT)
+        out_lay = moved(lay, ResizeMask(tuple(sizes), static["method"], static["antialias"]))
+        fn, sources = masked_op(fn, lay=lay, out_lay=out_lay), (S.MASK1, S.MASK2)
+    v1, v2, cov, ntk = S.spatial_op(b, st, fn, "image_resize", n_extra=1, tag=key, sources=sources)[:4]
+    return st.replace(cov1=v1, cov2=v2, nngp=cov, ntk=ntk, after="ImageResize", layout=out_lay)
 
 
 def _resize_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: tuple, width: int):
@@ -359,8 +373,11 @@ def _resize_finite(p: Mapping[str, float], static: Mapping[str, Any], in_shape: 
     prec = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
             "default": jax.lax.Precision.DEFAULT}[static["precision"]]
 
+    rule = ResizeMask(tuple(sizes), static["method"], static["antialias"])
+
     def apply(params: dict, x: jax.Array) -> jax.Array:
-        refuse_finite_mask("image_resize")  # masked inputs: refused as by the kernel
+        if FINITE_MASK.get() is not None:  # masked inputs: zeroed, and the mask follows the kernel's rule
+            x = finite_move(jnp.asarray(x), lambda m: rule(JAX_ARRAYS, m, 1), "ImageResize", "VALID")
         x = jnp.asarray(x)
         return jax.image.resize(x, (x.shape[0],) + out, static["method"], antialias=static["antialias"],
                                 precision=prec)
