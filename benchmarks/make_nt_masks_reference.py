@@ -115,6 +115,11 @@ CASES = {  # name: (input shape without batch, mask constant, layers)
     "layernorm_seq_flatten": ((7, 3), 0.0, [_dense(4, 1.2, 0.3), ["LayerNorm", [], {"axis": [1, 2]}], ERF,
                                             _conv(3, (3,), 1.4, 0.1, "VALID"), ["LayerNorm", [], {"axis": [1, 2]}],
                                             ERF, ["Flatten", [], {}], _dense(1, 1.1, 0.2)]),
+    # ImageResize: masked when only masked positions contribute (NT's mask_fn); two convs before it (NT 0.6.5 resizes
+    # the wrong axes after an odd number of convs, docs/locally_connected.md)
+    "resize_gap": ((4, 5, 2), -1.0, [_conv(3, (2, 2), 1.3, 0.2), RELU, _conv(3, (2, 2), 1.1, 0.1),
+                                     ["ImageResize", [[-1, 6, 3, -1], "linear"], {}], ERF, ["GlobalAvgPool", [], {}],
+                                     _dense(1, 1.2, 0.1)]),
     "index_drop_gsp": ((6, 5, 2), -1.0, [_conv(3, (2, 2), 1.3, 0.2), ERF, ["Index", [":, :, 3"], {}],
                                          _conv(3, (2,), 1.1, 0.1, "VALID"), ERF, ["GlobalSumPool", [], {}],
                                          _dense(1, 1.2, 0.1)]),
