@@ -32,7 +32,8 @@ from kernelalg.layers.graph._aggregate import Aggregate
 from kernelalg.layers.graph._inputs import Graphs
 from kernelalg.layers.spatial._index import Index, Slice
 from kernelalg.layers.spatial._dotgeneral import DotGeneral
-from kernelalg.layers.spatial._resize import ConvTranspose, ImageResize
+from kernelalg.layers.spatial._imageresize import ImageResize
+from kernelalg.layers.spatial._resize import ConvTranspose
 from kernelalg.layers._normalization import Dropout, ExpNormalized, LayerNorm
 from kernelalg.layers._surrogate import SurrogateSign, SurrogateStep, true_gradient, with_sharpness
 from kernelalg.finite._surrogate import SurrogateTwins, empirical_sg_ntk, surrogate_twins

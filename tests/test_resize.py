@@ -20,7 +20,7 @@ import pytest
 
 import kernelalg as ka
 from kernelalg.layers.spatial import _inputs as SI
-from kernelalg.layers.spatial._resize import resize_matrix
+from kernelalg.layers.spatial._imageresize import resize_matrix
 
 NT_REFERENCE = Path(__file__).resolve().parent / "data" / "nt_resize_reference.npz"
 NT = np.load(NT_REFERENCE)

@@ -16,12 +16,12 @@ from kernelalg.core._layer import Layer
 from kernelalg.layers import _activations, _dense, _elementwise, _normalization, _sigmoidal, _surrogate
 from kernelalg.layers.graph import _aggregate
 from kernelalg.layers.recurrent import _gated, _recurrent
-from kernelalg.layers.spatial import _attention, _conv, _dotgeneral, _index, _local, _pooling, _resize
+from kernelalg.layers.spatial import _attention, _conv, _dotgeneral, _imageresize, _index, _local, _pooling, _resize
 
 #: The modules whose public Layer-returning functions are layer constructors.
 MODULES: tuple[ModuleType, ...] = (_layer, _dense, _activations, _elementwise, _sigmoidal, _surrogate, _conv,
                                    _local, _pooling, _recurrent, _gated, _normalization, _attention, _aggregate,
-                                   _index, _dotgeneral, _resize)
+                                   _index, _dotgeneral, _resize, _imageresize)
 
 
 #: Public functions of those modules that return a Layer but are no layer constructors of the language
