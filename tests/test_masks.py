@@ -21,6 +21,7 @@ Expected values are independent of the code under test:
 from __future__ import annotations
 
 import functools
+from typing import Any
 import json
 from pathlib import Path
 
@@ -165,6 +166,33 @@ def _sample(key: jax.Array, width: int) -> dict:
             "w2": jax.random.normal(k[2], (3, 3, width, 1)), "b2": jax.random.normal(k[3], (1,))}
 
 
+def _check_draws(draws: dict, ex: Any, plain: Any) -> None:
+    """Per-network NNGP/NTK draws (samples, N, M): every z of their mean against the exact kernel ``ex`` within
+    Z_MAX; power: some |z| against ``plain`` (the kernel without masks) beyond Z_MAX."""
+    power = 0.0
+    for name, d in draws.items():
+        mean, err = np.mean(d, 0), np.std(d, 0, ddof=1) / np.sqrt(len(d))
+        z = (mean - np.asarray(getattr(ex, name))) / err
+        print(name, "z", np.round(z.ravel(), 2))
+        assert np.all(np.abs(z) <= Z_MAX), (name, z)
+        power = max(power, np.max(np.abs(mean - np.asarray(getattr(plain, name))) / err))
+    print("largest |z| against the unmasked kernel", round(float(power), 1))
+    assert power > Z_MAX
+
+
+def _check_twin_nngp(net: ka.Layer, x: np.ndarray, c: float, want: Any, width: int, samples: int, key: int) -> None:
+    """ka.monte_carlo of the masked twin: every NNGP z against ``want`` within Z_MAX; power: some |z| against the
+    kernel of the zeroed inputs without masks beyond Z_MAX."""
+    mc = ka.monte_carlo(net, x, width=width, samples=samples, key=key, mask_constant=c, get="nngp")
+    z = (np.asarray(mc.nngp) - np.asarray(want)) / mc.stderr.nngp
+    print("z", np.round(z.ravel(), 2))
+    assert np.all(np.abs(z) <= Z_MAX), z
+    plain = ka.kernel(net, np.where(x == c, 0.0, x), None, "nngp")
+    power = np.max(np.abs(np.asarray(mc.nngp) - np.asarray(plain)) / mc.stderr.nngp)
+    print("power", power)
+    assert power > Z_MAX
+
+
 def test_monte_carlo_masked_conv_net() -> None:
     """8 z-scores (4 entries x 2 kernels) within Z_MAX (chance failure < 1e-5); the estimate rejects the kernel
     of the same inputs without masks (power: some |z| > Z_MAX against it)."""
@@ -184,15 +212,7 @@ def test_monte_carlo_masked_conv_net() -> None:
     # the kernel that ignores the masks (zeroed entries, no masked pixel; the same compiled program, see
     # test_no_masked_position_is_the_unmasked_kernel)
     plain = ka.kernel(net, np.where(IMG1 == C_MASK, 0.0, IMG1), np.where(IMG2 == C_MASK, 0.0, IMG2), mask_constant=1e9)
-    power = 0.0
-    for name, draws in (("nngp", nngp), ("ntk", ntk)):
-        mean, err = np.mean(draws, 0), np.std(draws, 0, ddof=1) / np.sqrt(samples)
-        z = (mean - np.asarray(getattr(ex, name))) / err
-        print(name, "z", np.round(z.ravel(), 2))
-        assert np.all(np.abs(z) <= Z_MAX), (name, z)
-        power = max(power, np.max(np.abs(mean - np.asarray(getattr(plain, name))) / err))
-    print("largest |z| against the unmasked kernel", round(float(power), 1))
-    assert power > Z_MAX
+    _check_draws({"nngp": nngp, "ntk": ntk}, ex, plain)
 
 
 def test_finite_twin_matches_masked_network() -> None:
@@ -242,15 +262,7 @@ def test_monte_carlo_masked_strided_pooled_net() -> None:
     ex = ka.kernel(net, STRIDED1, STRIDED2, mask_constant=C_MASK)
     plain = ka.kernel(net, np.where(STRIDED1 == C_MASK, 0.0, STRIDED1), np.where(STRIDED2 == C_MASK, 0.0, STRIDED2),
                       mask_constant=1e9)  # no masked position: the kernel without masks, the same compiled program
-    power = 0.0
-    for name, draws in (("nngp", nngp), ("ntk", ntk)):
-        mean, err = np.mean(draws, 0), np.std(draws, 0, ddof=1) / np.sqrt(samples)
-        z = (mean - np.asarray(getattr(ex, name))) / err
-        print(name, "z", np.round(z.ravel(), 2))
-        assert np.all(np.abs(z) <= Z_MAX), (name, z)
-        power = max(power, np.max(np.abs(mean - np.asarray(getattr(plain, name))) / err))
-    print("largest |z| against the unmasked kernel", round(float(power), 1))
-    assert power > Z_MAX
+    _check_draws({"nngp": nngp, "ntk": ntk}, ex, plain)
 
 
 def test_index_under_masks_by_monte_carlo() -> None:
@@ -263,13 +275,7 @@ def test_index_under_masks_by_monte_carlo() -> None:
     x[0, 4:], x[1, :, 0] = C_MASK, C_MASK
     net = (ka.Conv((2, 2), padding="SAME") >> ka.Relu() >> ka.Index(ka.Slice[:, 1:, ::2]) >> ka.Conv((2, 2)) >>
            ka.Erf() >> ka.GlobalAvgPool() >> ka.Dense())
-    mc = ka.monte_carlo(net, x, width=8, samples=256, key=3, mask_constant=C_MASK, get="nngp")
-    z = (np.asarray(mc.nngp) - np.asarray(ka.kernel(net, x, None, "nngp", mask_constant=C_MASK))) / mc.stderr.nngp
-    print("z", np.round(z.ravel(), 2))
-    assert np.all(np.abs(z) <= Z_MAX), z
-    plain = ka.kernel(net, np.where(x == C_MASK, 0.0, x), None, "nngp")
-    print("power", np.max(np.abs(np.asarray(mc.nngp) - np.asarray(plain)) / mc.stderr.nngp))
-    assert np.max(np.abs(np.asarray(mc.nngp) - np.asarray(plain)) / mc.stderr.nngp) > Z_MAX
+    _check_twin_nngp(net, x, C_MASK, ka.kernel(net, x, None, "nngp", mask_constant=C_MASK), 8, 256, 3)
 
 
 def test_dot_general_twin_under_masks_by_monte_carlo() -> None:
@@ -277,14 +283,7 @@ def test_dot_general_twin_under_masks_by_monte_carlo() -> None:
     NNGP of 512 networks of width 8 is unbiased): within Z_MAX of NT's stored NNGP; the estimate rejects the kernel
     of the zeroed inputs without masks (power)."""
     net, x1, c = _net("dot_free_gap"), NT["dot_free_gap.x1"], float(NT["dot_free_gap.c"])
-    mc = ka.monte_carlo(net, x1, width=8, samples=512, key=4, mask_constant=c, get="nngp")
-    z = (np.asarray(mc.nngp) - NT["dot_free_gap.sym.nngp"]) / mc.stderr.nngp
-    print("z", np.round(z.ravel(), 2))
-    assert np.all(np.abs(z) <= Z_MAX), z
-    plain = ka.kernel(net, np.where(x1 == c, 0.0, x1), None, "nngp")
-    power = np.max(np.abs(np.asarray(mc.nngp) - np.asarray(plain)) / mc.stderr.nngp)
-    print("power", power)
-    assert power > Z_MAX
+    _check_twin_nngp(net, x1, c, NT["dot_free_gap.sym.nngp"], 8, 512, 4)
 
 
 def test_layernorm_twin_under_masks_by_monte_carlo() -> None:
@@ -295,14 +294,7 @@ def test_layernorm_twin_under_masks_by_monte_carlo() -> None:
     x1, c = NT["layernorm_gap.x1"], float(NT["layernorm_gap.c"])
     net = ka.Conv((2, 2), padding="SAME", W_std=1.3, b_std=0.2) >> ka.LayerNorm(axis=(1, 2, 3)) >> ka.Relu() >> \
         ka.GlobalAvgPool() >> ka.Dense(1.2, 0.1)
-    mc = ka.monte_carlo(net, x1, width=64, samples=256, key=6, mask_constant=c, get="nngp")
-    z = (np.asarray(mc.nngp) - np.asarray(ka.kernel(net, x1, None, "nngp", mask_constant=c))) / mc.stderr.nngp
-    print("z", np.round(z.ravel(), 2))
-    assert np.all(np.abs(z) <= Z_MAX), z
-    plain = ka.kernel(net, np.where(x1 == c, 0.0, x1), None, "nngp")
-    power = np.max(np.abs(np.asarray(mc.nngp) - np.asarray(plain)) / mc.stderr.nngp)
-    print("power", power)
-    assert power > Z_MAX
+    _check_twin_nngp(net, x1, c, ka.kernel(net, x1, None, "nngp", mask_constant=c), 64, 256, 6)
 
 
 def test_image_resize_twin_under_masks_by_monte_carlo() -> None:
@@ -310,14 +302,7 @@ def test_image_resize_twin_under_masks_by_monte_carlo() -> None:
     256 networks within Z_MAX of NT's stored kernel (two hidden layers: an O(1/width) bias, small against the SE),
     and the estimate rejects the kernel of the zeroed inputs without masks (power)."""
     net, x1, c = _net("resize_gap"), NT["resize_gap.x1"], float(NT["resize_gap.c"])
-    mc = ka.monte_carlo(net, x1, width=32, samples=256, key=8, mask_constant=c, get="nngp")
-    z = (np.asarray(mc.nngp) - NT["resize_gap.sym.nngp"]) / mc.stderr.nngp
-    print("z", np.round(z.ravel(), 2))
-    assert np.all(np.abs(z) <= Z_MAX), z
-    plain = ka.kernel(net, np.where(x1 == c, 0.0, x1), None, "nngp")
-    power = np.max(np.abs(np.asarray(mc.nngp) - np.asarray(plain)) / mc.stderr.nngp)
-    print("power", power)
-    assert power > Z_MAX
+    _check_twin_nngp(net, x1, c, NT["resize_gap.sym.nngp"], 32, 256, 8)
 
 
 def test_parallel_branches_do_not_see_each_others_masks() -> None:
