@@ -20,10 +20,7 @@ Expected values are independent of the code under test:
 
 from __future__ import annotations
 
-import functools
 from typing import Any
-import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +28,7 @@ import numpy as np
 import pytest
 
 import kernelalg as ka
+from _nt_masks import MASK_CASES, NT_MASKS, mask_inputs, mask_net
 from kernelalg.backends import NUMPY_ARRAYS
 from kernelalg.core import _errors as E
 from kernelalg.layers.spatial._resize import TconvMask
@@ -43,26 +41,8 @@ def _float64():
         yield
 
 
-NT = np.load(Path(__file__).resolve().parent / "data" / "nt_masks_reference.npz")
-CASES = sorted({k.split(".")[0] for k in NT.files if not k.startswith("_")})
-WIDTH_ARG = {"Dense": "out_dim", "Conv": "out_chan", "ConvLocal": "out_chan", "ConvTranspose": "out_chan"}
+NT, CASES, _net, _inputs = NT_MASKS, MASK_CASES, mask_net, mask_inputs
 Z_MAX = 5.0
-
-
-def from_spec(spec: list) -> ka.Layer:
-    """kernelalg's network for an NT spec (NT's first positional width becomes out_dim / out_chan)."""
-    name, args, kw = spec
-    kw = {k: (tuple(v) if k == "axis" else v) for k, v in kw.items()  # NT's axes after DotGeneral dropped
-          if k not in ("batch_axis", "channel_axis")}
-    if name in WIDTH_ARG:
-        kw[WIDTH_ARG[name]], args = args[0], args[1:]
-    return getattr(ka, name)(*args, **kw)
-
-
-@functools.lru_cache(maxsize=None)
-def _net(case: str) -> ka.Layer:
-    """The case's network, one object per case (its compiled kernels are reused across tests)."""
-    return ka.serial(*map(from_spec, json.loads(str(NT[f"{case}.spec"]))))
 
 
 def test_nt_reference_covers_every_case() -> None:
@@ -84,14 +64,6 @@ def test_nt_reference_covers_every_case() -> None:
 #: under -m slow.
 FAST = ("conv_gap", "dense_seq_gsp", "conv_flatten", "graph_relu_gap", "stride_flatten", "pool_gap", "index_gap", "dot_free_gap",
         "layernorm_gap", "resize_gap")
-
-
-def _inputs(case: str) -> tuple:
-    """x1, x2 of a case: arrays, or ka.Graphs with the stored patterns (graph cases)."""
-    x1, x2 = NT[f"{case}.x1"], NT[f"{case}.x2"]
-    if f"{case}.p1" in NT.files:
-        return ka.Graphs(x1, NT[f"{case}.p1"]), ka.Graphs(x2, NT[f"{case}.p2"])
-    return x1, x2
 
 
 @pytest.mark.parametrize("case", [c if c in FAST else pytest.param(c, marks=pytest.mark.slow) for c in CASES])

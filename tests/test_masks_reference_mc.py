@@ -17,8 +17,6 @@ Expected values are independent of the code under test:
 from __future__ import annotations
 
 import functools
-import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +24,7 @@ import numpy as np
 import pytest
 
 import kernelalg as ka
+from _nt_masks import MASK_CASES, NT_MASKS, mask_inputs, mask_net
 from kernelalg.core import _errors as E
 
 
@@ -36,33 +35,10 @@ def _float64():
         yield
 
 
-NT = np.load(Path(__file__).resolve().parent / "data" / "nt_masks_reference.npz")
-CASES = sorted({k.split(".")[0] for k in NT.files if not k.startswith("_")})
+NT, CASES, _nt_net, _nt_inputs = NT_MASKS, MASK_CASES, mask_net, mask_inputs
 FAST = ("conv_gap", "dense_seq_gsp", "graph_relu_gap")  # the others (Flatten, NaN constant, arcs) under -m slow
-WIDTH_ARG = {"Dense": "out_dim", "Conv": "out_chan"}
 Z_MAX = 5.0
 C_MASK = -1.0
-
-
-def _from_spec(spec: list) -> ka.Layer:
-    """kernelalg's layer for an NT spec (NT's first positional width becomes out_dim / out_chan)."""
-    name, args, kw = spec
-    kw = dict(kw)
-    if name in WIDTH_ARG:
-        kw[WIDTH_ARG[name]], args = args[0], args[1:]
-    return getattr(ka, name)(*args, **kw)
-
-
-@functools.lru_cache(maxsize=None)
-def _nt_net(case: str) -> ka.Layer:
-    return ka.serial(*map(_from_spec, json.loads(str(NT[f"{case}.spec"]))))
-
-
-def _nt_inputs(case: str) -> tuple:
-    x1, x2 = NT[f"{case}.x1"], NT[f"{case}.x2"]
-    if f"{case}.p1" in NT.files:
-        return ka.Graphs(x1, NT[f"{case}.p1"]), ka.Graphs(x2, NT[f"{case}.p2"])
-    return x1, x2
 
 
 # --------------------------------------------------------------------------------------- reference backend
